@@ -1,1 +1,1 @@
-"""train."""
+"""The generic trainer: mesh, sharded step, loop, checkpoints, metrics."""

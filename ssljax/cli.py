@@ -1,0 +1,79 @@
+"""The `ssljax` command.
+
+  ssljax train --config configs/simclr.py:mnist5k --workdir runs/simclr [--config.train.steps=500]
+  ssljax eval  --workdir runs/simclr
+  ssljax plot  --workdir runs/simclr
+  ssljax bench memory
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+COMMANDS = ("train", "eval", "plot", "bench")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file and variant, e.g. configs/simclr.py:mnist5k; override keys with --config.KEY=VALUE.",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and eval.json.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def _usage(message: str) -> None:
+  raise app.UsageError(f"{message}\nusage: ssljax {{{'|'.join(COMMANDS)}}} [flags]; see --help")
+
+
+def _require_workdir() -> str:
+  if not _WORKDIR.value:
+    _usage("--workdir is required")
+  return _WORKDIR.value
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) < 2 or argv[1] not in COMMANDS:
+    _usage(f"expected a command, got {argv[1:]!r}" if len(argv) > 1 else "expected a command")
+  command, rest = argv[1], argv[2:]
+  if command == "train":
+    if _CONFIG.value is None:
+      _usage("train needs --config, e.g. --config configs/simclr.py:mnist5k")
+    from ssljax.evaluate import evaluate_workdir
+    from ssljax.train import checks, loop
+
+    config = _CONFIG.value
+    try:
+      checks.check(config)
+    except checks.ConfigError as error:
+      sys.exit(f"ssljax: bad config: {error}")
+    workdir = _require_workdir()
+    loop.train(config, workdir, progress=_PROGRESS.value)
+    if config.train.evaluate:
+      evaluate_workdir(workdir)
+  elif command == "eval":
+    from ssljax.evaluate import evaluate_workdir
+
+    evaluate_workdir(_require_workdir())
+  elif command == "plot":
+    from ssljax.train import plots
+
+    for path in plots.plot_workdir(_require_workdir()):
+      print(f"wrote {path}")
+  elif command == "bench":
+    from ssljax.bench import loss_memory
+
+    if rest[:1] != ["memory"]:
+      _usage("bench takes a benchmark name: memory")
+    loss_memory.main(rest[1:])
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

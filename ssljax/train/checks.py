@@ -1,0 +1,50 @@
+"""Config checks that run before anything is built, so a bad run stops at once with a message
+that names the offending key."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from ssljax import objectives
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ConfigError(message)
+
+
+def check(config: ml_collections.ConfigDict, device_count: int | None = None) -> None:
+  device_count = jax.device_count() if device_count is None else device_count
+  _require(config.objective in objectives.names(),
+           f"config.objective={config.objective!r} is not a registered objective; "
+           f"choose one of {objectives.names()}")
+  batch = config.train.batch_size
+  _require(batch > 0, f"config.train.batch_size must be positive, got {batch}")
+  _require(
+      batch % device_count == 0,
+      f"config.train.batch_size={batch} is not divisible by the {device_count} devices; "
+      f"use a multiple of {device_count}",
+  )
+  _require(
+      batch % jax.process_count() == 0,
+      f"config.train.batch_size={batch} is not divisible by the {jax.process_count()} processes",
+  )
+  _require(config.train.steps > 0, f"config.train.steps must be positive, got {config.train.steps}")
+  _require(config.train.log_every > 0, f"config.train.log_every must be positive, got {config.train.log_every}")
+  _require(config.train.checkpoint_every > 0,
+           f"config.train.checkpoint_every must be positive, got {config.train.checkpoint_every}")
+  _require(config.train.keep_checkpoints > 0,
+           f"config.train.keep_checkpoints must be positive, got {config.train.keep_checkpoints}")
+  _require(config.train.knn_every >= 0, f"config.train.knn_every must be >= 0, got {config.train.knn_every}")
+  _require(config.optim.lr > 0, f"config.optim.lr must be positive, got {config.optim.lr}")
+  _require(config.optim.weight_decay >= 0, f"config.optim.weight_decay must be >= 0, got {config.optim.weight_decay}")
+  _require(config.optim.warmup_steps >= 0, f"config.optim.warmup_steps must be >= 0, got {config.optim.warmup_steps}")
+  if "loss" in config and "temperature" in config.loss:
+    _require(config.loss.temperature > 0, f"config.loss.temperature must be positive, got {config.loss.temperature}")
+  if "loss" in config and "block_size" in config.loss:
+    _require(config.loss.block_size >= 0, f"config.loss.block_size must be >= 0 (0 = dense), got {config.loss.block_size}")

@@ -1,0 +1,79 @@
+"""Where training metrics go: JSON lines, TensorBoard event files and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Mapping
+
+import numpy as np
+import tqdm
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricWriter:
+  """Appends one JSON object per logged step to metrics.jsonl and mirrors it to TensorBoard.
+
+  On resume from step s, lines logged after s by the interrupted run are dropped first, so
+  the file reads as if the run had never stopped.
+  """
+
+  def __init__(self, workdir: str, resume_step: int, tensorboard: bool = True):
+    self.path = os.path.join(workdir, METRICS_FILE)
+    kept = [m for m in read_metrics(workdir) if m["step"] <= resume_step]
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(m) + "\n" for m in kept)
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # imported lazily: it is slow to import
+
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    record = {"step": int(step), **{k: float(np.asarray(v)) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tb is not None:
+      for name, value in record.items():
+        if name != "step":
+          self._tb.add_scalar(name, value, step)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+class Progress:
+  """A tqdm bar showing loss, steps/s and images/s, measured between log points."""
+
+  def __init__(self, total: int, initial: int, images_per_step: int, enabled: bool = True):
+    self.bar = tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+    self.images_per_step = images_per_step
+    self._last_time = time.perf_counter()
+    self._last_step = initial
+
+  def update(self, step: int, metrics: Mapping[str, float]) -> dict:
+    """Advances the bar to `step`; returns the throughput figures measured since last call."""
+    now = time.perf_counter()
+    steps = step - self._last_step
+    rate = steps / max(now - self._last_time, 1e-9)
+    self._last_time, self._last_step = now, step
+    speed = {"steps_per_sec": rate, "images_per_sec": rate * self.images_per_step}
+    shown = {k: f"{float(v):.4g}" for k, v in metrics.items() if k in ("loss", "probe_accuracy", "knn_accuracy")}
+    shown.update({"steps/s": f"{rate:.2f}", "img/s": f"{speed['images_per_sec']:.0f}"})
+    self.bar.set_postfix(shown, refresh=False)
+    self.bar.update(steps)
+    return speed
+
+  def close(self) -> None:
+    self.bar.close()

@@ -1,0 +1,46 @@
+"""`ssljax plot`: PNG curves of the logged metrics (loss, learning rate, probe accuracy)."""
+
+from __future__ import annotations
+
+import os
+
+from ssljax.train.metrics import read_metrics
+
+CURVES = {
+    "loss.png": ("loss", "pretraining loss"),
+    "learning_rate.png": ("learning_rate", "learning rate"),
+    "probe_accuracy.png": ("probe_accuracy", "online linear probe accuracy (train batches)"),
+    "knn_accuracy.png": ("knn_accuracy", "kNN accuracy (eval split)"),
+}
+
+
+def plot_workdir(workdir: str) -> list[str]:
+  """Writes one PNG per logged metric of CURVES into `workdir`/plots; returns their paths."""
+  import matplotlib
+
+  matplotlib.use("Agg")  # files only; no display needed
+  import matplotlib.pyplot as plt
+
+  records = read_metrics(workdir)
+  if not records:
+    raise FileNotFoundError(f"no metrics in {workdir}: run `ssljax train --workdir {workdir}` first")
+  out_dir = os.path.join(workdir, "plots")
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+  for filename, (key, title) in CURVES.items():
+    points = [(r["step"], r[key]) for r in records if key in r]
+    if not points:
+      continue
+    steps, values = zip(*points)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, values, marker="." if len(points) < 30 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, filename)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    written.append(path)
+  return written

@@ -1,0 +1,114 @@
+"""One jitted, sharded train step for any objective.
+
+`jax.jit(jax.shard_map(per_device_step))`: inside, code is per device exactly as under pmap.
+The state is replicated (P()) and the batch is split along DATA_AXIS. Objectives return the
+global loss (the same value on every device), and with shard_map's varying-manual-axes
+typing the gradient of that value with respect to replicated parameters already is the
+gradient of the global batch: JAX transposes the implicit broadcast of the parameters into a
+psum. The test suite checks this equals a single-device step on the concatenated batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from ssljax import losses
+from ssljax.objectives import DATA_AXIS, Objective
+from ssljax.train.state import TrainState
+
+P = jax.P
+
+
+def probe_logits(probe_params, features):
+  """The online linear probe: features (n, D) -> class logits (n, K)."""
+  return features @ probe_params["kernel"] + probe_params["bias"]
+
+
+def init_probe(feature_dim: int, num_classes: int):
+  return {"kernel": jnp.zeros((feature_dim, num_classes)), "bias": jnp.zeros((num_classes,))}
+
+
+def _probe_update(state: TrainState, probe_tx, features, labels):
+  """One step of the online probe on stop-gradient features; labels reach nothing else."""
+  # Features are standardised per batch so the probe's step size does not depend on the
+  # encoder's feature scale, which drifts during pretraining.
+  mean = lax.pmean(jnp.mean(features, axis=0), DATA_AXIS)
+  var = lax.pmean(jnp.mean(jnp.square(features - mean), axis=0), DATA_AXIS)
+  features = (features - mean) * lax.rsqrt(var + 1e-6)
+
+  def probe_loss(probe_params):
+    logits = probe_logits(probe_params, features)
+    local = losses.classification_loss(logits, labels)
+    return lax.pmean(local, DATA_AXIS), logits
+
+  (loss, logits), grads = jax.value_and_grad(probe_loss, has_aux=True)(state.probe_params)
+  updates, probe_opt_state = probe_tx.update(grads, state.probe_opt_state, state.probe_params)
+  accuracy = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), DATA_AXIS)
+  return optax.apply_updates(state.probe_params, updates), probe_opt_state, {
+      "probe_loss": loss,
+      "probe_accuracy": accuracy,
+  }
+
+
+def _check_loss_is_global(loss):
+  vma = getattr(jax.typeof(loss), "vma", frozenset())
+  if DATA_AXIS in vma:
+    raise ValueError(
+        "the objective's loss differs between devices; Objective.loss must return the global "
+        "loss (use lax.psum / lax.pmean over DATA_AXIS, or ssljax.losses with axis_name)."
+    )
+
+
+def make_per_device_step(
+    objective: Objective,
+    tx: optax.GradientTransformation,
+    probe_tx: optax.GradientTransformation | None,
+    seed_key: jax.Array,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  def per_device_step(state: TrainState, batch: dict):
+    # Same seed, same run on any device count: keys derive from (seed, step, device).
+    key = jax.random.fold_in(jax.random.fold_in(seed_key, state.step), lax.axis_index(DATA_AXIS))
+
+    def loss_fn(params):
+      return objective.loss(params, state.model_state, batch, key)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    _check_loss_is_global(loss)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    model_state = aux.model_state
+    if objective.after_update is not None:
+      model_state = objective.after_update(params, model_state, state.step)
+
+    metrics = {"loss": loss, **jax.tree.map(lambda m: lax.pmean(m, DATA_AXIS), dict(aux.metrics))}
+    probe_params, probe_opt_state = state.probe_params, state.probe_opt_state
+    if probe_tx is not None and aux.features is not None and "label" in batch:
+      probe_params, probe_opt_state, probe_metrics = _probe_update(
+          state, probe_tx, aux.features, batch["label"]
+      )
+      metrics.update(probe_metrics)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        opt_state=opt_state,
+        model_state=model_state,
+        probe_params=probe_params,
+        probe_opt_state=probe_opt_state,
+    )
+    return new_state, metrics
+
+  return per_device_step
+
+
+def make_train_step(objective, tx, probe_tx, seed_key, mesh):
+  """The jitted step: (state, global batch) -> (state, metrics); the old state is donated."""
+  per_device_step = make_per_device_step(objective, tx, probe_tx, seed_key)
+  sharded = jax.shard_map(
+      per_device_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P())
+  )
+  return jax.jit(sharded, donate_argnums=0)
