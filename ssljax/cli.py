@@ -70,8 +70,20 @@ def main(argv: list[str]) -> None:
     loss_memory.main(rest[1:])
 
 
+def _enable_compilation_cache() -> None:
+  """Keeps compiled XLA programs on disk, so a second run of the same config (a resume, an
+  eval after train) skips most compilation. SSLJAX_COMPILATION_CACHE='' turns it off."""
+  cache_dir = os.environ.get("SSLJAX_COMPILATION_CACHE", os.path.expanduser("~/.cache/ssljax/xla"))
+  if cache_dir:
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def run() -> None:
   """Console-script entry point."""
+  _enable_compilation_cache()
   app.run(main)
 
 

@@ -7,55 +7,64 @@ learning-rate tuning, inside one jitted `lax.while_loop`.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 
-def standardise(train_x: np.ndarray, test_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  mean = train_x.mean(axis=0)
-  std = train_x.std(axis=0) + 1e-6
+def standardise(train_x: np.ndarray, test_x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Both sets scaled with the mean and std of the (weighted) training features."""
+  w = weights[:, None] / weights.sum()
+  mean = np.sum(w * train_x, axis=0)
+  std = np.sqrt(np.sum(w * np.square(train_x - mean), axis=0)) + 1e-6
   return (train_x - mean) / std, (test_x - mean) / std
 
 
-def fit(x, y, *, num_classes: int, l2: float = 1e-3, max_steps: int = 500):
-  """Weights (D, K) and bias (K,) minimising mean cross-entropy + l2/2 * |W|^2."""
-  x = jnp.asarray(x, jnp.float32)
-  y = jnp.asarray(y, jnp.int32)
+@functools.partial(jax.jit, static_argnames=("num_classes", "max_steps"))
+def fit(x, y, weights, l2, *, num_classes: int, max_steps: int = 500):
+  """Weights (D, K) and bias (K,) minimising the weighted mean cross-entropy + l2/2 * |W|^2.
+
+  Example weights (0 or 1) select a subset without changing shapes, so the probe with all
+  labels and the probe with a few labels per class share one compilation.
+  """
   params = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
 
   def objective(params):
     logits = x @ params["w"] + params["b"]  # (N, D) . (D, K) -> (N, K)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return ce + 0.5 * l2 * jnp.sum(jnp.square(params["w"]))
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return jnp.sum(weights * ce) / jnp.sum(weights) + 0.5 * l2 * jnp.sum(jnp.square(params["w"]))
 
   solver = optax.lbfgs()
   value_and_grad = optax.value_and_grad_from_state(objective)
 
-  @jax.jit
-  def run(params):
-    def step(carry):
-      params, opt_state, i = carry
-      value, grad = value_and_grad(params, state=opt_state)
-      updates, opt_state = solver.update(grad, opt_state, params, value=value, grad=grad, value_fn=objective)
-      return optax.apply_updates(params, updates), opt_state, i + 1
+  def step(carry):
+    params, opt_state, i = carry
+    value, grad = value_and_grad(params, state=opt_state)
+    updates, opt_state = solver.update(grad, opt_state, params, value=value, grad=grad, value_fn=objective)
+    return optax.apply_updates(params, updates), opt_state, i + 1
 
-    def not_done(carry):
-      _, opt_state, i = carry
-      grad = optax.tree.get(opt_state, "grad")
-      return (i == 0) | ((i < max_steps) & (optax.tree.norm(grad) > 1e-5))
+  def not_done(carry):
+    _, opt_state, i = carry
+    grad = optax.tree.get(opt_state, "grad")
+    return (i == 0) | ((i < max_steps) & (optax.tree.norm(grad) > 1e-5))
 
-    params, _, _ = jax.lax.while_loop(not_done, step, (params, solver.init(params), 0))
-    return params
-
-  return run(params)
+  params, _, _ = jax.lax.while_loop(not_done, step, (params, solver.init(params), 0))
+  return params
 
 
-def accuracy(train_x, train_y, test_x, test_y, *, num_classes: int, l2: float = 1e-3, max_steps: int = 500) -> float:
-  """Test top-1 accuracy of a linear classifier fit on (train_x, train_y)."""
-  train_x, test_x = standardise(np.asarray(train_x, np.float32), np.asarray(test_x, np.float32))
-  params = fit(train_x, train_y, num_classes=num_classes, l2=l2, max_steps=max_steps)
+def accuracy(train_x, train_y, test_x, test_y, *, num_classes: int, l2: float = 1e-3, max_steps: int = 500,
+             train_weights: np.ndarray | None = None) -> float:
+  """Test top-1 accuracy of a linear classifier fit on (train_x, train_y).
+
+  `train_weights` (N,) of 0/1 restricts training to a subset, e.g. a few labels per class.
+  """
+  train_x, test_x = np.asarray(train_x, np.float32), np.asarray(test_x, np.float32)
+  weights = np.ones(len(train_x), np.float32) if train_weights is None else np.asarray(train_weights, np.float32)
+  train_x, test_x = standardise(train_x, test_x, weights)
+  params = fit(train_x, np.asarray(train_y, np.int32), weights, l2, num_classes=num_classes, max_steps=max_steps)
   predictions = np.asarray(jnp.argmax(jnp.asarray(test_x) @ params["w"] + params["b"], axis=-1))
   return float(np.mean(predictions == np.asarray(test_y)))
 

@@ -32,7 +32,9 @@ def probe_features(
   probe = dict(num_classes=num_classes, l2=eval_config.probe_l2, max_steps=eval_config.probe_steps)
   return {
       "linear_probe": linear_probe.accuracy(train_x, train_y, test_x, test_y, **probe),
-      "linear_probe_10_per_class": linear_probe.accuracy(train_x[subset], train_y[subset], test_x, test_y, **probe),
+      "linear_probe_10_per_class": linear_probe.accuracy(
+          train_x, train_y, test_x, test_y, train_weights=np.isin(np.arange(len(train_x)), subset), **probe
+      ),
       "knn": knn.knn_accuracy(
           train_x, train_y, test_x, test_y, num_classes=num_classes, k=eval_config.knn_k,
           temperature=eval_config.knn_temperature,
@@ -78,7 +80,7 @@ def evaluate_workdir(workdir: str, *, verbose: bool = True) -> dict[str, dict[st
 
   config = load_config(workdir)
   objective, params, model_state = restore_trained(workdir, config)
-  random_params, random_state = objective.init(jax.random.key(config.eval.seed + 1), _example(config))
+  random_params, random_state = jax.jit(objective.init)(jax.random.key(config.eval.seed + 1), _example(config))
   encoders = {
       objective.name: lambda images: objective.features(params, model_state, images),
       "random_init": lambda images: objective.features(random_params, random_state, images),

@@ -57,8 +57,3 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None
         "Delete that step's directory to resume from the previous checkpoint, or use a new --workdir."
     ) from error
   return restored["state"], restored["data"]
-
-
-def abstract(state):
-  """Shape/dtype/sharding skeleton of `state` for restoring into the same layout."""
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

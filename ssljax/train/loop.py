@@ -41,19 +41,37 @@ def example_batch(source, n: int = 2) -> dict:
   return {k: np.stack([np.asarray(r[k]) for r in records]) for k in ("image", "label")}
 
 
-def initial_state(objective, config, example, tx, probe_tx, num_classes) -> TrainState:
-  key = jax.random.key(config.seed)
-  params, model_state = objective.init(jax.random.fold_in(key, 0), example)
-  feature_dim = objective.features(params, model_state, example["image"]).shape[-1]
-  probe_params = step_lib.init_probe(feature_dim, num_classes)
-  return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      opt_state=tx.init(params),
-      model_state=model_state,
-      probe_params=probe_params,
-      probe_opt_state=probe_tx.init(probe_params),
-  )
+def state_factory(objective, config, example, tx, probe_tx, num_classes):
+  """A jitted function key -> fresh TrainState (one compilation: Flax and optax initialise
+  leaf by leaf otherwise, each op a compilation of its own, tens of seconds on CPU)."""
+  feature_dim = jax.eval_shape(
+      lambda: objective.features(*objective.init(jax.random.key(0), example), example["image"])
+  ).shape[-1]
+
+  @jax.jit
+  def create(key):
+    params, model_state = objective.init(key, example)
+    probe_params = step_lib.init_probe(feature_dim, num_classes)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        model_state=model_state,
+        probe_params=probe_params,
+        probe_opt_state=probe_tx.init(probe_params),
+    )
+
+  return create
+
+
+def init_key(config) -> jax.Array:
+  return jax.random.fold_in(jax.random.key(config.seed), 0)
+
+
+def abstract_state(create, config, sharding) -> TrainState:
+  """Shapes, dtypes and sharding of the state `create` makes, without computing it."""
+  shapes = jax.eval_shape(create, init_key(config))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
 class KnnMonitor:
@@ -98,12 +116,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   )
   tx, learning_rate = optim.optimizer(config.optim, t.steps, t.batch_size)
   probe_tx = optax.adam(config.train.probe_lr)
-  state = initial_state(objective, config, example_batch(source), tx, probe_tx, num_classes)
-  state = jax.device_put(state, mesh_lib.replicated(mesh))
+  create = state_factory(objective, config, example_batch(source), tx, probe_tx, num_classes)
+  replicated = mesh_lib.replicated(mesh)
 
   mngr = checkpoint.manager(workdir, save_every=t.checkpoint_every, keep=t.keep_checkpoints)
-  restored = checkpoint.restore(mngr, checkpoint.abstract(state))
-  if restored is not None:
+  restored = checkpoint.restore(mngr, abstract_state(create, config, replicated))
+  if restored is None:
+    state = jax.device_put(create(init_key(config)), replicated)
+  else:
     state, data_state = restored
     iterator.set_state(data_state)
     logging.info("resumed from step %d", int(state.step))
@@ -146,9 +166,10 @@ def restore_trained(workdir: str, config: ml_collections.ConfigDict | None = Non
   num_classes = data.info(d.name, data_dir=d.data_dir).num_classes
   tx, _ = optim.optimizer(config.optim, config.train.steps, config.train.batch_size)
   probe_tx = optax.adam(config.train.probe_lr)
-  state = initial_state(objective, config, example_batch(source), tx, probe_tx, num_classes)
+  create = state_factory(objective, config, example_batch(source), tx, probe_tx, num_classes)
   mngr = checkpoint.manager(workdir, save_every=1, keep=config.train.keep_checkpoints, async_save=False)
-  restored = checkpoint.restore(mngr, checkpoint.abstract(state))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  restored = checkpoint.restore(mngr, abstract_state(create, config, device))
   mngr.close()
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, checkpoint.CHECKPOINT_DIR)}")

@@ -56,8 +56,9 @@ def _probe_update(state: TrainState, probe_tx, features, labels):
 
 
 def _check_loss_is_global(loss):
-  vma = getattr(jax.typeof(loss), "vma", frozenset())
-  if DATA_AXIS in vma:
+  # The loss's type records the mesh axes it varies over (`{V:data}` when printed).
+  axis_type = getattr(jax.typeof(loss), "manual_axis_type", None)
+  if DATA_AXIS in getattr(axis_type, "varying", ()):
     raise ValueError(
         "the objective's loss differs between devices; Objective.loss must return the global "
         "loss (use lax.psum / lax.pmean over DATA_AXIS, or ssljax.losses with axis_name)."

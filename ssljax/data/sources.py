@@ -1,0 +1,232 @@
+"""Random-access data sources: bundled datasets built on demand, public ones read if prepared.
+
+Every dataset is read with TFDS's ArrayRecord data source (random access, what
+grain needs). Bundled datasets (`mnist5k`, `digits`) are built offline into the
+data dir the first time they are asked for. Public TFDS datasets (`cifar10`,
+`imagenet2012`, ...) are never downloaded here: they must have been prepared in
+ArrayRecord format beforehand, on a machine with internet, e.g.
+
+  tfds build cifar10 --file_format=array_record --data_dir=DATA_DIR
+
+Public image datasets store PNG/JPEG bytes; TFDS decodes them with OpenCV or
+Pillow (no TensorFlow needed for reading, only for preparing).
+"""
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ssljax.data.bundled import BUNDLED_BUILDERS
+
+DATA_DIR_ENV = "SSLJAX_DATA_DIR"
+
+
+class DatasetNotAvailableError(FileNotFoundError, RuntimeError):
+  """A dataset is unknown, not prepared, or not stored as ArrayRecord."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDatasetInfo:
+  """What a model and a pipeline need to know about an image dataset.
+
+  image_shape: (H, W, C); entries are None where images vary in size.
+  num_classes: number of labels, None if the label is not a ClassLabel.
+  num_examples: examples per split, e.g. {"train": 4000, "test": 1000}.
+  """
+
+  name: str
+  image_shape: tuple[int | None, ...]
+  num_classes: int | None
+  num_examples: dict[str, int]
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:
+  """`data_dir`, else $SSLJAX_DATA_DIR, else TFDS's default (~/tensorflow_datasets)."""
+  if data_dir is not None:
+    return os.fspath(data_dir)
+  if os.environ.get(DATA_DIR_ENV):
+    return os.environ[DATA_DIR_ENV]
+  # Read the TFDS variable at call time too: tfds fixes DATA_DIR at import.
+  return os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR
+
+
+def _how_to_prepare(name: str, data_dir: str) -> str:
+  return (
+      f"Prepare it once on a machine with internet access, then copy the "
+      f"directory here:\n"
+      f"  pip install tensorflow tensorflow-datasets\n"
+      f"  tfds build {name} --file_format=array_record --data_dir={data_dir}\n"
+      f"or in Python: tfds.builder({name!r}, data_dir={data_dir!r}, "
+      f"file_format='array_record').download_and_prepare(). Datasets with "
+      f"manual downloads (e.g. imagenet2012) also need --manual_dir. "
+      f"ssljax never downloads datasets at run time.")
+
+
+def _build_bundled(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  builder = BUNDLED_BUILDERS[name](data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    try:
+      builder.download_and_prepare(
+          file_format="array_record",
+          # Bundled builders read package files; never look for copies on GCS.
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+      )
+    except Exception:
+      # Another process (e.g. a pytest-xdist worker) may have finished the
+      # same build first and won the final rename; that is success.
+      builder = BUNDLED_BUILDERS[name](data_dir=data_dir, file_format="array_record")
+      if not builder.is_prepared():
+        raise
+  return builder
+
+
+def _prepared_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The builder of a prepared ArrayRecord dataset, or DatasetNotAvailableError."""
+  if name in BUNDLED_BUILDERS:
+    return _build_bundled(name, data_dir)
+  try:
+    # Finds registered builder code or, failing that, a prepared directory
+    # (so datasets whose builder code needs TensorFlow still load).
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetNotAvailableError(
+        f"Dataset {name!r} is neither bundled with ssljax "
+        f"({', '.join(sorted(BUNDLED_BUILDERS))}) nor a TFDS dataset prepared "
+        f"in data_dir={data_dir!r} ({type(e).__name__}). "
+        + _how_to_prepare(name, data_dir)) from None
+  if not builder.is_prepared():
+    raise DatasetNotAvailableError(
+        f"Dataset {name!r} is not prepared in data_dir={data_dir!r} "
+        f"(looked for {builder.data_dir}). " + _how_to_prepare(name, data_dir))
+  file_format = builder.info.file_format
+  if file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise DatasetNotAvailableError(
+        f"Dataset {name!r} in data_dir={data_dir!r} is stored as "
+        f"{getattr(file_format, 'value', file_format)}, but random access needs "
+        f"ArrayRecord. Rebuild it: " + _how_to_prepare(name, data_dir))
+  return builder
+
+
+def _image_label_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str] | None:
+  """The (image, label) feature names of an image-classification dataset, else None."""
+  features = builder.info.features
+  keys = builder.info.supervised_keys
+  if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys):
+    image_key, label_key = keys
+  else:
+    image_key, label_key = "image", "label"
+  if image_key not in features or label_key not in features:
+    return None
+  image = features[image_key]
+  is_image = isinstance(image, tfds.features.Image) or (
+      isinstance(image, tfds.features.Tensor) and len(image.shape) in (2, 3))
+  return (image_key, label_key) if is_image else None
+
+
+class ImageLabelSource:
+  """Random-access view that turns any image record into {"image", "label"}.
+
+  Records become {"image": uint8 (H, W, C), "label": int}; grayscale (H, W)
+  gains a channel axis, other features (ids, file names) are dropped. Pickles
+  with its TFDS source, so grain worker processes can read it.
+  """
+
+  def __init__(self, source: Sequence[Any], image_key: str, label_key: str):
+    self._source = source
+    self._image_key = image_key
+    self._label_key = label_key
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def _normalise(self, record: dict[str, Any]) -> dict[str, Any]:
+    image = np.asarray(record[self._image_key], dtype=np.uint8)
+    if image.ndim == 2:
+      image = image[..., None]  # (H, W) -> (H, W, 1)
+    return {"image": image, "label": int(record[self._label_key])}
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self._normalise(self._source[index])
+
+  def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+    # ArrayRecord reads a list of keys in one call, much faster than a loop.
+    return [self._normalise(r) for r in self._source.__getitems__(list(indices))]
+
+  def __repr__(self) -> str:
+    return f"ImageLabelSource({self._source!r})"
+
+
+def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None):
+  """Random-access data source for one split of a dataset.
+
+  Bundled datasets are built offline on first use. Public TFDS datasets must
+  already be prepared as ArrayRecord in `data_dir`; nothing is downloaded.
+
+  Args:
+    name: "mnist5k", "digits", or a TFDS name such as "cifar10".
+    split: a TFDS split, e.g. "train", "test", "train[:10%]".
+    data_dir: TFDS data dir; default $SSLJAX_DATA_DIR, else ~/tensorflow_datasets.
+
+  Returns:
+    A sequence (len, [i], __getitems__) of records. For image-classification
+    datasets each record is {"image": uint8 (H, W, C), "label": int}; other
+    datasets (text) return TFDS's records unchanged.
+
+  Raises:
+    DatasetNotAvailableError: the dataset is unknown, not prepared, or not ArrayRecord.
+  """
+  data_dir = resolve_data_dir(data_dir)
+  builder = _prepared_builder(name, data_dir)
+  source = builder.as_data_source(split=split)
+  keys = _image_label_keys(builder)
+  return source if keys is None else ImageLabelSource(source, *keys)
+
+
+def load_numpy(
+    name: str, split: str, *, data_dir: str | os.PathLike | None = None,
+    chunk_size: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+  """A whole image split in memory, in stored order (for evaluation of small sets).
+
+  Returns:
+    images: (N, H, W, C) uint8; labels: (N,) int32.
+  """
+  source = load(name, split, data_dir=data_dir)
+  if not isinstance(source, ImageLabelSource):
+    raise ValueError(f"{name!r} is not an image-classification dataset")
+  records = []
+  for start in range(0, len(source), chunk_size):
+    records += source.__getitems__(range(start, min(start + chunk_size, len(source))))
+  shapes = {r["image"].shape for r in records}
+  if len(shapes) > 1:
+    raise ValueError(f"{name!r} images vary in size ({len(shapes)} shapes); "
+                     "resize them before stacking")
+  images = np.stack([r["image"] for r in records])  # N x (H, W, C) -> (N, H, W, C)
+  labels = np.asarray([r["label"] for r in records], dtype=np.int32)
+  return images, labels
+
+
+def info(name: str, *, data_dir: str | os.PathLike | None = None) -> ImageDatasetInfo:
+  """Image shape, class count and split sizes (builds bundled datasets if needed)."""
+  data_dir = resolve_data_dir(data_dir)
+  builder = _prepared_builder(name, data_dir)
+  keys = _image_label_keys(builder)
+  if keys is None:
+    raise ValueError(f"{name!r} is not an image-classification dataset")
+  image_key, label_key = keys
+  features = builder.info.features
+  label = features[label_key]
+  image_shape = tuple(features[image_key].shape)
+  if len(image_shape) == 2:
+    image_shape += (1,)  # ImageLabelSource adds the channel axis
+  return ImageDatasetInfo(
+      name=name,
+      image_shape=image_shape,
+      num_classes=label.num_classes if isinstance(label, tfds.features.ClassLabel) else None,
+      num_examples={s: int(v.num_examples) for s, v in builder.info.splits.items()},
+  )
+

