@@ -1,0 +1,127 @@
+"""The SimCLR augmentation pipeline: one view of one image, and `num_views` views of a batch.
+
+Order (SimCLR, arXiv 2002.05709, appendix A, then the optional study transforms of §3):
+crop -> flip -> colour jitter -> grayscale -> blur -> rotate -> Sobel -> cutout -> noise ->
+solarize -> clip to [0, 1]. Sobel runs before cutout and noise so that it sees neither the
+cutout's artificial edges nor amplified noise.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ssljax.augment import ops
+from ssljax.augment.config import AugmentConfig, make_config
+
+Array = jax.Array
+ConfigLike = AugmentConfig | ml_collections.ConfigDict | Mapping[str, Any] | None
+
+_Stage = Callable[[Array, Array], Array]  # (draws, image) -> image
+
+
+def _stages(c: AugmentConfig, image_shape: tuple[int, ...]) -> list[tuple[str, int, _Stage]]:
+  """(name, number of uniforms, fn(draws, image)) for each stage, in pipeline order."""
+  out_h, out_w = ops.crop_output_size(image_shape[0], image_shape[1], c.crop_size)
+  return [
+      ("crop", ops.resized_crop_draws(c.crop_attempts), functools.partial(
+          ops.resized_crop_from_draws, scale=c.crop_scale, ratio=c.crop_ratio, size=c.crop_size,
+          attempts=c.crop_attempts, p=c.crop_p)),
+      ("flip", ops.FLIP_DRAWS, functools.partial(ops.flip_from_draws, p=c.flip_p)),
+      ("jitter", ops.COLOR_JITTER_DRAWS, functools.partial(
+          ops.color_jitter_from_draws, strength=c.jitter_strength, brightness=c.jitter_brightness,
+          contrast=c.jitter_contrast, saturation=c.jitter_saturation, hue=c.jitter_hue,
+          brightness_mode=c.jitter_brightness_mode, random_order=c.jitter_random_order,
+          p=c.jitter_p)),
+      ("grayscale", ops.GRAYSCALE_DRAWS,
+       functools.partial(ops.grayscale_from_draws, p=c.grayscale_p)),
+      ("blur", ops.BLUR_DRAWS, functools.partial(
+          ops.gaussian_blur_from_draws, sigma=c.blur_sigma, kernel_frac=c.blur_kernel_frac,
+          p=c.blur_p)),
+      ("rotate", ops.ROTATE_DRAWS, functools.partial(ops.rotate90_from_draws, p=c.rotate_p)),
+      ("sobel", ops.SOBEL_DRAWS, functools.partial(ops.sobel_from_draws, p=c.sobel_p)),
+      ("cutout", ops.CUTOUT_DRAWS, functools.partial(
+          ops.cutout_from_draws, size=c.cutout_size, p=c.cutout_p)),
+      # one number per output pixel: drawn only when noise is on (see `view`)
+      ("noise", ops.gaussian_noise_draws((out_h, out_w, image_shape[-1])) if c.noise_p > 0 else 0,
+       functools.partial(ops.gaussian_noise_from_draws, std=c.noise_std, p=c.noise_p)),
+      ("solarize", ops.SOLARIZE_DRAWS, functools.partial(
+          ops.solarize_from_draws, threshold=c.solarize_threshold, p=c.solarize_p)),
+  ]
+
+
+def view(key: Array, image: Array, config: ConfigLike = None) -> Array:
+  """One augmented view of one image: (H, W, C) -> (H', W', C) float32 in [0, 1].
+
+  `image` is uint8 (0..255, scaled by 1/255) or float (assumed in [0, 1]); C is 1 or 3.
+  `config` is static: validate it once with `make_config` (or pass a ConfigDict / mapping, which
+  is validated here at trace time) and close over it inside `jax.jit`. (H', W') is
+  `config.crop_size`, or (H, W) when that is None.
+
+  All randomness comes from one `jax.random.uniform(key, (n,))` call, sliced per stage, which
+  keeps the compiled step small. The slices have fixed places (noise's, the only one whose size
+  depends on whether the stage is on, is last), so switching a stage on or off leaves the draws
+  of the others unchanged.
+  """
+  c = make_config(config)
+  image = ops.to_float_image(image)
+  stages = _stages(c, image.shape)
+  # noise's slice goes last so that its size cannot move anyone else's
+  layout = sorted(stages, key=lambda stage: stage[0] == "noise")
+  offsets, total = {}, 0
+  for name, n, _ in layout:
+    offsets[name] = total
+    total += n
+  draws = jax.random.uniform(key, (total,), jnp.float32)
+  for name, n, stage in stages:
+    if n:
+      image = stage(draws[offsets[name]:offsets[name] + n], image)
+  return jnp.clip(image, 0.0, 1.0)
+
+
+def views(key: Array, images: Array, config: ConfigLike | Sequence[ConfigLike] = None,
+          num_views: int = 2) -> Array:
+  """`num_views` independent augmented views of a batch: (B, H, W, C) -> (V, B, H', W', C).
+
+  Every example of every view gets its own key (`key` split per view, then per example) and the
+  per-example `view` is vmapped over the batch. `config` is one config for all views or a
+  sequence of `num_views` configs (BYOL's asymmetric views); all views must share an output size.
+  `images` may be uint8 (0..255) or float in [0, 1]; the result is float32 in [0, 1].
+  """
+  if num_views < 1:
+    raise ValueError(f"num_views must be >= 1, got {num_views}")
+  images = jnp.asarray(images)
+  if images.ndim != 4:
+    raise ValueError(f"expected images of shape (B, H, W, C), got {images.shape}")
+  if isinstance(config, Sequence) and not isinstance(config, (str, Mapping)):
+    if len(config) != num_views:
+      raise ValueError(f"got {len(config)} configs for num_views={num_views}")
+    configs = [make_config(c) for c in config]
+  else:
+    configs = [make_config(config)] * num_views
+  return _views(key, ops.to_float_image(images), tuple(configs))
+
+
+@functools.partial(jax.jit, static_argnames="configs")
+def _views(key: Array, images: Array, configs: tuple[AugmentConfig, ...]) -> Array:
+  # Compiled once per (configs, shapes) so eager callers (notebooks, data checks) do not dispatch
+  # op by op; inside a caller's jit this is simply inlined.
+  batch = images.shape[0]
+  view_keys = jax.random.split(key, len(configs))
+  example_keys = jax.vmap(lambda k: jax.random.split(k, batch))(view_keys)  # (V, B)
+  if len(set(configs)) == 1:
+    # one config: vmap over views too, so the pipeline is traced and compiled once, not V times
+    one_view = jax.vmap(lambda k, x: view(k, x, configs[0]))  # over the batch
+    return jax.vmap(one_view, in_axes=(0, None))(example_keys, images)  # (V, B, H', W', C)
+  outputs = [jax.vmap(lambda k, x, c=c: view(k, x, c))(keys, images)
+             for keys, c in zip(example_keys, configs)]
+  shapes = {out.shape for out in outputs}
+  if len(shapes) != 1:
+    raise ValueError(f"views have different shapes {sorted(shapes)}; give every config the same "
+                     "crop_size")
+  return jnp.stack(outputs)  # V x (B, H', W', C) -> (V, B, H', W', C)

@@ -1,0 +1,1 @@
+"""Benchmarks that need no accelerator: compiled-memory analysis of the losses."""
