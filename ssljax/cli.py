@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 COMMANDS = ("train", "eval", "plot", "bench")
@@ -22,6 +22,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and eval.json.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() first: one process per host of a TPU pod or GPU cluster.")
 
 
 def _usage(message: str) -> None:
@@ -38,6 +41,12 @@ def main(argv: list[str]) -> None:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     _usage(f"expected a command, got {argv[1:]!r}" if len(argv) > 1 else "expected a command")
   command, rest = argv[1], argv[2:]
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every save and read at INFO
+  if _DISTRIBUTED.value:
+    import jax
+
+    jax.distributed.initialize()  # coordinator and process ids from the cluster environment
   if command == "train":
     if _CONFIG.value is None:
       _usage("train needs --config, e.g. --config configs/simclr.py:mnist5k")

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 from ml_collections import config_dict
+
+# configs/ sits beside the package in a checkout (and in an editable install).
+CONFIGS_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -50,3 +56,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.knn_temperature = 0.07
   c.eval.seed = 0
   return c
+
+
+def load_config(spec: str, configs_dir: str | None = None) -> ml_collections.ConfigDict:
+  """The config that `ssljax train --config` would load, from Python code and notebooks.
+
+  `spec` is "simclr", "simclr:smoke" or a path "configs/simclr.py:smoke"; a bare name is looked
+  up in `configs_dir` (default: the repository's configs/ directory).
+  """
+  path, _, variant = spec.partition(":")
+  if not path.endswith(".py"):
+    path = os.path.join(configs_dir or CONFIGS_DIR, path + ".py")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {path} does not exist")
+  module_spec = importlib.util.spec_from_file_location(f"ssljax_config_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()

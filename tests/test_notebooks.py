@@ -1,0 +1,23 @@
+"""Every notebook executes top to bottom with the small-size switch on."""
+
+import glob
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(__file__)), "notebooks", "*.ipynb")))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_runs(path, data_dir, monkeypatch):
+  monkeypatch.setenv("SSLJAX_NOTEBOOK_SMALL", "1")
+  monkeypatch.setenv("SSLJAX_DATA_DIR", data_dir)
+  # The kernel is a fresh process: it must not inherit the test session's 8 fake devices.
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  notebook = nbformat.read(path, as_version=4)
+  NotebookClient(notebook, timeout=600, kernel_name="python3",
+                 resources={"metadata": {"path": os.path.dirname(path)}}).execute()
+  errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+  assert not errors
