@@ -90,10 +90,23 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an override of a config key that does not exist reported in one
+  line (config_flags raises a bare KeyError/AttributeError for it)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    sys.exit(f"ssljax: bad flag: {error}")
+  except (KeyError, AttributeError) as error:
+    # The message arrives as the repr of an inner KeyError: unquote it for reading.
+    message = str(error.args[0] if error.args else error).encode().decode("unicode_escape").replace("'", "")
+    sys.exit(f"ssljax: bad config override, no such key: {message}")
+
+
 def run() -> None:
   """Console-script entry point."""
   _enable_compilation_cache()
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

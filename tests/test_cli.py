@@ -81,21 +81,31 @@ def test_sigkill_and_resume_gives_identical_losses(tmp_path, data_dir):
   assert _losses(interrupted) == _losses(reference)
 
 
-def _parse(argv):
+def _parse(overrides):
+  """The config exactly as the CLI's flag parsing builds it from these overrides."""
+  argv = ["prog", "--config", SMOKE, *overrides]
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
-  fv(["prog", "--config", SMOKE, *argv])
+  # config_flags finds override flags in sys.argv unless it is given the argv explicitly.
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True, sys_argv=argv)
+  fv(argv)
   return fv.config
 
 
+def test_overrides_apply():
+  config = _parse(["--config.train.steps=7", "--config.loss.temperature=0.3"])
+  assert config.train.steps == 7 and config.loss.temperature == 0.3
+
+
 def test_unknown_key_is_named():
-  with pytest.raises(Exception, match="stepz"):
+  with pytest.raises(Exception, match="stepz") as error:
     _parse(["--config.train.stepz=3"])
+  assert "steps" in str(error.value)  # it suggests the key that exists
 
 
 def test_wrong_type_is_named():
-  with pytest.raises(Exception, match="steps"):
+  with pytest.raises(Exception, match="config.train.steps") as error:
     _parse(["--config.train.steps=many"])
+  assert "many" in str(error.value)
 
 
 def test_batch_not_divisible_by_devices():
@@ -113,6 +123,16 @@ def test_batch_not_divisible_by_devices():
 def test_impossible_values_are_named(override, message):
   with pytest.raises(checks.ConfigError, match=message):
     checks.check(_parse([override]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.stepz=3", "no such key: stepz"),
+    ("--config.train.steps=many", "--config.train.steps=many"),
+])
+def test_cli_reports_bad_override_in_one_line(tmp_path, data_dir, override, message):
+  result = _ssljax(["train", "--config", SMOKE, "--workdir", str(tmp_path), override], data_dir)
+  assert result.returncode != 0
+  assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_reports_bad_config_without_traceback(tmp_path, data_dir):

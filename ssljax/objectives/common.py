@@ -25,6 +25,7 @@ def encoder(model_config: ml_collections.ConfigDict, axis_name: str | None) -> n
       model_config.encoder,
       width=model_config.width,
       stem=model_config.stem,
+      stem_stride=model_config.get("stem_stride", 1),
       dtype=compute_dtype(model_config.dtype),
       axis_name=axis_name,
   )

@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.encoder = "resnet18"
   c.model.width = 64
   c.model.stem = "small"
+  c.model.stem_stride = 1  # 2 halves every stage's resolution (small stem only)
   c.model.dtype = "float32"
 
   c.optim = ml_collections.ConfigDict()
