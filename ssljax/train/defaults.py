@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.labels_per_class = 10
-  c.eval.probe_l2 = 1e-3
+  c.eval.probe_l2 = (1e-4, 1e-3, 1e-2, 1e-1)  # candidates, chosen by 3-fold cross-validation
   c.eval.probe_steps = 500
   c.eval.knn_k = 20
   c.eval.knn_temperature = 0.07
