@@ -55,7 +55,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   elif variant == "imagenet":
     # The paper's ImageNet recipe: ResNet-50, batch 4096, LARS lr 0.3 x batch/256 = 4.8,
     # weight decay 1e-6, temperature 0.1, 100 epochs with 10 epochs of warmup, blur p 0.5.
-    c.data.name, c.data.eval_split = "imagenet2012", "validation"
+    c.data.name, c.data.eval_split, c.data.image_size = "imagenet2012", "validation", 256
     c.model.encoder, c.model.width, c.model.stem, c.model.dtype = "resnet50", 64, "imagenet", "bfloat16"
     c.train.batch_size = 4096
     steps_per_epoch = 1_281_167 // 4096

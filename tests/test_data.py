@@ -340,3 +340,14 @@ def test_to_global_on_8_devices():
     assert len(shards) == 8
     for k, shard in enumerate(shards):  # two rows per device, in device order
       np.testing.assert_array_equal(np.asarray(shard.data), local[key][2 * k:2 * k + 2])
+
+
+def test_resize_and_center_crop_gives_one_square_shape():
+  from ssljax.data.pipeline import resize_and_center_crop
+
+  wide = np.zeros((20, 40, 3), np.uint8)
+  wide[:, 18:22] = 255  # a vertical bar in the middle survives the centre crop
+  out = resize_and_center_crop(wide, 10)
+  assert out.shape == (10, 10, 3) and out.dtype == np.uint8
+  assert out[:, 4:6].mean() > 200 and out[:, 0].max() == 0
+  assert resize_and_center_crop(np.zeros((7, 5, 1), np.uint8), 6).shape == (6, 6, 1)

@@ -10,6 +10,7 @@ from ssljax.data.global_arrays import to_global
 from ssljax.data.pipeline import (
     eval_batches,
     iterator_state,
+    resize_and_center_crop,
     restore_iterator_state,
     train_iterator,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "iterator_state",
     "load",
     "load_numpy",
+    "resize_and_center_crop",
     "resolve_data_dir",
     "restore_iterator_state",
     "to_global",

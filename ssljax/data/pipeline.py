@@ -29,6 +29,23 @@ def _to_train_example(record: dict[str, Any]) -> dict[str, np.ndarray]:
   }
 
 
+def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """(H, W, C) uint8 -> (size, size, C): shorter side scaled to `size` (bicubic), centre crop.
+
+  Datasets whose images differ in size (ImageNet) need one shape before batching; the random
+  crops of the augmentations then happen on the device.
+  """
+  from PIL import Image  # only datasets with variable image sizes need it
+
+  height, width = image.shape[:2]
+  scale = size / min(height, width)
+  new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+  pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+  resized = np.asarray(pil.resize((new_w, new_h), Image.BICUBIC)).reshape(new_h, new_w, -1)
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  return resized[top : top + size, left : left + size]
+
+
 def _shard(ds: grain.MapDataset, shard_index: int, shard_count: int) -> grain.MapDataset:
   """Every shard_count-th example starting at shard_index, equal sizes for all shards.
 
@@ -66,6 +83,7 @@ def train_iterator(
     worker_count: int = 0,
     prefetch: int = 8,
     read_threads: int = 4,
+    image_size: int | None = None,
 ) -> grain.DatasetIterator:
   """A checkpointable iterator of per-process training batches.
 
@@ -81,6 +99,8 @@ def train_iterator(
     worker_count: grain worker processes (0 reads in this process with threads).
     prefetch: batches read ahead (per worker when worker_count > 0).
     read_threads: threads reading records in each process.
+    image_size: resize (shorter side) and centre-crop every image to this square size on
+      the host; None keeps the stored size (every image must then have the same shape).
 
   Returns:
     An iterator of {"image": uint8 (batch_size, H, W, C), "label": int32
@@ -99,6 +119,8 @@ def train_iterator(
   if shuffle:
     ds = ds.seed(seed).shuffle()
   ds = ds.map(_to_train_example)
+  if image_size is not None:
+    ds = ds.map(lambda ex: {**ex, "image": resize_and_center_crop(ex["image"], image_size)})
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   ds = ds.repeat(num_epochs)  # reseeds the shuffle each epoch
 

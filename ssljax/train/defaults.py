@@ -22,6 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.data_dir = config_dict.placeholder(str)  # None: $SSLJAX_DATA_DIR or ~/tensorflow_datasets
+  c.data.image_size = config_dict.placeholder(int)  # host resize + centre crop; None: stored size
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "resnet18"

@@ -36,9 +36,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def example_batch(source, n: int = 2) -> dict:
-  records = [source[i] for i in range(n)]
-  return {k: np.stack([np.asarray(r[k]) for r in records]) for k in ("image", "label")}
+def example_batch(source, image_size: int | None = None, n: int = 2) -> dict:
+  """A small batch shaped like the training batches, for initialising the model."""
+  images = [np.asarray(source[i]["image"]) for i in range(n)]
+  if image_size is not None:
+    images = [data.resize_and_center_crop(image, image_size) for image in images]
+  return {"image": np.stack(images), "label": np.array([source[i]["label"] for i in range(n)], np.int32)}
 
 
 def state_factory(objective, config, example, tx, probe_tx, num_classes):
@@ -112,11 +115,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   source = data.load(d.name, d.train_split, data_dir=d.data_dir)
   num_classes = data.info(d.name, data_dir=d.data_dir).num_classes
   iterator = data.train_iterator(
-      source, batch_size=t.batch_size // jax.process_count(), seed=config.seed
+      source, batch_size=t.batch_size // jax.process_count(), seed=config.seed, image_size=d.image_size
   )
   tx, learning_rate = optim.optimizer(config.optim, t.steps, t.batch_size)
   probe_tx = optax.adam(config.train.probe_lr)
-  create = state_factory(objective, config, example_batch(source), tx, probe_tx, num_classes)
+  create = state_factory(objective, config, example_batch(source, d.image_size), tx, probe_tx, num_classes)
   replicated = mesh_lib.replicated(mesh)
 
   mngr = checkpoint.manager(workdir, save_every=t.checkpoint_every, keep=t.keep_checkpoints)
@@ -166,7 +169,7 @@ def restore_trained(workdir: str, config: ml_collections.ConfigDict | None = Non
   num_classes = data.info(d.name, data_dir=d.data_dir).num_classes
   tx, _ = optim.optimizer(config.optim, config.train.steps, config.train.batch_size)
   probe_tx = optax.adam(config.train.probe_lr)
-  create = state_factory(objective, config, example_batch(source), tx, probe_tx, num_classes)
+  create = state_factory(objective, config, example_batch(source, d.image_size), tx, probe_tx, num_classes)
   mngr = checkpoint.manager(workdir, save_every=1, keep=config.train.keep_checkpoints, async_save=False)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   restored = checkpoint.restore(mngr, abstract_state(create, config, device))
