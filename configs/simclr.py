@@ -27,14 +27,17 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   c.augment = augment.default_config()
 
   if variant == "mnist5k":
-    # Sized so that pretraining plus evaluation fits 10 minutes on 2 CPU cores.
-    c.model.encoder, c.model.width = "resnet18", 16
+    # Sized so that pretraining plus evaluation fits 10 minutes on 2 CPU cores: a ResNet-18 of
+    # width 16 whose stem has stride 2 (stages at 14, 7, 4, 2 px; 28 px digits need no more),
+    # and a LARS learning rate of 2.0, which beat 1.0 and 4.0 in 80-step trials.
+    c.model.encoder, c.model.width, c.model.stem_stride = "resnet18", 16, 2
     c.model.projector_width, c.model.projector_dim = 256, 64
     c.train.batch_size = 256
-    c.train.steps = 300
+    c.train.steps = 400
     c.train.checkpoint_every = 100
-    c.optim.name, c.optim.lr, c.optim.warmup_steps = "lars", 1.0, 30
-    c.loss.temperature = 0.2
+    c.train.knn_every = 200
+    c.optim.name, c.optim.lr, c.optim.warmup_steps = "lars", 2.0, 40
+    c.loss.temperature = 0.2  # beat 0.1 and 0.5 in 80-step trials
     c.augment.crop_scale = (0.3, 1.0)
     c.augment.jitter_strength = 0.5
     c.augment.blur_p = 0.5
