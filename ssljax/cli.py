@@ -4,6 +4,7 @@
   ssljax eval  --workdir runs/simclr
   ssljax plot  --workdir runs/simclr
   ssljax bench memory
+  ssljax table --dataset mnist5k --workdir runs/table
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 
 def _usage(message: str) -> None:
-  raise app.UsageError(f"{message}\nusage: ssljax {{{'|'.join(COMMANDS)}}} [flags]; see --help")
+  raise app.UsageError(f"{message}\nusage: ssljax {{{'|'.join(COMMANDS + ('table',))}}} [flags]; see --help")
 
 
 def _require_workdir() -> str:
@@ -106,6 +107,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def run() -> None:
   """Console-script entry point."""
   _enable_compilation_cache()
+  if sys.argv[1:2] == ["table"]:  # its own argparse flags (--dataset, --objectives, ...)
+    from ssljax.evaluate import table
+
+    table.main(sys.argv[2:])
+    return
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -4,5 +4,10 @@ from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, build, get, na
 
 # Importing the modules registers them.
 from ssljax.objectives import simclr  # noqa: F401  isort: skip
+from ssljax.objectives import byol  # noqa: F401  isort: skip
+from ssljax.objectives import vicreg  # noqa: F401  isort: skip
+from ssljax.objectives import rotation  # noqa: F401  isort: skip
+from ssljax.objectives import patch_placement  # noqa: F401  isort: skip
+from ssljax.objectives import supervised  # noqa: F401  isort: skip
 
 __all__ = ["DATA_AXIS", "LossAux", "Objective", "build", "get", "names", "register"]

@@ -1,0 +1,250 @@
+"""The evaluation table: every image objective pretrained with its default config and probed
+side by side, next to a random-init encoder and raw pixels.
+
+  ssljax table --dataset mnist5k --workdir runs/table
+
+For each objective, `configs/<objective>.py:get_config(variant)` (variant defaults to the
+dataset's name) is trained with `ssljax.train.loop.train` in `<workdir>/<objective>` and its
+encoder is probed exactly as `ssljax eval` probes it (`report.evaluate_encoders`): a linear
+probe with all labels, one with 10 labels per class, and weighted kNN. The wall time of the
+pretraining is recorded too. The table goes to stdout and to `<workdir>/table.json`:
+
+  {method: {"linear_probe": ..., "linear_probe_10_per_class": ..., "knn": ..., "pretrain_seconds": ...}}
+
+Accuracies are fractions in [0, 1]; the baselines have pretrain_seconds 0. Rerunning with the
+same workdir reuses finished runs of the same config (and their recorded times), so an
+interrupted table picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+
+from ssljax import data, objectives as objectives_lib
+from ssljax.evaluate import report
+from ssljax.train import loop
+from ssljax.train.defaults import CONFIGS_DIR
+
+OBJECTIVES = ("simclr", "byol", "vicreg", "rotation", "patch_placement", "supervised")
+TABLE_FILE = "table.json"
+TIMING_FILE = "pretrain_timing.json"
+COLUMNS = ("linear_probe", "linear_probe_10_per_class", "knn", "pretrain_seconds")
+
+
+def default_configs_dir() -> str:
+  """`<repo>/configs`, next to the `ssljax` package of a source checkout."""
+  return CONFIGS_DIR
+
+
+def load_config(objective: str, variant: str, configs_dir: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(variant)` of `<configs_dir>/<objective>.py`, loaded by path."""
+  path = os.path.join(configs_dir or default_configs_dir(), f"{objective}.py")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no config file {path} for objective {objective!r}; pass configs_dir= "
+                            "(the repository's configs/ directory)")
+  spec = importlib.util.spec_from_file_location(f"ssljax_table_config_{objective}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def _apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None):
+  """Dotted keys, e.g. {"train.steps": 50}; unknown keys and wrong types raise."""
+  if overrides:
+    config.update_from_flattened_dict(dict(overrides))
+  return config
+
+
+def _timing_path(workdir: str) -> str:
+  return os.path.join(workdir, TIMING_FILE)
+
+
+def _finished_run(workdir: str, config: ml_collections.ConfigDict) -> float | None:
+  """The recorded pretraining time of a finished run of this very config, else None."""
+  try:
+    with open(_timing_path(workdir)) as f:
+      timing = json.load(f)
+  except (OSError, ValueError):
+    return None
+  same = timing.get("config") == json.loads(config.to_json_best_effort())
+  return float(timing["pretrain_seconds"]) if same else None
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True):
+  """Trains (or reuses a finished run of) `config` in `workdir`.
+
+  Returns (objective, params, model_state, pretrain_seconds). The time is the wall time of
+  `loop.train` in the call that finished the run (compilation included); a run resumed
+  from an interrupted one counts only the resumed part.
+  """
+  seconds = _finished_run(workdir, config)
+  if seconds is not None:
+    objective, params, model_state = loop.restore_trained(workdir, config)
+    return objective, params, model_state, seconds
+  start = time.perf_counter()
+  state = loop.train(config, workdir, progress=progress)
+  seconds = time.perf_counter() - start
+  params, model_state = jax.device_get((state.params, state.model_state))
+  if jax.process_index() == 0:
+    with open(_timing_path(workdir), "w") as f:
+      json.dump({"pretrain_seconds": seconds, "config": json.loads(config.to_json_best_effort())}, f, indent=2)
+  return objectives_lib.build(config), params, model_state, seconds
+
+
+def _encoder_spec(config: ml_collections.ConfigDict) -> tuple:
+  m = config.model
+  return (m.encoder, m.width, m.stem, m.get("stem_stride", 1))
+
+
+def _example_batch(config: ml_collections.ConfigDict) -> dict:
+  d = config.data
+  images, labels = data.load_numpy(d.name, d.eval_split, data_dir=d.data_dir)
+  return {"image": images[:2], "label": labels[:2]}
+
+
+def _baselines(configs: dict[str, ml_collections.ConfigDict]) -> dict[str, dict[str, float]]:
+  """Random-init encoders and raw pixels.
+
+  One random encoder per distinct encoder architecture among the configs, initialised by the
+  first objective that uses it with the seed of `ssljax eval`'s random_init row, and run in
+  inference mode. The first objective's is "random_init"; an objective with a different
+  encoder (patch placement's stride-1 stem, say) gets "random_init_<objective>".
+  """
+  first = {}
+  for name, config in configs.items():
+    first.setdefault(_encoder_spec(config), name)
+  encoders = {}
+  for spec, name in first.items():
+    config = configs[name]
+    objective = objectives_lib.build(config)
+    params, model_state = jax.jit(objective.init)(jax.random.key(config.eval.seed + 1), _example_batch(config))
+    label = "random_init" if not encoders else f"random_init_{name}"
+    encoders[label] = lambda images, o=objective, p=params, s=model_state: o.features(p, s, images)
+  config = next(iter(configs.values()))
+  return report.evaluate_encoders(encoders, config, include_raw_pixels=True)
+
+
+def _write(results: dict, workdir_root: str) -> None:
+  with open(os.path.join(workdir_root, TABLE_FILE), "w") as f:
+    json.dump(results, f, indent=2)
+
+
+def run_table(
+    dataset: str = "mnist5k",
+    objectives: Sequence[str] = OBJECTIVES,
+    workdir_root: str = "runs/table",
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    *,
+    variant: str | None = None,
+    configs_dir: str | None = None,
+) -> dict[str, dict[str, float]]:
+  """Pretrains and probes every objective on `dataset`; returns and writes the table.
+
+  Args:
+    dataset: the dataset every config must train and evaluate on (its `config.data.name`).
+    objectives: config names under `configs_dir`, each `<name>.py` with `get_config(variant)`.
+    workdir_root: one workdir per objective below it, and `table.json`.
+    overrides: dotted config keys set in every config, e.g. {"train.steps": 50}.
+    progress: progress bars and a line per stage on stdout.
+    variant: the config variant; default `dataset` (e.g. "smoke" for a quick check).
+    configs_dir: where the config files are; default the repository's `configs/`.
+
+  Returns:
+    {method: {"linear_probe", "linear_probe_10_per_class", "knn", "pretrain_seconds"}},
+    the objectives in the order given, then the baselines: "random_init" (plus
+    "random_init_<objective>" for an objective whose encoder differs from the first one's)
+    and "raw_pixels".
+  """
+  variant = variant or dataset
+  if not objectives:
+    raise ValueError("run_table needs at least one objective")
+  configs = {}
+  for name in objectives:  # all configs first, so a typo fails before hours of training
+    config = _apply_overrides(load_config(name, variant, configs_dir), overrides)
+    if config.data.name != dataset:
+      raise ValueError(f"configs/{name}.py:{variant} trains on {config.data.name!r}, not {dataset!r}")
+    configs[name] = config
+  os.makedirs(workdir_root, exist_ok=True)
+  results: dict[str, dict[str, float]] = {}
+  for name, config in configs.items():
+    if progress:
+      print(f"[table] {name}: pretraining {config.objective} ({variant}, {config.train.steps} steps)", flush=True)
+    objective, params, model_state, seconds = pretrain(config, os.path.join(workdir_root, name), progress=progress)
+    if progress:
+      print(f"[table] {name}: pretrained in {seconds:.0f} s; probing", flush=True)
+
+    def encode(images, objective=objective, params=params, model_state=model_state):
+      return objective.features(params, model_state, images)
+
+    row = report.evaluate_encoders({name: encode}, config, include_raw_pixels=False)[name]
+    results[name] = {**row, "pretrain_seconds": seconds}
+    _write(results, workdir_root)
+  if progress:
+    print("[table] baselines: random-init encoder and raw pixels", flush=True)
+  for name, row in _baselines(configs).items():
+    results[name] = {**row, "pretrain_seconds": 0.0}
+  _write(results, workdir_root)
+  print(f"\n{dataset} ({next(iter(configs.values())).data.eval_split} split), top-1 accuracy:")
+  print(report.format_table({name: {c: row[c] for c in COLUMNS} for name, row in results.items()}))
+  print(f"written to {os.path.join(workdir_root, TABLE_FILE)}", flush=True)
+  return results
+
+
+def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
+  """The table as Markdown for the README: accuracies in %, pretraining time in seconds."""
+  lines = [
+      "| method | linear probe, all labels | linear probe, 10 per class | kNN | pretraining (s) |",
+      "|---|---:|---:|---:|---:|",
+  ]
+  for name, row in results.items():
+    seconds = row.get("pretrain_seconds", 0.0)
+    cells = [f"{100 * row[c]:.1f}" for c in COLUMNS[:3]] + [f"{seconds:.0f}" if seconds > 0 else "–"]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+  key, sep, value = text.partition("=")
+  if not sep or not key:
+    raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value  # a bare string
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+  """`ssljax table` arguments (after the command name): see --help."""
+  parser = argparse.ArgumentParser(prog="ssljax table", description=__doc__.splitlines()[0])
+  parser.add_argument("--dataset", default="mnist5k")
+  parser.add_argument("--workdir", required=True, help="root directory: one run per objective, and table.json")
+  parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated config names")
+  parser.add_argument("--variant", default=None, help="config variant; default the dataset's name")
+  parser.add_argument("--configs_dir", default=None, help="default: the repository's configs/")
+  parser.add_argument("--override", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
+                      help="set a dotted config key in every config, e.g. train.steps=50 (repeatable)")
+  parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+  parser.add_argument("--noprogress", dest="progress", action="store_false")
+  args = parser.parse_args(argv)
+  results = run_table(
+      args.dataset, tuple(o for o in args.objectives.split(",") if o), args.workdir, dict(args.override),
+      args.progress, variant=args.variant, configs_dir=args.configs_dir,
+  )
+  if args.markdown:
+    print(markdown_table(results))
+  return results
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,86 @@
+"""The evaluation table on the smoke configs, its Markdown form, its command line, and the
+compare_objectives notebook in its small mode."""
+
+import json
+import os
+
+import nbclient
+import nbformat
+import pytest
+
+from ssljax.evaluate import table
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = ["simclr", "rotation", "random_init", "raw_pixels"]
+
+
+@pytest.fixture(scope="module")
+def smoke_table(tmp_path_factory, data_dir):
+  root = str(tmp_path_factory.mktemp("table"))
+  results = table.run_table("mnist5k", ("simclr", "rotation"), root, overrides={"data.data_dir": data_dir},
+                            progress=False, variant="smoke")
+  return root, results
+
+
+def test_table_json_has_every_method_and_column(smoke_table):
+  root, results = smoke_table
+  with open(os.path.join(root, "table.json")) as f:
+    saved = json.load(f)
+  assert saved == results
+  assert list(saved) == ROWS
+  for name, row in saved.items():
+    assert set(row) == {"linear_probe", "linear_probe_10_per_class", "knn", "pretrain_seconds"}, name
+    for column in ("linear_probe", "linear_probe_10_per_class", "knn"):
+      assert 0.0 <= row[column] <= 1.0, (name, column)
+  assert saved["simclr"]["pretrain_seconds"] > 0 and saved["rotation"]["pretrain_seconds"] > 0
+  assert saved["random_init"]["pretrain_seconds"] == 0 and saved["raw_pixels"]["pretrain_seconds"] == 0
+  for name in ("simclr", "rotation"):  # each objective trained in its own workdir, to the end
+    assert os.path.isdir(os.path.join(root, name, "checkpoints", "4"))
+
+
+def test_table_command_reuses_finished_runs(smoke_table, data_dir, capsys):
+  root, results = smoke_table
+  again = table.main(["--workdir", root, "--objectives", "rotation", "--variant", "smoke",
+                      "--override", f"data.data_dir={data_dir}", "--noprogress", "--markdown"])
+  # Same run, same recorded time, same (deterministic) probes: nothing was retrained.
+  assert again["rotation"] == results["rotation"]
+  out = capsys.readouterr().out
+  assert "linear_probe_10_per_class" in out and "table.json" in out
+  assert "| rotation |" in out
+
+
+def test_markdown_table():
+  results = {
+      "byol": {"linear_probe": 0.9512, "linear_probe_10_per_class": 0.8, "knn": 0.9, "pretrain_seconds": 301.4},
+      "raw_pixels": {"linear_probe": 0.88, "linear_probe_10_per_class": 0.7, "knn": 0.93, "pretrain_seconds": 0.0},
+  }
+  lines = table.markdown_table(results).splitlines()
+  assert len(lines) == 4
+  assert lines[2] == "| byol | 95.1 | 80.0 | 90.0 | 301 |"
+  assert lines[3] == "| raw_pixels | 88.0 | 70.0 | 93.0 | – |"
+
+
+def test_bad_requests_fail_before_training(tmp_path):
+  with pytest.raises(FileNotFoundError, match="simclrr"):
+    table.run_table("mnist5k", ("simclrr",), str(tmp_path), variant="smoke")
+  with pytest.raises(ValueError, match="cifar10"):
+    table.run_table("cifar10", ("rotation",), str(tmp_path), variant="smoke")
+  with pytest.raises(KeyError, match="stepz"):
+    table.run_table("mnist5k", ("rotation",), str(tmp_path), overrides={"train.stepz": 3}, variant="smoke")
+  assert not os.listdir(tmp_path)
+
+
+def test_default_configs_dir_is_the_repository_configs():
+  assert os.path.samefile(table.default_configs_dir(), os.path.join(REPO, "configs"))
+
+
+def test_compare_objectives_notebook_runs_small(data_dir, monkeypatch):
+  monkeypatch.setenv("SSLJAX_NOTEBOOK_SMALL", "1")
+  monkeypatch.setenv("SSLJAX_DATA_DIR", data_dir)
+  notebooks = os.path.join(REPO, "notebooks")
+  nb = nbformat.read(os.path.join(notebooks, "compare_objectives.ipynb"), as_version=4)
+  nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                          resources={"metadata": {"path": notebooks}}).execute()
+  outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+  assert "linear_probe_10_per_class" in outputs
+  assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
