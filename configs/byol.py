@@ -6,15 +6,13 @@
 import ml_collections
 
 from ssljax import augment
-from ssljax.train.defaults import base_config
+from ssljax.train.defaults import apply_variant, base_config, check_variant, steps_per_epoch
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "imagenet300", "smoke")
 
 
 def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
-  variant = variant or "mnist5k"
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown byol variant {variant!r}; choose one of {VARIANTS}")
+  variant = check_variant("byol", variant, VARIANTS)
   c = base_config()
   c.objective = "byol"
   # Projector g and predictor q: Linear(4096) - BN - ReLU - Linear(256), as in the paper.
@@ -32,62 +30,44 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   # LARS, base lr 0.2 x batch / 256, weight decay 1.5e-6; biases and BN excluded from both
   # (ssljax.train.optim.decay_mask).
   c.optim.name, c.optim.lr, c.optim.lr_scaling, c.optim.weight_decay = "lars", 0.2, "linear", 1.5e-6
+  apply_variant(c, variant)
 
   if variant == "mnist5k":
-    # The encoder of configs/simclr.py (ResNet-18 of width 16 with a stride-2 stem), sized to
-    # cost less than its SimCLR run: each step is 2 x 128 views through the online network
-    # and 2 x 128 target forwards.
-    c.model.encoder, c.model.width, c.model.stem_stride = "resnet18", 16, 2
+    # Each step is 2 x 128 views through the online network and 2 x 128 target forwards.
     c.model.projector_width, c.model.projector_dim, c.model.predictor_width = 256, 64, 256
     c.train.batch_size = 128
-    c.train.steps = 300
-    c.train.checkpoint_every = 100
-    c.train.knn_every = 150
-    # A short run: a faster-moving target (the paper's 300-epoch setting uses 0.99) and a
-    # larger learning rate than the 1000-epoch recipe.
-    c.loss.tau_base = 0.99
-    c.optim.lr, c.optim.weight_decay, c.optim.warmup_steps = 1.0, 1e-6, 30
+    c.train.steps = 400
+    c.train.knn_every = 200
+    # A run of 13 epochs needs a target that moves faster than the paper's (tau_base 0.96:
+    # kNN 0.63 after 100 steps against 0.51 with 0.99) and the learning rate that suits
+    # configs/simclr.py (LARS 2.0 at this batch).
+    c.loss.tau_base = 0.96
+    c.optim.lr, c.optim.weight_decay, c.optim.warmup_steps = 4.0, 1e-6, 40
     for view in (c.augment.view1, c.augment.view2):
       view.crop_scale = (0.3, 1.0)
+      view.flip_p = 0.0  # digits are not mirror-symmetric (SimCLR's trials: flip cost 0.05 of kNN)
   elif variant == "cifar10":
     # The paper pretrains on ImageNet only; this is a common CIFAR-10 setting (ResNet-18 with
     # the small stem, 1000 epochs, tau 0.99, LARS base lr 1.0, wd 1e-5) with the paper's heads.
     # Blur is off on 32 px images, as in SimCLR's CIFAR recipe.
-    c.data.name, c.data.eval_split = "cifar10", "test"
-    c.model.encoder, c.model.width = "resnet18", 64
     c.train.batch_size = 512
-    steps_per_epoch = 50_000 // 512
-    c.train.steps = 1000 * steps_per_epoch
-    c.train.checkpoint_every = 1000
-    c.train.log_every = 50
+    c.train.steps = 1000 * steps_per_epoch(c)
     c.loss.tau_base = 0.99
-    c.optim.lr, c.optim.weight_decay, c.optim.warmup_steps = 1.0, 1e-5, 10 * steps_per_epoch
+    c.optim.lr, c.optim.weight_decay, c.optim.warmup_steps = 1.0, 1e-5, 10 * steps_per_epoch(c)
     c.augment.view1.blur_p = c.augment.view2.blur_p = 0.0
   elif variant in ("imagenet", "imagenet300"):
     # The paper's recipe: ResNet-50, batch 4096, LARS with cosine decay and 10 warmup epochs;
     # 1000 epochs with base lr 0.2, wd 1.5e-6, tau_base 0.996, or the 300-epoch setting with
     # base lr 0.3, wd 1e-6, tau_base 0.99.
-    c.data.name, c.data.eval_split, c.data.image_size = "imagenet2012", "validation", 256
-    c.model.encoder, c.model.width, c.model.stem, c.model.dtype = "resnet50", 64, "imagenet", "bfloat16"
     c.train.batch_size = 4096
-    steps_per_epoch = 1_281_167 // 4096
     epochs = 1000 if variant == "imagenet" else 300
-    c.train.steps = epochs * steps_per_epoch
-    c.train.checkpoint_every = 1000
-    c.train.log_every = 100
-    c.optim.warmup_steps = 10 * steps_per_epoch
+    c.train.steps = epochs * steps_per_epoch(c)
+    c.optim.warmup_steps = 10 * steps_per_epoch(c)
     if variant == "imagenet300":
       c.optim.lr, c.optim.weight_decay, c.loss.tau_base = 0.3, 1e-6, 0.99
     c.augment.view1.crop_size = c.augment.view2.crop_size = 224
   elif variant == "smoke":
-    c.model.encoder, c.model.width = "resnet_tiny", 4
     c.model.projector_width, c.model.projector_dim, c.model.predictor_width = 16, 8, 16
-    c.train.batch_size = 16
-    c.train.steps = 4
-    c.train.log_every = 1
-    c.train.checkpoint_every = 2
-    c.eval.probe_steps = 20
     c.loss.tau_base = 0.99
-    c.optim.lr = 0.1
   c.lock()
   return c

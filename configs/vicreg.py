@@ -6,15 +6,13 @@
 import ml_collections
 
 from ssljax import augment
-from ssljax.train.defaults import base_config
+from ssljax.train.defaults import apply_variant, base_config, check_variant, steps_per_epoch
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "smoke")
 
 
 def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
-  variant = variant or "mnist5k"
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown vicreg variant {variant!r}; choose one of {VARIANTS}")
+  variant = check_variant("vicreg", variant, VARIANTS)
   c = base_config()
   c.objective = "vicreg"
   # Expander: three Linear layers, BN + ReLU between them, 8192-8192-8192 in the paper.
@@ -31,53 +29,36 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   c.augment.view1 = augment.default_config("byol_view1")
   c.augment.view2 = augment.default_config("byol_view2")
   c.optim.name, c.optim.lr, c.optim.lr_scaling, c.optim.weight_decay = "lars", 0.2, "linear", 1e-6
+  apply_variant(c, variant)
 
   if variant == "mnist5k":
-    # The encoder of configs/simclr.py (ResNet-18 of width 16 with a stride-2 stem), sized to
-    # cost less than its SimCLR run: 2 x 128 views per step.
-    c.model.encoder, c.model.width, c.model.stem_stride = "resnet18", 16, 2
+    # 2 x 128 views per step.
     c.model.expander_width, c.model.expander_dim = 512, 512
     c.train.batch_size = 128
     c.train.steps = 400
-    c.train.checkpoint_every = 100
     c.train.knn_every = 200
-    c.optim.lr, c.optim.warmup_steps = 0.5, 30
+    # LARS 2.0 x 128 / 256 = 1.0 beat 0.5 x 128 / 256 (linear probe 0.899 against 0.886).
+    c.optim.lr, c.optim.warmup_steps = 2.0, 40
     for view in (c.augment.view1, c.augment.view2):
       view.crop_scale = (0.3, 1.0)
+      view.flip_p = 0.0  # digits are not mirror-symmetric (SimCLR's trials: flip cost 0.05 of kNN)
   elif variant == "cifar10":
     # The paper pretrains on ImageNet only; this is a common CIFAR-10 setting (ResNet-18 with
     # the small stem, a 2048-wide expander, LARS base lr 0.3, wd 1e-4, 1000 epochs). Blur is off
     # on 32 px images, as in SimCLR's CIFAR recipe.
-    c.data.name, c.data.eval_split = "cifar10", "test"
-    c.model.encoder, c.model.width = "resnet18", 64
     c.model.expander_width, c.model.expander_dim = 2048, 2048
     c.train.batch_size = 256
-    steps_per_epoch = 50_000 // 256
-    c.train.steps = 1000 * steps_per_epoch
-    c.train.checkpoint_every = 1000
-    c.train.log_every = 50
-    c.optim.lr, c.optim.weight_decay, c.optim.warmup_steps = 0.3, 1e-4, 10 * steps_per_epoch
+    c.train.steps = 1000 * steps_per_epoch(c)
+    c.optim.lr, c.optim.weight_decay, c.optim.warmup_steps = 0.3, 1e-4, 10 * steps_per_epoch(c)
     c.augment.view1.blur_p = c.augment.view2.blur_p = 0.0
   elif variant == "imagenet":
     # The paper's recipe: ResNet-50, batch 2048, LARS base lr 0.2 x batch / 256, wd 1e-6,
     # 1000 epochs of cosine decay after 10 warmup epochs, expander 8192-8192-8192.
-    c.data.name, c.data.eval_split, c.data.image_size = "imagenet2012", "validation", 256
-    c.model.encoder, c.model.width, c.model.stem, c.model.dtype = "resnet50", 64, "imagenet", "bfloat16"
     c.train.batch_size = 2048
-    steps_per_epoch = 1_281_167 // 2048
-    c.train.steps = 1000 * steps_per_epoch
-    c.train.checkpoint_every = 1000
-    c.train.log_every = 100
-    c.optim.warmup_steps = 10 * steps_per_epoch
+    c.train.steps = 1000 * steps_per_epoch(c)
+    c.optim.warmup_steps = 10 * steps_per_epoch(c)
     c.augment.view1.crop_size = c.augment.view2.crop_size = 224
   elif variant == "smoke":
-    c.model.encoder, c.model.width = "resnet_tiny", 4
     c.model.expander_width, c.model.expander_dim = 16, 16
-    c.train.batch_size = 16
-    c.train.steps = 4
-    c.train.log_every = 1
-    c.train.checkpoint_every = 2
-    c.eval.probe_steps = 20
-    c.optim.lr = 0.1
   c.lock()
   return c

@@ -4,6 +4,7 @@
   ssljax eval  --workdir runs/simclr
   ssljax plot  --workdir runs/simclr
   ssljax bench memory
+  ssljax bench step --config configs/simclr.py:cifar10 [--bench_steps 20]
   ssljax table --dataset mnist5k --workdir runs/table
 """
 
@@ -23,6 +24,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and eval.json.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_BENCH_STEPS = flags.DEFINE_integer("bench_steps", 20, "Timed steps of `ssljax bench step`.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() first: one process per host of a TPU pod or GPU cluster.")
@@ -73,11 +75,25 @@ def main(argv: list[str]) -> None:
     for path in plots.plot_workdir(_require_workdir()):
       print(f"wrote {path}")
   elif command == "bench":
-    from ssljax.bench import loss_memory
+    if rest[:1] == ["memory"]:
+      from ssljax.bench import loss_memory
 
-    if rest[:1] != ["memory"]:
-      _usage("bench takes a benchmark name: memory")
-    loss_memory.main(rest[1:])
+      loss_memory.main(rest[1:])
+    elif rest[:1] == ["step"]:
+      if _CONFIG.value is None:
+        _usage("bench step needs --config, e.g. --config configs/simclr.py:cifar10")
+      from ssljax.bench import throughput
+      from ssljax.train import checks
+
+      try:
+        result = throughput.measure(_CONFIG.value, steps=_BENCH_STEPS.value)
+      except checks.ConfigError as error:
+        sys.exit(f"ssljax: bad config: {error}")
+      print(throughput.format_result(result))
+      if _WORKDIR.value:
+        throughput.append_result(result, _WORKDIR.value)
+    else:
+      _usage("bench takes a benchmark name: memory or step")
 
 
 def _enable_compilation_cache() -> None:

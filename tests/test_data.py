@@ -136,6 +136,26 @@ def test_records_dtypes_ranges_and_random_access(built, data_dir):
   np.testing.assert_array_equal(np.stack([r["image"] for r in picked]), images[[999, 3, 537]])
 
 
+def test_in_memory_source_gives_the_same_records_and_batches(built, data_dir):
+  source = data.load("mnist5k", "train", data_dir=data_dir)
+  cached = data.in_memory(source)
+  assert isinstance(cached, data.ArraySource) and len(cached) == len(source) == 4000
+  for i in (0, 1234, 3999):
+    assert cached[i]["label"] == source[i]["label"]
+    np.testing.assert_array_equal(cached[i]["image"], source[i]["image"])
+  from_disk = next(data.train_iterator(source, batch_size=64, seed=3))
+  from_memory = next(data.train_iterator(cached, batch_size=64, seed=3))
+  np.testing.assert_array_equal(from_disk["image"], from_memory["image"])
+  np.testing.assert_array_equal(from_disk["label"], from_memory["label"])
+
+
+def test_in_memory_leaves_large_or_foreign_sources_alone(built, data_dir):
+  source = data.load("mnist5k", "train", data_dir=data_dir)
+  assert data.in_memory(source, max_bytes=1000) is source  # 4000 x 784 bytes do not fit
+  synthetic = _IdSource(5)
+  assert data.in_memory(synthetic) is synthetic
+
+
 def test_info(built, data_dir):
   assert data.info("mnist5k", data_dir=data_dir) == data.ImageDatasetInfo(
       name="mnist5k", image_shape=(28, 28, 1), num_classes=10,

@@ -59,3 +59,4 @@ def test_cross_validation_picks_the_penalty_that_generalises():
   y = (np.arange(100) % 5 == 0).astype(np.int32)
   signal = np.c_[y - 0.2 + 0.05 * rng.normal(size=100), rng.normal(size=(100, 2))]
   assert linear_probe.cross_validated_l2(signal, y, np.ones(100), candidates, num_classes=2) < 10.0
+

@@ -47,3 +47,31 @@ def test_mlp_head_widths_and_bn():
   assert len(variables["batch_stats"]) == 2  # BN after each hidden layer only
   with pytest.raises(ValueError, match="depth"):
     models.mlp_widths(0, 8, 8)
+
+
+@pytest.mark.parametrize("size,kernel,stride", [
+    (2, 3, 1),  # the last stage of a stride-2-stem ResNet on 28 px: matrix products
+    (4, 3, 2),  # its first, strided convolution (4 -> 2)
+    (4, 1, 2),  # its 1x1 projection shortcut
+    (3, 3, 2),  # odd input, asymmetric SAME padding
+    (1, 3, 1),
+    (8, 3, 1),  # a larger map keeps lax.conv
+])
+def test_small_map_conv_equals_flax_conv(size, kernel, stride):
+  import flax.linen as nn
+  import numpy as np
+
+  from ssljax.models.resnet import Conv
+
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, size, size, 5)), jnp.float32)
+  ours = Conv(7, (kernel, kernel), (stride, stride), use_bias=False)
+  flax_conv = nn.Conv(7, (kernel, kernel), (stride, stride), use_bias=False)
+  variables = flax_conv.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
+  np.testing.assert_allclose(ours.apply(variables, x), flax_conv.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+  def grads(module):
+    return jax.grad(lambda v, x: jnp.sum(module.apply(v, x) ** 2), argnums=(0, 1))(variables, x)
+
+  for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(flax_conv))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

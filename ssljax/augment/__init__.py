@@ -5,7 +5,7 @@ or 3; `view` chains them as SimCLR does and `views` vmaps that over a batch with
 example and view. Knobs live in `default_config()`.
 """
 
-from ssljax.augment.config import AugmentConfig, default_config, make_config
+from ssljax.augment.config import AugmentConfig, crop_and_flip, default_config, make_config
 from ssljax.augment.ops import (
     LUMA_WEIGHTS,
     apply_with_probability,
@@ -45,6 +45,7 @@ __all__ = [
     "blur_kernel_size",
     "crop_and_resize",
     "cutout_side",
+    "crop_and_flip",
     "default_config",
     "gaussian_blur",
     "make_config",

@@ -184,3 +184,11 @@ def _validate(c: AugmentConfig) -> None:
   _check(_is_number(c.noise_std) and c.noise_std >= 0, "noise_std", c.noise_std, "must be >= 0")
   _check(_is_number(c.solarize_threshold) and 0 <= c.solarize_threshold <= 1,
          "solarize_threshold", c.solarize_threshold, "must be in [0, 1]")
+
+
+def crop_and_flip(crop_scale: tuple[float, float] = (0.08, 1.0), flip_p: float = 0.5) -> ml_collections.ConfigDict:
+  """Random resized crop and horizontal flip only, every other transform off: the standard
+  supervised augmentation, and the light one of the pretext tasks."""
+  a = default_config("none")
+  a.crop_p, a.crop_scale, a.flip_p = 1.0, tuple(crop_scale), flip_p
+  return a

@@ -70,8 +70,10 @@ def _apply_if(u: Array, p: float | Array, fn: ImageFn, image: Array) -> Array:
       return image
     if p >= 1:
       return fn(image)
-  # Under vmap a cond becomes a select of both branches; unbatched it skips the unused one.
-  return jax.lax.cond(u < p, fn, lambda x: x, image)
+  # A select, not lax.cond: the augmentations always run under vmap, where a cond becomes a
+  # select of both branches anyway, and a vmapped cond whose branch closes over a constant fails
+  # to trace inside shard_map (JAX 0.10: "pvary is a invariant->variant collective").
+  return jnp.where(u < p, fn(image), image)
 
 
 def normal_from_uniform(u: Array) -> Array:

@@ -15,16 +15,19 @@ from ssljax.data.pipeline import (
     train_iterator,
 )
 from ssljax.data.sources import (
+    ArraySource,
     DatasetNotAvailableError,
     ImageDatasetInfo,
     ImageLabelSource,
     info,
     load,
+    in_memory,
     load_numpy,
     resolve_data_dir,
 )
 
 __all__ = [
+    "ArraySource",
     "BUNDLED_BUILDERS",
     "DatasetNotAvailableError",
     "Digits",
@@ -32,6 +35,7 @@ __all__ = [
     "ImageLabelSource",
     "Mnist5k",
     "eval_batches",
+    "in_memory",
     "info",
     "iterator_state",
     "load",

@@ -92,6 +92,10 @@ def accuracy(train_x, train_y, test_x, test_y, *, num_classes: int, l2=1e-3, max
   train_x, test_x = np.asarray(train_x, np.float32), np.asarray(test_x, np.float32)
   train_y = np.asarray(train_y, np.int32)
   weights = np.ones(len(train_x), np.float32) if train_weights is None else np.asarray(train_weights, np.float32)
+  # Fit on the selected rows only: 100 of 4,000 rows make each L-BFGS iteration 40x cheaper,
+  # which outweighs compiling `fit` for the smaller shape (the result is the same).
+  selected = weights > 0
+  train_x, train_y, weights = train_x[selected], train_y[selected], weights[selected]
   train_x, test_x = standardise(train_x, test_x, weights)
   if np.ndim(l2):
     l2 = cross_validated_l2(train_x, train_y, weights, l2, num_classes=num_classes, max_steps=max_steps)

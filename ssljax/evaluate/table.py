@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import json
 import os
 import time
@@ -33,6 +32,7 @@ import ml_collections
 from ssljax import data, objectives as objectives_lib
 from ssljax.evaluate import report
 from ssljax.train import loop
+from ssljax.train import defaults
 from ssljax.train.defaults import CONFIGS_DIR
 
 OBJECTIVES = ("simclr", "byol", "vicreg", "rotation", "patch_placement", "supervised")
@@ -47,15 +47,8 @@ def default_configs_dir() -> str:
 
 
 def load_config(objective: str, variant: str, configs_dir: str | None = None) -> ml_collections.ConfigDict:
-  """`get_config(variant)` of `<configs_dir>/<objective>.py`, loaded by path."""
-  path = os.path.join(configs_dir or default_configs_dir(), f"{objective}.py")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"no config file {path} for objective {objective!r}; pass configs_dir= "
-                            "(the repository's configs/ directory)")
-  spec = importlib.util.spec_from_file_location(f"ssljax_table_config_{objective}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  """`get_config(variant)` of `<configs_dir>/<objective>.py` (default: the repository's)."""
+  return defaults.load_config(f"{objective}:{variant}", configs_dir or default_configs_dir())
 
 
 def _apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None):

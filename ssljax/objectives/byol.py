@@ -1,7 +1,7 @@
 """BYOL (Grill et al. 2020, arXiv 2006.07733): an online network regresses an EMA target.
 
   online:  y = f(x), z = g(y), p = q(z)        (encoder, projector, predictor)
-  target:  y' = f'(x'), z' = g'(x')            (encoder + projector, no predictor)
+  target:  y' = f'(x'), z' = g'(y')            (encoder + projector, no predictor)
   loss:    byol(p(v1), z'(v2)) + byol(p(v2), z'(v1)),   byol(p, z') = 2 - 2 cos(p, z')
   target:  xi <- tau_k xi + (1 - tau_k) theta, after every optimizer step, with
            tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2   (tau_base = 0.996 in the paper)

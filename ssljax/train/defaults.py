@@ -60,6 +60,55 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Training examples per epoch of the datasets the variants name.
+EXAMPLES_PER_EPOCH = {"mnist5k": 4000, "cifar10": 50_000, "imagenet2012": 1_281_167}
+
+
+def check_variant(objective: str, variant: str | None, variants: tuple[str, ...]) -> str:
+  """`variant` ("" or None: mnist5k), or a ValueError that lists the choices."""
+  variant = variant or "mnist5k"
+  if variant not in variants:
+    raise ValueError(f"unknown {objective} variant {variant!r}; choose one of {variants}")
+  return variant
+
+
+def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
+  """The dataset, encoder, logging and (for smoke) sizes that every objective's `variant`
+  shares; a config calls this after its objective's defaults and then sets what differs.
+
+  - mnist5k: ResNet-18 of width 16 with a stride-2 small stem (stages at 14, 7, 4, 2 px:
+    28 px digits need no more, and it is about 4x cheaper than stride 1 on a CPU).
+  - cifar10: ResNet-18 of width 64 with the small stem (SimCLR appendix B.9), test split.
+  - imagenet*: ResNet-50 with the ImageNet stem in bfloat16, images resized to 256 on the host
+    (configs crop 224 on the device), validation split.
+  - smoke: a two-stage ResNet of width 4, 4 steps of 16 images, for tests.
+  """
+  if variant == "mnist5k":
+    c.model.encoder, c.model.width, c.model.stem_stride = "resnet18", 16, 2
+    c.train.checkpoint_every = 100
+  elif variant == "cifar10":
+    c.data.name, c.data.eval_split = "cifar10", "test"
+    c.model.encoder, c.model.width = "resnet18", 64
+    c.train.checkpoint_every, c.train.log_every = 1000, 50
+  elif variant.startswith("imagenet"):
+    c.data.name, c.data.eval_split, c.data.image_size = "imagenet2012", "validation", 256
+    c.model.encoder, c.model.width, c.model.stem, c.model.dtype = "resnet50", 64, "imagenet", "bfloat16"
+    c.train.checkpoint_every, c.train.log_every = 1000, 100
+  elif variant == "smoke":
+    c.model.encoder, c.model.width = "resnet_tiny", 4
+    c.train.batch_size, c.train.steps = 16, 4
+    c.train.log_every, c.train.checkpoint_every = 1, 2
+    c.eval.probe_steps = 20
+    c.optim.lr = 0.1
+  else:
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def steps_per_epoch(c: ml_collections.ConfigDict) -> int:
+  """Optimizer steps in one pass over the config's training set at its batch size."""
+  return EXAMPLES_PER_EPOCH[c.data.name] // c.train.batch_size
+
+
 def load_config(spec: str, configs_dir: str | None = None) -> ml_collections.ConfigDict:
   """The config that `ssljax train --config` would load, from Python code and notebooks.
 

@@ -112,7 +112,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   mesh = mesh_lib.data_mesh()
   d, t = config.data, config.train
 
-  source = data.load(d.name, d.train_split, data_dir=d.data_dir)
+  source = data.in_memory(data.load(d.name, d.train_split, data_dir=d.data_dir))
   num_classes = data.info(d.name, data_dir=d.data_dir).num_classes
   iterator = data.train_iterator(
       source, batch_size=t.batch_size // jax.process_count(), seed=config.seed, image_size=d.image_size
@@ -165,7 +165,7 @@ def restore_trained(workdir: str, config: ml_collections.ConfigDict | None = Non
   config = load_config(workdir) if config is None else config
   objective = objectives.build(config)
   d = config.data
-  source = data.load(d.name, d.train_split, data_dir=d.data_dir)
+  source = data.in_memory(data.load(d.name, d.train_split, data_dir=d.data_dir))
   num_classes = data.info(d.name, data_dir=d.data_dir).num_classes
   tx, _ = optim.optimizer(config.optim, config.train.steps, config.train.batch_size)
   probe_tx = optax.adam(config.train.probe_lr)

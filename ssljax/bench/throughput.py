@@ -1,0 +1,123 @@
+"""Training-step throughput of any config, on synthetic images, on whatever devices JAX sees.
+
+    ssljax bench step --config configs/simclr.py:cifar10
+    ssljax bench step --config configs/simclr.py:imagenet --config.train.batch_size=256 --bench_steps 30
+
+It builds exactly the state and the jit(shard_map) step that `ssljax train` builds (same
+objective, optimizer, online probe, donated state), feeds it random uint8 images of the
+dataset's shape, and reports the compile time and the steady-state step time. No dataset is
+read, so the figure isolates device work (augmentation included, since it runs on the device)
+from input-pipeline speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from ssljax import data, objectives
+from ssljax.train import checks, loop, mesh as mesh_lib, optim, step as step_lib
+
+# (height, width, channels, classes) of the datasets the configs name; imagenet2012's side is
+# config.data.image_size, the size the host pipeline resizes to.
+_DATASET_SHAPES = {
+    "mnist5k": (28, 28, 1, 10),
+    "digits": (8, 8, 1, 10),
+    "cifar10": (32, 32, 3, 10),
+    "cifar100": (32, 32, 3, 100),
+    "imagenet2012": (None, None, 3, 1000),
+}
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0) -> dict:
+  """Random images and labels shaped like `config.data`'s dataset."""
+  name = config.data.name
+  if name not in _DATASET_SHAPES:
+    raise ValueError(f"bench step knows the image shape of {sorted(_DATASET_SHAPES)}, not {name!r}")
+  height, width, channels, num_classes = _DATASET_SHAPES[name]
+  if config.data.image_size is not None:
+    height = width = config.data.image_size
+  if height is None:
+    raise ValueError(f"{name} has images of varying size: set --config.data.image_size")
+  rng = np.random.default_rng(seed)
+  return {
+      "image": rng.integers(0, 256, (batch_size, height, width, channels), dtype=np.uint8),
+      "label": rng.integers(0, num_classes, (batch_size,), dtype=np.int32),
+  }
+
+
+def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3) -> dict:
+  """Times `steps` training steps after `warmup` untimed ones (the first of which compiles).
+
+  Returns:
+    {"device", "device_count", "objective", "encoder", "dtype", "batch_size", "image_shape",
+     "compile_seconds", "step_seconds", "images_per_second"}; images are the global batch.
+  """
+  checks.check(config)
+  if steps < 1 or warmup < 1:
+    raise ValueError(f"steps and warmup must be >= 1, got {steps} and {warmup}")
+  objective = objectives.build(config)
+  mesh = mesh_lib.data_mesh()
+  batch_size = config.train.batch_size
+  example = synthetic_batch(config, batch_size)
+  num_classes = _DATASET_SHAPES[config.data.name][3]
+  tx, _ = optim.optimizer(config.optim, config.train.steps, batch_size)
+  probe_tx = optax.adam(config.train.probe_lr)
+  create = loop.state_factory(objective, config, {k: v[:2] for k, v in example.items()}, tx, probe_tx,
+                              num_classes)
+  state = jax.device_put(create(loop.init_key(config)), mesh_lib.replicated(mesh))
+  train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh)
+  # The same host batch every step: the timing is of device work, not of the input pipeline.
+  batch = data.to_global(example, mesh_lib.batch_sharded(mesh))
+
+  start = time.perf_counter()
+  state, metrics = train_step(state, batch)
+  jax.block_until_ready(metrics)
+  compile_seconds = time.perf_counter() - start
+  for _ in range(warmup - 1):
+    state, metrics = train_step(state, batch)
+  jax.block_until_ready(metrics)
+
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = train_step(state, batch)
+  jax.block_until_ready((state, metrics))
+  step_seconds = (time.perf_counter() - start) / steps
+  if not np.isfinite(float(metrics["loss"])):
+    raise FloatingPointError(f"the loss became {float(metrics['loss'])} during the benchmark")
+  return {
+      "device": jax.devices()[0].device_kind,
+      "device_count": jax.device_count(),
+      "objective": config.objective,
+      "encoder": f"{config.model.encoder} width {config.model.width}",
+      "dtype": config.model.dtype,
+      "batch_size": batch_size,
+      "image_shape": list(example["image"].shape[1:]),
+      "compile_seconds": round(compile_seconds, 2),
+      "step_seconds": step_seconds,
+      "images_per_second": batch_size / step_seconds,
+  }
+
+
+def format_result(result: dict) -> str:
+  return (
+      f"{result['objective']} {result['encoder']} {result['dtype']}, batch {result['batch_size']} of "
+      f"{'x'.join(map(str, result['image_shape']))}, on {result['device_count']} x {result['device']}: "
+      f"{result['step_seconds'] * 1e3:.1f} ms/step, {result['images_per_second']:,.0f} images/s "
+      f"(compile {result['compile_seconds']:.1f} s)"
+  )
+
+
+def append_result(result: dict, workdir: str) -> str:
+  """Appends `result` as one JSON line to WORKDIR/bench.jsonl; returns the path."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "bench.jsonl")
+  with open(path, "a") as f:
+    f.write(json.dumps(result) + "\n")
+  return path
