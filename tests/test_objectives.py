@@ -102,7 +102,10 @@ def test_patch_grid_fits_every_variant(variant, side):
 RESNET18_W8 = ["--config.model.encoder=resnet18", "--config.model.width=8"]
 FALLING = {
     "byol": [*RESNET18_W8, "--config.model.stem_stride=2", "--config.optim.lr=2.0"],
-    "vicreg": [*RESNET18_W8, "--config.model.stem_stride=2", "--config.optim.lr=1.0"],
+    # The mnist5k expander (512-512): with the smoke config's 16 dimensions the variance hinge
+    # holds the loss flat for 40 steps (38.8 -> 38.3).
+    "vicreg": [*RESNET18_W8, "--config.model.stem_stride=2", "--config.optim.lr=1.0",
+               "--config.model.expander_width=512", "--config.model.expander_dim=512"],
     "rotation": [*RESNET18_W8, "--config.model.stem_stride=2", "--config.optim.lr=0.1"],
     # 7 px patches: no stem stride
     "patch_placement": [*RESNET18_W8, "--config.optim.lr=0.1", "--config.optim.lr_scaling=none"],
@@ -111,7 +114,6 @@ FALLING = {
 }
 
 
-@pytest.mark.slow  # six 40-step CLI runs; VICReg's case fails at this length (issue 4 is open)
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_cli_trains_and_loss_falls_on_mnist5k(name, tmp_path, data_dir):
   steps = 40
