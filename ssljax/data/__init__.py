@@ -19,9 +19,9 @@ from ssljax.data.sources import (
     DatasetNotAvailableError,
     ImageDatasetInfo,
     ImageLabelSource,
+    in_memory,
     info,
     load,
-    in_memory,
     load_numpy,
     resolve_data_dir,
 )

@@ -31,9 +31,7 @@ import ml_collections
 
 from ssljax import data, objectives as objectives_lib
 from ssljax.evaluate import report
-from ssljax.train import loop
-from ssljax.train import defaults
-from ssljax.train.defaults import CONFIGS_DIR
+from ssljax.train import defaults, loop
 
 OBJECTIVES = ("simclr", "byol", "vicreg", "rotation", "patch_placement", "supervised")
 TABLE_FILE = "table.json"
@@ -43,7 +41,7 @@ COLUMNS = ("linear_probe", "linear_probe_10_per_class", "knn", "pretrain_seconds
 
 def default_configs_dir() -> str:
   """`<repo>/configs`, next to the `ssljax` package of a source checkout."""
-  return CONFIGS_DIR
+  return defaults.CONFIGS_DIR
 
 
 def load_config(objective: str, variant: str, configs_dir: str | None = None) -> ml_collections.ConfigDict:
