@@ -36,9 +36,9 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
     # Each step is 2 x 128 views through the online network and 2 x 128 target forwards.
     c.model.projector_width, c.model.projector_dim, c.model.predictor_width = 256, 64, 256
     c.train.batch_size = 128
-    c.train.steps = 400
-    c.train.knn_every = 200
-    # A run of 13 epochs needs a target that moves faster than the paper's (tau_base 0.96:
+    c.train.steps = 800  # 400 steps gave 0.845 / 0.604 / 0.732, 800 gave 0.903 / 0.750 / 0.812
+    c.train.knn_every = 400
+    # A run of 26 epochs needs a target that moves faster than the paper's (tau_base 0.96:
     # kNN 0.63 after 100 steps against 0.51 with 0.99) and the learning rate that suits
     # configs/simclr.py (LARS 2.0 at this batch).
     c.loss.tau_base = 0.96

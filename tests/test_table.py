@@ -49,6 +49,16 @@ def test_table_command_reuses_finished_runs(smoke_table, data_dir, capsys):
   assert "| rotation |" in out
 
 
+def test_a_changed_config_does_not_resume_the_old_run(smoke_table, data_dir):
+  root, _ = smoke_table
+  checkpoints = os.path.join(root, "rotation", "checkpoints")
+  before = sorted(os.listdir(checkpoints))
+  with pytest.raises(ValueError, match="another config.*train.steps"):
+    table.run_table("mnist5k", ("rotation",), root, overrides={"data.data_dir": data_dir, "train.steps": 6},
+                    progress=False, variant="smoke")
+  assert sorted(os.listdir(checkpoints)) == before and "4" in before  # nothing trained or removed
+
+
 def test_markdown_table():
   results = {
       "byol": {"linear_probe": 0.9512, "linear_probe_10_per_class": 0.8, "knn": 0.9, "pretrain_seconds": 301.4},

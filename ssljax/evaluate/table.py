@@ -78,6 +78,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
   `loop.train` in the call that finished the run (compilation included); a run resumed
   from an interrupted one counts only the resumed part.
   """
+  _check_same_config(workdir, config)
   seconds = _finished_run(workdir, config)
   if seconds is not None:
     objective, params, model_state = loop.restore_trained(workdir, config)
@@ -90,6 +91,30 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
     with open(_timing_path(workdir), "w") as f:
       json.dump({"pretrain_seconds": seconds, "config": json.loads(config.to_json_best_effort())}, f, indent=2)
   return objectives_lib.build(config), params, model_state, seconds
+
+
+def _check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Stops before `loop.train` would resume another config's checkpoints in `workdir`."""
+  path = os.path.join(workdir, loop.CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = _flatten(json.load(f))
+  wanted = _flatten(json.loads(config.to_json_best_effort()))
+  differing = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+  if differing:
+    raise ValueError(f"{workdir} holds a run of another config (it differs in {', '.join(differing)}); "
+                     "remove that directory or choose another --workdir")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = value
+  return flat
 
 
 def _encoder_spec(config: ml_collections.ConfigDict) -> tuple:
