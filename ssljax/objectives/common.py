@@ -59,3 +59,23 @@ class EncoderWithHead(nn.Module):
 
   def encode(self, x, train: bool = False):
     return self.encoder(x, train=train)
+
+
+def init_fn(net: EncoderWithHead):
+  """The Objective's `init` for a network applied to whole images (outside the mesh):
+  key, batch -> (params, {"batch_stats"})."""
+
+  def init(key, batch):
+    variables = net.init(key, to_unit_range(batch["image"]), train=False)
+    return variables["params"], {"batch_stats": variables["batch_stats"]}
+
+  return init
+
+
+def features_fn(net: EncoderWithHead):
+  """The Objective's `features`: the encoder f1 alone, in inference mode, on images."""
+
+  def features(params, model_state, images):
+    return net.apply({"params": params, **model_state}, to_unit_range(images), method=EncoderWithHead.encode)
+
+  return features

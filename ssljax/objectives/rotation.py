@@ -50,10 +50,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   local_net = network(config, None)
   augment_config = augment.make_config(config.augment)
 
-  def init(key, batch):
-    variables = local_net.init(key, common.to_unit_range(batch["image"]), train=False)
-    return variables["params"], {"batch_stats": variables["batch_stats"]}
-
   def loss(params, model_state, batch, key):
     n = batch["image"].shape[0]
     rotated, labels = rotated_batch(key, batch["image"], augment_config)  # (4n, H, W, C), (4n,)
@@ -68,9 +64,5 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         features=jax.lax.stop_gradient(h[:n]),
     )
 
-  def features(params, model_state, images):
-    return local_net.apply(
-        {"params": params, **model_state}, common.to_unit_range(images), method=common.EncoderWithHead.encode
-    )
-
-  return Objective(name="rotation", init=init, loss=loss, features=features)
+  return Objective(name="rotation", init=common.init_fn(local_net), loss=loss,
+                   features=common.features_fn(local_net))

@@ -34,11 +34,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   temperature = config.loss.temperature
   block_size = config.loss.block_size or None
 
-  def init(key, batch):
-    images = common.to_unit_range(batch["image"])
-    variables = local_net.init(key, images, train=False)
-    return variables["params"], {"batch_stats": variables["batch_stats"]}
-
   def loss(params, model_state, batch, key):
     n = batch["image"].shape[0]
     views = augment.views(key, batch["image"], augment_config, num_views=2)  # (2, n, H, W, C)
@@ -56,9 +51,5 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         features=jax.lax.stop_gradient(h[:n]),
     )
 
-  def features(params, model_state, images):
-    return local_net.apply(
-        {"params": params, **model_state}, common.to_unit_range(images), method=common.EncoderWithHead.encode
-    )
-
-  return Objective(name="simclr", init=init, loss=loss, features=features)
+  return Objective(name="simclr", init=common.init_fn(local_net), loss=loss,
+                   features=common.features_fn(local_net))

@@ -31,10 +31,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   local_net = network(config, None)
   augment_config = augment.make_config(config.augment)
 
-  def init(key, batch):
-    variables = local_net.init(key, common.to_unit_range(batch["image"]), train=False)
-    return variables["params"], {"batch_stats": variables["batch_stats"]}
-
   def loss(params, model_state, batch, key):
     if "label" not in batch:
       raise ValueError("the supervised objective needs labelled batches (a 'label' entry)")
@@ -50,9 +46,5 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         features=jax.lax.stop_gradient(h),
     )
 
-  def features(params, model_state, images):
-    return local_net.apply(
-        {"params": params, **model_state}, common.to_unit_range(images), method=common.EncoderWithHead.encode
-    )
-
-  return Objective(name="supervised", init=init, loss=loss, features=features)
+  return Objective(name="supervised", init=common.init_fn(local_net), loss=loss,
+                   features=common.features_fn(local_net))

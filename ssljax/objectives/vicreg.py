@@ -45,10 +45,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   view_configs = (augment.make_config(config.augment.view1), augment.make_config(config.augment.view2))
   loss_config = config.loss
 
-  def init(key, batch):
-    variables = local_net.init(key, common.to_unit_range(batch["image"]), train=False)
-    return variables["params"], {"batch_stats": variables["batch_stats"]}
-
   def loss(params, model_state, batch, key):
     n = batch["image"].shape[0]
     views = augment.views(key, batch["image"], view_configs, num_views=2)  # (2, n, H, W, C)
@@ -64,9 +60,5 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         features=jax.lax.stop_gradient(h[:n]),
     )
 
-  def features(params, model_state, images):
-    return local_net.apply(
-        {"params": params, **model_state}, common.to_unit_range(images), method=common.EncoderWithHead.encode
-    )
-
-  return Objective(name="vicreg", init=init, loss=loss, features=features)
+  return Objective(name="vicreg", init=common.init_fn(local_net), loss=loss,
+                   features=common.features_fn(local_net))
