@@ -6,14 +6,14 @@
 import ml_collections
 
 from ssljax import augment
-from ssljax.train.defaults import apply_variant, base_config, check_variant, steps_per_epoch
+from ssljax.train.defaults import apply_image_variant, check_variant, image_config, steps_per_epoch
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "imagenet300", "smoke")
 
 
 def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   variant = check_variant("byol", variant, VARIANTS)
-  c = base_config()
+  c = image_config()
   c.objective = "byol"
   # Projector g and predictor q: Linear(4096) - BN - ReLU - Linear(256), as in the paper.
   c.model.projector_depth = 2
@@ -30,7 +30,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   # LARS, base lr 0.2 x batch / 256, weight decay 1.5e-6; biases and BN excluded from both
   # (ssljax.train.optim.decay_mask).
   c.optim.name, c.optim.lr, c.optim.lr_scaling, c.optim.weight_decay = "lars", 0.2, "linear", 1.5e-6
-  apply_variant(c, variant)
+  apply_image_variant(c, variant)
 
   if variant == "mnist5k":
     # Each step is 2 x 128 views through the online network and 2 x 128 target forwards.

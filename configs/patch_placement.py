@@ -6,14 +6,14 @@ smoke.
 
 import ml_collections
 
-from ssljax.train.defaults import apply_variant, base_config, check_variant, steps_per_epoch
+from ssljax.train.defaults import apply_image_variant, check_variant, image_config, steps_per_epoch
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "smoke")
 
 
 def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   variant = check_variant("patch_placement", variant, VARIANTS)
-  c = base_config()
+  c = image_config()
   c.objective = "patch_placement"
   # The 3x3 grid needs 3 * patch_size + 2 * gap + 2 * jitter pixels per side
   # (augment.patch_grid_extent).
@@ -27,7 +27,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   c.model.head_depth = 3
   c.model.head_width = 4096
   c.optim.name, c.optim.lr, c.optim.lr_scaling, c.optim.weight_decay = "sgd", 0.1, "linear", 5e-4
-  apply_variant(c, variant)
+  apply_image_variant(c, variant)
 
   if variant == "mnist5k":
     # 3 x 7 + 2 x 2 + 2 x 1 = 27 px of a 28 px digit; 7 px patches go through the small stem

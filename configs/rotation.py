@@ -7,14 +7,14 @@ imagenet, smoke.
 import ml_collections
 
 from ssljax import augment
-from ssljax.train.defaults import apply_variant, base_config, check_variant, steps_per_epoch
+from ssljax.train.defaults import apply_image_variant, check_variant, image_config, steps_per_epoch
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "smoke")
 
 
 def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   variant = check_variant("rotation", variant, VARIANTS)
-  c = base_config()
+  c = image_config()
   c.objective = "rotation"
   # The 4-way classifier on the pooled encoder features: depth 1 is one linear layer, as on
   # the paper's NIN; deeper heads put MLP layers (BN + ReLU) in between.
@@ -24,7 +24,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   # SGD with momentum 0.9 and weight decay 5e-4, as in the paper; cosine decay here in place
   # of the paper's step schedule.
   c.optim.name, c.optim.lr, c.optim.lr_scaling, c.optim.weight_decay = "sgd", 0.1, "none", 5e-4
-  apply_variant(c, variant)
+  apply_image_variant(c, variant)
 
   if variant == "mnist5k":
     # Each step sees 4 x 64 images. Digits are not mirror-symmetric: no flip.

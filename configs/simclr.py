@@ -6,14 +6,14 @@
 import ml_collections
 
 from ssljax import augment
-from ssljax.train.defaults import apply_variant, base_config, check_variant, steps_per_epoch
+from ssljax.train.defaults import apply_image_variant, check_variant, image_config, steps_per_epoch
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "smoke")
 
 
 def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   variant = check_variant("simclr", variant, VARIANTS)
-  c = base_config()
+  c = image_config()
   c.objective = "simclr"
   c.model.projector_depth = 2
   c.model.projector_width = 2048
@@ -23,7 +23,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   c.loss.temperature = 0.1
   c.loss.block_size = 0  # 0: dense NT-Xent; > 0: blockwise, for batches beyond memory
   c.augment = augment.default_config()
-  apply_variant(c, variant)
+  apply_image_variant(c, variant)
 
   if variant == "mnist5k":
     # Sized so that installing, pretraining and evaluating fit 10 minutes on 2 CPU cores. Trials

@@ -7,19 +7,19 @@ Variants: mnist5k (default), cifar10, imagenet, smoke.
 import ml_collections
 
 from ssljax.augment import crop_and_flip
-from ssljax.train.defaults import apply_variant, base_config, check_variant, steps_per_epoch
+from ssljax.train.defaults import apply_image_variant, check_variant, image_config, steps_per_epoch
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "smoke")
 
 
 def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   variant = check_variant("supervised", variant, VARIANTS)
-  c = base_config()
+  c = image_config()
   c.objective = "supervised"
   c.model.num_classes = 10
   c.augment = crop_and_flip()
   c.optim.name, c.optim.lr, c.optim.lr_scaling, c.optim.weight_decay = "sgd", 0.1, "linear", 1e-4
-  apply_variant(c, variant)
+  apply_image_variant(c, variant)
 
   if variant == "mnist5k":
     # Digits are not mirror-symmetric, so crops only.

@@ -6,14 +6,14 @@
 import ml_collections
 
 from ssljax import augment
-from ssljax.train.defaults import apply_variant, base_config, check_variant, steps_per_epoch
+from ssljax.train.defaults import apply_image_variant, check_variant, image_config, steps_per_epoch
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "smoke")
 
 
 def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   variant = check_variant("vicreg", variant, VARIANTS)
-  c = base_config()
+  c = image_config()
   c.objective = "vicreg"
   # Expander: three Linear layers, BN + ReLU between them, 8192-8192-8192 in the paper.
   c.model.expander_depth = 3
@@ -29,7 +29,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   c.augment.view1 = augment.default_config("byol_view1")
   c.augment.view2 = augment.default_config("byol_view2")
   c.optim.name, c.optim.lr, c.optim.lr_scaling, c.optim.weight_decay = "lars", 0.2, "linear", 1e-6
-  apply_variant(c, variant)
+  apply_image_variant(c, variant)
 
   if variant == "mnist5k":
     # 2 x 128 views per step.

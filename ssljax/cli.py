@@ -1,7 +1,7 @@
 """The `ssljax` command.
 
   ssljax train --config configs/simclr.py:mnist5k --workdir runs/simclr [--config.train.steps=500]
-  ssljax eval  --workdir runs/simclr
+  ssljax eval  --workdir runs/simclr [--split validation]
   ssljax plot  --workdir runs/simclr
   ssljax bench memory
   ssljax bench step --config configs/simclr.py:cifar10 [--bench_steps 20]
@@ -25,6 +25,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and eval.json.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 _BENCH_STEPS = flags.DEFINE_integer("bench_steps", 20, "Timed steps of `ssljax bench step`.")
+_SPLIT = flags.DEFINE_string(
+    "split", None, "Split that `ssljax eval` scores: the config's test split by default; the "
+    "validation split for recipe trials.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() first: one process per host of a TPU pod or GPU cluster.")
@@ -64,11 +67,11 @@ def main(argv: list[str]) -> None:
     workdir = _require_workdir()
     loop.train(config, workdir, progress=_PROGRESS.value)
     if config.train.evaluate:
-      evaluate_workdir(workdir)
+      evaluate_workdir(workdir)  # the test split, reported once per finished run
   elif command == "eval":
     from ssljax.evaluate import evaluate_workdir
 
-    evaluate_workdir(_require_workdir())
+    evaluate_workdir(_require_workdir(), split=_SPLIT.value)
   elif command == "plot":
     from ssljax.train import plots
 

@@ -354,11 +354,27 @@ def test_views_inside_jit_match_per_example_view_and_are_deterministic():
   out = jitted(jax.random.key(5), images)
   np.testing.assert_array_equal(out, jitted(jax.random.key(5), images))
   assert not np.allclose(out, jitted(jax.random.key(6), images))
-  # the documented key scheme: split per view, then per example; each example is `view`
+  # the documented key scheme: one key per example (split from a single key), view v of
+  # example i from fold_in(example_key_i, v); each example is `view`
   one_view = jax.jit(lambda k, x: aug.view(k, x, config))
-  for v, view_key in enumerate(jax.random.split(jax.random.key(5), 2)):
-    for i, example_key in enumerate(jax.random.split(view_key, 2)):
-      np.testing.assert_allclose(out[v, i], one_view(example_key, images[i]), atol=1e-5)
+  for i, example_key in enumerate(jax.random.split(jax.random.key(5), 2)):
+    for v in range(2):
+      np.testing.assert_allclose(out[v, i], one_view(jax.random.fold_in(example_key, v), images[i]),
+                                 atol=1e-5)
+
+
+def test_an_examples_views_depend_on_its_own_key_only():
+  """Per-example keys (what the trainer passes): example i's views are the same whatever the
+  other examples and their keys are, which makes a step's augmentations independent of how the
+  global batch is split over devices."""
+  images = jnp.stack([_image(3, seed=s) for s in range(4)])
+  config = aug.make_config(aug.default_config())
+  keys = jax.random.split(jax.random.key(9), 4)
+  whole = aug.views(keys, images, config)  # (2, 4, H, W, C)
+  halves = [aug.views(keys[i:i + 2], images[i:i + 2], config) for i in (0, 2)]
+  np.testing.assert_allclose(whole, jnp.concatenate(halves, axis=1), atol=1e-6)
+  with pytest.raises(ValueError, match="per-example keys"):
+    aug.views(keys[:3], images, config)
 
 
 def test_views_accepts_one_config_per_view():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ssljax.bench import throughput
-from ssljax.evaluate.table import load_config
+from ssljax.table import load_config
 from ssljax.train import checks
 
 OBJECTIVES = ("simclr", "byol", "vicreg", "rotation", "patch_placement", "supervised")

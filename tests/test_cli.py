@@ -17,16 +17,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(REPO, "configs", "simclr.py") + ":smoke"
 
 
-def _env(data_dir):
+def _env(data_dir, devices=2):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["SSLJAX_DATA_DIR"] = data_dir
   env["JAX_PLATFORMS"] = "cpu"
   return env
 
 
-def _ssljax(args, data_dir, **kwargs):
-  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=_env(data_dir), cwd=REPO,
+def _ssljax(args, data_dir, devices=2, **kwargs):
+  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=_env(data_dir, devices), cwd=REPO,
                         capture_output=True, text=True, timeout=600, **kwargs)
 
 
@@ -41,9 +41,10 @@ def test_train_eval_plot_smoke(tmp_path, data_dir):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "linear_probe_10_per_class" in result.stdout
   report = json.load(open(os.path.join(workdir, "eval.json")))
-  assert set(report) == {"simclr", "random_init", "raw_pixels"}
-  for row in report.values():
-    assert set(row) == {"linear_probe", "linear_probe_10_per_class", "knn"}
+  assert report["split"] == "test" and report["dataset"] == "mnist5k"
+  assert set(report["results"]) == {"simclr", "random_init", "raw_pixels"}
+  for row in report["results"].values():
+    assert set(row) == {"linear_probe", "linear_probe_10_per_class", "linear_probe_10_per_class_std", "knn"}
     assert all(0.0 <= v <= 1.0 for v in row.values())
   assert sorted(_losses(workdir)) == [1, 2, 3, 4]
   result = _ssljax(["plot", "--workdir", workdir], data_dir)
@@ -53,6 +54,29 @@ def test_train_eval_plot_smoke(tmp_path, data_dir):
   result = _ssljax(["eval", "--workdir", workdir], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.load(open(os.path.join(workdir, "eval.json"))) == report  # evaluation is deterministic
+  result = _ssljax(["eval", "--workdir", workdir, "--split", "validation"], data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  validation = json.load(open(os.path.join(workdir, "eval_validation.json")))
+  assert validation["split"] == "validation" and validation["results"] != report["results"]
+
+
+@pytest.mark.parametrize("variant", ["smoke", "mnist5k"])
+def test_same_losses_on_one_and_eight_devices(tmp_path, data_dir, variant):
+  """`ssljax train` with real augmentation logs the same losses on 1 and on 8 devices: every
+  example's random views come from its global index, not from the device it lands on."""
+  extra = [] if variant == "smoke" else ["--config.train.steps=3", "--config.train.batch_size=32",
+                                         "--config.train.log_every=1", "--config.train.knn_every=0"]
+  config = os.path.join(REPO, "configs", "simclr.py") + ":" + variant
+  losses = {}
+  for devices in (1, 8):
+    workdir = str(tmp_path / f"run{devices}")
+    result = _ssljax(["train", "--config", config, "--workdir", workdir, "--noprogress",
+                      "--config.train.evaluate=False", *extra], data_dir, devices=devices)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses[devices] = _losses(workdir)
+  assert sorted(losses[1]) == sorted(losses[8]) and len(losses[1]) >= 3
+  for step in losses[1]:
+    assert losses[8][step] == pytest.approx(losses[1][step], rel=1e-5), (step, losses)
 
 
 def test_sigkill_and_resume_gives_identical_losses(tmp_path, data_dir):

@@ -74,8 +74,8 @@ def _mnist5k_raw():
 
 def test_bundled_datasets_build_offline_as_array_record(built, data_dir):
   for name in ("mnist5k", "digits"):
-    files = list(epath.Path(data_dir).glob(f"{name}/1.0.0/{name}-*.array_record-*"))
-    assert {f.name.split(".")[0] for f in files} == {f"{name}-train", f"{name}-test"}
+    files = list(epath.Path(data_dir).glob(f"{name}/2.0.0/{name}-*.array_record-*"))
+    assert {f.name.split(".")[0] for f in files} == {f"{name}-train", f"{name}-validation", f"{name}-test"}
   if built["mnist5k"] is not None:  # only when this module did the build
     assert built["mnist5k"] < 15.0, built
 
@@ -87,17 +87,28 @@ def test_per_class_train_mask_takes_first_80_percent_of_each_class():
   np.testing.assert_array_equal(mask, [1, 1, 1, 1, 1, 0, 0, 0, 0])
 
 
-def test_mnist5k_split_is_first_400_per_class_in_file_order(built, data_dir):
+def test_per_class_splits_hold_out_the_last_eighth_of_each_class_for_validation():
+  labels = np.array([0] * 10 + [1] * 20)  # class 0: 8 for training, 1 of them validation
+  splits = data.bundled.per_class_splits(labels)  # class 1: 16 for training, 2 validation
+  np.testing.assert_array_equal(splits[:10], ["train"] * 7 + ["validation"] + ["test"] * 2)
+  np.testing.assert_array_equal(splits[10:], ["train"] * 14 + ["validation"] * 2 + ["test"] * 4)
+
+
+def test_mnist5k_split_is_350_50_100_per_class_in_file_order(built, data_dir):
   raw_x, raw_y = _mnist5k_raw()
   assert np.array_equal(np.bincount(raw_y), [500] * 10)
   train_x, train_y = data.load_numpy("mnist5k", "train", data_dir=data_dir)
+  val_x, val_y = data.load_numpy("mnist5k", "validation", data_dir=data_dir)
   test_x, test_y = data.load_numpy("mnist5k", "test", data_dir=data_dir)
-  assert train_x.shape == (4000, 28, 28, 1) and test_x.shape == (1000, 28, 28, 1)
-  np.testing.assert_array_equal(np.bincount(train_y), [400] * 10)
+  assert train_x.shape == (3500, 28, 28, 1) and val_x.shape == (500, 28, 28, 1)
+  assert test_x.shape == (1000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(train_y), [350] * 10)
+  np.testing.assert_array_equal(np.bincount(val_y), [50] * 10)
   np.testing.assert_array_equal(np.bincount(test_y), [100] * 10)
   for c in range(10):
     rows = np.flatnonzero(raw_y == c)  # file order
-    np.testing.assert_array_equal(train_x[train_y == c], raw_x[rows[:400]])
+    np.testing.assert_array_equal(train_x[train_y == c], raw_x[rows[:350]])
+    np.testing.assert_array_equal(val_x[val_y == c], raw_x[rows[350:400]])
     np.testing.assert_array_equal(test_x[test_y == c], raw_x[rows[400:]])
 
 
@@ -106,17 +117,22 @@ def test_digits_split_and_scaling_match_sklearn(built, data_dir):
 
   raw = load_digits()
   train_x, train_y = data.load_numpy("digits", "train", data_dir=data_dir)
+  val_x, val_y = data.load_numpy("digits", "validation", data_dir=data_dir)
   test_x, test_y = data.load_numpy("digits", "test", data_dir=data_dir)
   counts = np.bincount(raw.target)
-  expected_train = np.floor(0.8 * counts).astype(int)
+  for_training = np.floor(0.8 * counts).astype(int)
+  expected_val = for_training // 8
+  expected_train = for_training - expected_val
   np.testing.assert_array_equal(np.bincount(train_y, minlength=10), expected_train)
-  np.testing.assert_array_equal(np.bincount(test_y, minlength=10), counts - expected_train)
+  np.testing.assert_array_equal(np.bincount(val_y, minlength=10), expected_val)
+  np.testing.assert_array_equal(np.bincount(test_y, minlength=10), counts - for_training)
   assert train_x.shape == (expected_train.sum(), 8, 8, 1)
   scaled = np.floor(raw.images * 255 / 16 + 0.5).astype(np.uint8)[..., None]
   for c in range(10):
     rows = np.flatnonzero(raw.target == c)
     np.testing.assert_array_equal(train_x[train_y == c], scaled[rows[:expected_train[c]]])
-    np.testing.assert_array_equal(test_x[test_y == c], scaled[rows[expected_train[c]:]])
+    np.testing.assert_array_equal(val_x[val_y == c], scaled[rows[expected_train[c]:for_training[c]]])
+    np.testing.assert_array_equal(test_x[test_y == c], scaled[rows[for_training[c]:]])
   assert scaled.max() == 255 and train_x.max() == 255
 
 
@@ -139,8 +155,8 @@ def test_records_dtypes_ranges_and_random_access(built, data_dir):
 def test_in_memory_source_gives_the_same_records_and_batches(built, data_dir):
   source = data.load("mnist5k", "train", data_dir=data_dir)
   cached = data.in_memory(source)
-  assert isinstance(cached, data.ArraySource) and len(cached) == len(source) == 4000
-  for i in (0, 1234, 3999):
+  assert isinstance(cached, data.ArraySource) and len(cached) == len(source) == 3500
+  for i in (0, 1234, 3499):
     assert cached[i]["label"] == source[i]["label"]
     np.testing.assert_array_equal(cached[i]["image"], source[i]["image"])
   from_disk = next(data.train_iterator(source, batch_size=64, seed=3))
@@ -151,15 +167,17 @@ def test_in_memory_source_gives_the_same_records_and_batches(built, data_dir):
 
 def test_in_memory_leaves_large_or_foreign_sources_alone(built, data_dir):
   source = data.load("mnist5k", "train", data_dir=data_dir)
-  assert data.in_memory(source, max_bytes=1000) is source  # 4000 x 784 bytes do not fit
+  assert data.in_memory(source, max_bytes=1000) is source  # 3500 x 784 bytes do not fit
   synthetic = _IdSource(5)
   assert data.in_memory(synthetic) is synthetic
 
 
 def test_info(built, data_dir):
-  assert data.info("mnist5k", data_dir=data_dir) == data.ImageDatasetInfo(
-      name="mnist5k", image_shape=(28, 28, 1), num_classes=10,
-      num_examples={"train": 4000, "test": 1000})
+  mnist = data.info("mnist5k", data_dir=data_dir)
+  assert mnist.image_shape == (28, 28, 1) and mnist.num_classes == 10 and mnist.label_key == "label"
+  assert mnist.num_examples == {"train": 3500, "validation": 500, "test": 1000}
+  assert mnist.features == {"image": ((28, 28, 1), "uint8"), "label": ((), "int64")}
+  assert mnist.label_names == tuple(str(d) for d in range(10))
   digits = data.info("digits", data_dir=data_dir)
   assert digits.image_shape == (8, 8, 1) and digits.num_classes == 10
   assert sum(digits.num_examples.values()) == 1797
@@ -330,13 +348,49 @@ def test_worker_processes_checkpoint_restore(built, data_dir):
 def test_eval_batches_pad_the_last_batch_with_a_mask():
   images = np.arange(10 * 2, dtype=np.uint8).reshape(10, 2, 1, 1)
   labels = np.arange(10, dtype=np.int32)
-  batches = list(data.eval_batches(images, labels, batch_size=4))
+  batches = list(data.eval_batches(data.ArraySource(images, labels), batch_size=4))
   assert len(batches) == 3
   assert all(b["image"].shape == (4, 2, 1, 1) for b in batches)
   np.testing.assert_array_equal(batches[-1]["mask"], [True, True, False, False])
   mask = np.concatenate([b["mask"] for b in batches])
   np.testing.assert_array_equal(np.concatenate([b["image"] for b in batches])[mask], images)
   np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[mask], labels)
+  picked = list(data.eval_batches(data.ArraySource(images, labels), batch_size=4, indices=[7, 2]))
+  np.testing.assert_array_equal(picked[0]["label"][:2], [7, 2])
+
+
+class _LazyImages:
+  """A split of `n` 64 x 64 x 3 images (12 KB each) made on demand, counting the records read
+  at once: a stand-in for ImageNet, far larger than what evaluation may hold in memory."""
+
+  def __init__(self, n: int):
+    self.n, self.largest_read = n, 0
+
+  def __len__(self):
+    return self.n
+
+  def __getitems__(self, indices):
+    self.largest_read = max(self.largest_read, len(indices))
+    return [{"image": np.full((64, 64, 3), i % 251, np.uint8), "label": i % 10} for i in indices]
+
+
+def test_evaluation_streams_a_split_with_bounded_host_memory():
+  """Feature extraction over 20,000 images (245 MB of pixels) never holds more than one batch
+  of them: the traced peak stays below 10 MB plus the (N, D) features."""
+  import tracemalloc
+
+  from ssljax.evaluate import features
+
+  source = _LazyImages(20_000)
+  tracemalloc.start()
+  feats, labels = features.extract(lambda b: b["image"].astype(np.float32).mean(axis=(1, 2)), source,
+                                   batch_size=100)
+  _, peak = tracemalloc.get_traced_memory()
+  tracemalloc.stop()
+  assert feats.shape == (20_000, 3) and labels.shape == (20_000,)
+  np.testing.assert_allclose(feats[:, 0], np.arange(20_000) % 251)
+  assert source.largest_read == 100
+  assert peak < 10 * 2**20, f"peak host memory {peak / 2**20:.0f} MB"
 
 
 # --- global arrays -------------------------------------------------------------

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from ssljax.evaluate import knn, linear_probe
 
@@ -35,16 +36,117 @@ def test_labels_per_class_subset():
     linear_probe.labels_per_class_subset(labels, 30)
 
 
-def test_weighted_subset_equals_fitting_on_the_subset():
-  rng = np.random.default_rng(1)
-  y = rng.integers(0, 3, 120)
-  x = rng.normal(size=(3, 4))[y] * 2 + rng.normal(size=(120, 4))
-  test_x, test_y = x[:40], y[:40]
-  subset = linear_probe.labels_per_class_subset(y[40:], 5)
-  weights = np.isin(np.arange(80), subset)
-  on_subset = linear_probe.accuracy(x[40:][subset], y[40:][subset], test_x, test_y, num_classes=3)
-  weighted = linear_probe.accuracy(x[40:], y[40:], test_x, test_y, num_classes=3, train_weights=weights)
-  assert on_subset == weighted
+def _probe_problem(seed, n=120, test=60, num_classes=4, dim=5):
+  """Overlapping Gaussian classes: not separable, so the penalty decides how large W gets."""
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(num_classes, dim))
+  y = rng.integers(0, num_classes, n + test)
+  x = centers[y] + 1.5 * rng.normal(size=(n + test, dim))
+  return x[:n], y[:n], x[n:], y[n:]
+
+
+def _sklearn_probe(x, y, c):
+  """A penalised multinomial logistic regression solved independently, by scikit-learn in float64.
+
+  Ours minimises mean CE + l2/2 |W|^2 over N rows, sklearn C * sum CE + 1/2 |W|^2 (with an
+  unpenalised intercept under lbfgs): the same minimiser for C = 1 / (N l2). With more than two
+  classes and lbfgs, sklearn fits the multinomial model with one weight vector per class, as ours.
+  """
+  return LogisticRegression(C=c, solver="lbfgs", tol=1e-10, max_iter=10_000).fit(x, y)
+
+
+def _probabilities(params, x):
+  """Softmax of our probe in float64 (invariant to a shift of the bias, unlike the bias itself)."""
+  logits = x @ np.asarray(params["w"], np.float64) + np.asarray(params["b"], np.float64)
+  e = np.exp(logits - logits.max(axis=1, keepdims=True))
+  return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("l2", [1e-2, 1e-1])  # strong enough that the penalty shapes the fit
+def test_fit_matches_sklearn_logistic_regression(l2):
+  train_x, train_y, test_x, _ = _probe_problem(seed=1)
+  n = len(train_x)
+  train_x, test_x = linear_probe.standardise(train_x, test_x, np.ones(n))
+  params = linear_probe.fit(train_x.astype(np.float32), train_y.astype(np.int32), np.ones(n, np.float32), l2,
+                            num_classes=4)
+  reference = _sklearn_probe(train_x, train_y, c=1.0 / (n * l2))
+  for x in (train_x, test_x):
+    np.testing.assert_allclose(_probabilities(params, x), reference.predict_proba(x), atol=1e-3)
+  # The tolerance tells penalties apart: with half the penalty the probabilities move by far more.
+  halved = _sklearn_probe(train_x, train_y, c=2.0 / (n * l2))
+  assert np.abs(halved.predict_proba(test_x) - reference.predict_proba(test_x)).max() > 1e-2
+
+
+def test_weighted_subset_matches_sklearn_on_the_subset():
+  """0/1 example weights are fitting on the selected rows only (mean over them, penalty once)."""
+  l2 = 1e-2
+  train_x, train_y, test_x, test_y = _probe_problem(seed=2)
+  subset = linear_probe.labels_per_class_subset(train_y, 8)
+  weights = np.isin(np.arange(len(train_x)), subset).astype(np.float32)
+  # Standardised with the subset's statistics, as `accuracy` does with train_weights.
+  train_x, test_x = linear_probe.standardise(train_x, test_x, weights)
+  params = linear_probe.fit(train_x.astype(np.float32), train_y.astype(np.int32), weights, l2, num_classes=4)
+  reference = _sklearn_probe(train_x[subset], train_y[subset], c=1.0 / (len(subset) * l2))
+  want = reference.predict_proba(test_x)
+  np.testing.assert_allclose(_probabilities(params, test_x), want, atol=1e-3)
+  # A probe that ignored the weights and fit all 120 rows would be far off.
+  on_all = _sklearn_probe(train_x, train_y, c=1.0 / (len(train_x) * l2))
+  assert np.abs(on_all.predict_proba(test_x) - want).max() > 1e-2
+
+  # End to end: `accuracy` with train_weights predicts the test set as sklearn's subset probe does.
+  # Probabilities within 1e-3 of sklearn's give its argmax wherever its top two are 2e-3 apart.
+  top2 = np.sort(want, axis=1)[:, -2:]
+  assert np.min(top2[:, 1] - top2[:, 0]) > 2e-3, "a near tie would make the predictions fragile"
+  raw_train_x, raw_train_y, raw_test_x, raw_test_y = _probe_problem(seed=2)
+  got = linear_probe.accuracy(raw_train_x, raw_train_y, raw_test_x, raw_test_y, num_classes=4, l2=l2,
+                              train_weights=weights)
+  assert got == np.mean(reference.predict(test_x) == raw_test_y)
+
+
+def _knn_reference(train, labels, queries, num_classes, k, temperature):
+  """Weighted kNN in float64: cosine similarity, the k most similar, exp(s / T) votes per class."""
+  train = train / np.linalg.norm(train, axis=1, keepdims=True)
+  queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+  sims = queries @ train.T  # (Q, N)
+  k = min(k, len(train))
+  predictions, margins = [], []
+  for row in sims:
+    nearest = np.argsort(-row)[:k]
+    votes = np.zeros(num_classes)
+    for i in nearest:
+      votes[labels[i]] += np.exp(row[i] / temperature)
+    ordered = np.sort(votes)
+    predictions.append(np.argmax(votes))
+    # Relative gap between the winner and the runner-up, and between the k-th and (k+1)-th
+    # similarity: float32 and float64 agree unless one of them is a near tie.
+    gap = np.inf if k == len(train) else -np.diff(np.sort(row)[::-1][k - 1 : k + 1])[0]
+    margins.append(min((ordered[-1] - ordered[-2]) / ordered[-1], gap))
+  return np.array(predictions), np.array(margins)
+
+
+@pytest.mark.parametrize(
+    "k, temperature, batch_size",
+    [(8, 0.2, 16), (1000, 0.5, 1000)],  # a ragged last batch; k beyond the training set
+)
+def test_knn_matches_float64_reference(k, temperature, batch_size):
+  rng = np.random.default_rng(3)
+  num_classes = 5
+  train = rng.normal(size=(200, 8))
+  labels = rng.integers(0, num_classes, 200)
+  # Queries near training points, so that neighbours agree more often than chance.
+  queries = train[rng.integers(0, 200, 50)] + rng.normal(size=(50, 8))
+  want, margins = _knn_reference(train, labels, queries, num_classes, k, temperature)
+  assert margins.min() > 1e-4, "a near tie would make the float32 answer legitimately differ"
+  # The reference is not a plain majority vote: the exp(s / T) weights change some answers.
+  majority, _ = _knn_reference(train, labels, queries, num_classes, k, temperature=1e9)
+  assert np.any(want != majority)
+  if k < len(train):  # and every one of the k neighbours counts: without the k-th some change
+    fewer, _ = _knn_reference(train, labels, queries, num_classes, k - 1, temperature)
+    assert np.any(want != fewer)
+  got = knn.knn_predict(train, labels, queries, num_classes=num_classes, k=k, temperature=temperature,
+                        batch_size=batch_size)
+  assert got.shape == (50,)
+  np.testing.assert_array_equal(got, want)
 
 
 def test_cross_validation_picks_the_penalty_that_generalises():

@@ -26,3 +26,20 @@ def test_notebook_runs(path, data_dir, monkeypatch):
                  resources={"metadata": {"path": os.path.dirname(path)}}).execute()
   errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
   assert not errors
+
+
+ALL_NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(__file__)), "notebooks", "*.ipynb")))
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=os.path.basename)
+def test_install_cell_installs_from_the_repository_url_in_setup_cfg(path):
+  """A fresh Colab runtime has no checkout: the first cell must install from the project's
+  repository, whose address is written once, as setup.cfg's Source URL."""
+  import configparser
+
+  config = configparser.ConfigParser()
+  config.read(os.path.join(os.path.dirname(os.path.dirname(__file__)), "setup.cfg"))
+  urls = dict(line.split(" = ", 1) for line in config["metadata"]["project_urls"].strip().splitlines())
+  first_code = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code").source
+  assert f'%pip install -q "git+{urls["Source"]}"' in first_code
+  assert "%pip install -q ssljax\n" not in first_code + "\n"

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 from ssljax import augment, losses, objectives
-from ssljax.evaluate.table import load_config
+from ssljax.table import load_config
 from ssljax.objectives import DATA_AXIS, byol, patch_placement, rotation
 from ssljax.train import optim, step as step_lib
 from ssljax.train.state import TrainState

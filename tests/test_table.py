@@ -8,7 +8,7 @@ import nbclient
 import nbformat
 import pytest
 
-from ssljax.evaluate import table
+from ssljax import table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = ["simclr", "rotation", "random_init", "raw_pixels"]
@@ -17,19 +17,21 @@ ROWS = ["simclr", "rotation", "random_init", "raw_pixels"]
 @pytest.fixture(scope="module")
 def smoke_table(tmp_path_factory, data_dir):
   root = str(tmp_path_factory.mktemp("table"))
-  results = table.run_table("mnist5k", ("simclr", "rotation"), root, overrides={"data.data_dir": data_dir},
-                            progress=False, variant="smoke")
-  return root, results
+  report = table.run_table("mnist5k", ("simclr", "rotation"), root, overrides={"data.data_dir": data_dir},
+                           progress=False, variant="smoke")
+  return root, report
 
 
 def test_table_json_has_every_method_and_column(smoke_table):
-  root, results = smoke_table
+  root, report = smoke_table
   with open(os.path.join(root, "table.json")) as f:
     saved = json.load(f)
-  assert saved == results
+  assert saved == report and saved["split"] == "test" and saved["dataset"] == "mnist5k"
+  saved = saved["results"]
   assert list(saved) == ROWS
   for name, row in saved.items():
-    assert set(row) == {"linear_probe", "linear_probe_10_per_class", "knn", "pretrain_seconds"}, name
+    assert set(row) == {"linear_probe", "linear_probe_10_per_class", "linear_probe_10_per_class_std", "knn",
+                        "pretrain_seconds"}, name
     for column in ("linear_probe", "linear_probe_10_per_class", "knn"):
       assert 0.0 <= row[column] <= 1.0, (name, column)
   assert saved["simclr"]["pretrain_seconds"] > 0 and saved["rotation"]["pretrain_seconds"] > 0
@@ -39,14 +41,18 @@ def test_table_json_has_every_method_and_column(smoke_table):
 
 
 def test_table_command_reuses_finished_runs(smoke_table, data_dir, capsys):
-  root, results = smoke_table
+  root, report = smoke_table
   again = table.main(["--workdir", root, "--objectives", "rotation", "--variant", "smoke",
                       "--override", f"data.data_dir={data_dir}", "--noprogress", "--markdown"])
   # Same run, same recorded time, same (deterministic) probes: nothing was retrained.
-  assert again["rotation"] == results["rotation"]
+  assert again["results"]["rotation"] == report["results"]["rotation"]
   out = capsys.readouterr().out
   assert "linear_probe_10_per_class" in out and "table.json" in out
   assert "| rotation |" in out
+  validation = table.main(["--workdir", root, "--objectives", "rotation", "--variant", "smoke", "--split",
+                           "validation", "--override", f"data.data_dir={data_dir}", "--noprogress"])
+  assert os.path.exists(os.path.join(root, "table_validation.json")) and validation["split"] == "validation"
+  assert validation["results"]["rotation"]["pretrain_seconds"] == report["results"]["rotation"]["pretrain_seconds"]
 
 
 def test_a_changed_config_does_not_resume_the_old_run(smoke_table, data_dir):
@@ -61,13 +67,16 @@ def test_a_changed_config_does_not_resume_the_old_run(smoke_table, data_dir):
 
 def test_markdown_table():
   results = {
-      "byol": {"linear_probe": 0.9512, "linear_probe_10_per_class": 0.8, "knn": 0.9, "pretrain_seconds": 301.4},
-      "raw_pixels": {"linear_probe": 0.88, "linear_probe_10_per_class": 0.7, "knn": 0.93, "pretrain_seconds": 0.0},
+      "byol": {"linear_probe": 0.9512, "linear_probe_10_per_class": 0.8, "linear_probe_10_per_class_std": 0.0123,
+               "knn": 0.9, "pretrain_seconds": 301.4},
+      "raw_pixels": {"linear_probe": 0.88, "linear_probe_10_per_class": 0.7, "linear_probe_10_per_class_std": 0.02,
+                     "knn": 0.93, "pretrain_seconds": 0.0},
   }
-  lines = table.markdown_table(results).splitlines()
+  lines = table.markdown_table({"dataset": "mnist5k", "split": "test", "results": results}).splitlines()
   assert len(lines) == 4
-  assert lines[2] == "| byol | 95.1 | 80.0 | 90.0 | 301 |"
-  assert lines[3] == "| raw_pixels | 88.0 | 70.0 | 93.0 | – |"
+  assert "10 per class" in lines[0]
+  assert lines[2] == "| byol | 95.1 | 80.0 ± 1.2 | 90.0 | 301 |"
+  assert lines[3] == "| raw_pixels | 88.0 | 70.0 ± 2.0 | 93.0 | – |"
 
 
 def test_bad_requests_fail_before_training(tmp_path):

@@ -509,3 +509,16 @@ def sobel_from_draws(draws: Array, image: Array, *, p: float = 0.5) -> Array:
 def random_sobel(key: Array, image: Array, *, p: float = 0.5) -> Array:
   """Replace the image by its normalised Sobel magnitude (`sobel`) with probability p."""
   return sobel_from_draws(_uniforms(key, SOBEL_DRAWS), image, p=p)
+
+
+def example_keys(key: Array, batch: int) -> Array:
+  """One key per example: `key` itself when it already is a (batch,) array of keys (what the
+  trainer passes, derived from each example's global index), else `key` split `batch` ways."""
+  key = jnp.asarray(key)
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)  # a raw uint32 key, (2,) or (batch, 2)
+  if key.shape == (batch,):
+    return key
+  if key.shape != ():
+    raise ValueError(f"expected one key or {batch} per-example keys, got keys of shape {key.shape}")
+  return jax.random.split(key, batch)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssljax.augment import ops
+from ssljax.augment.ops import example_keys
 from ssljax.augment.config import AugmentConfig, make_config
 
 Array = jax.Array
@@ -88,8 +89,9 @@ def views(key: Array, images: Array, config: ConfigLike | Sequence[ConfigLike] =
           num_views: int = 2) -> Array:
   """`num_views` independent augmented views of a batch: (B, H, W, C) -> (V, B, H', W', C).
 
-  Every example of every view gets its own key (`key` split per view, then per example) and the
-  per-example `view` is vmapped over the batch. `config` is one config for all views or a
+  `key` is one key, or one key per example (B,); view v of example i uses
+  `fold_in(example_key_i, v)`, so an example's views depend on its own key only (not on where it
+  sits in the batch or on which device), and the per-example `view` is vmapped over the batch. `config` is one config for all views or a
   sequence of `num_views` configs (BYOL's asymmetric views); all views must share an output size.
   `images` may be uint8 (0..255) or float in [0, 1]; the result is float32 in [0, 1].
   """
@@ -104,22 +106,22 @@ def views(key: Array, images: Array, config: ConfigLike | Sequence[ConfigLike] =
     configs = [make_config(c) for c in config]
   else:
     configs = [make_config(config)] * num_views
-  return _views(key, ops.to_float_image(images), tuple(configs))
+  keys = example_keys(key, images.shape[0])
+  return _views(keys, ops.to_float_image(images), tuple(configs))
 
 
 @functools.partial(jax.jit, static_argnames="configs")
-def _views(key: Array, images: Array, configs: tuple[AugmentConfig, ...]) -> Array:
+def _views(keys: Array, images: Array, configs: tuple[AugmentConfig, ...]) -> Array:
   # Compiled once per (configs, shapes) so eager callers (notebooks, data checks) do not dispatch
   # op by op; inside a caller's jit this is simply inlined.
-  batch = images.shape[0]
-  view_keys = jax.random.split(key, len(configs))
-  example_keys = jax.vmap(lambda k: jax.random.split(k, batch))(view_keys)  # (V, B)
+  view_ids = jnp.arange(len(configs))
+  per_view = jax.vmap(lambda v: jax.vmap(lambda k: jax.random.fold_in(k, v))(keys))(view_ids)  # (V, B)
   if len(set(configs)) == 1:
     # one config: vmap over views too, so the pipeline is traced and compiled once, not V times
     one_view = jax.vmap(lambda k, x: view(k, x, configs[0]))  # over the batch
-    return jax.vmap(one_view, in_axes=(0, None))(example_keys, images)  # (V, B, H', W', C)
-  outputs = [jax.vmap(lambda k, x, c=c: view(k, x, c))(keys, images)
-             for keys, c in zip(example_keys, configs)]
+    return jax.vmap(one_view, in_axes=(0, None))(per_view, images)  # (V, B, H', W', C)
+  outputs = [jax.vmap(lambda k, x, c=c: view(k, x, c))(view_keys, images)
+             for view_keys, c in zip(per_view, configs)]
   shapes = {out.shape for out in outputs}
   if len(shapes) != 1:
     raise ValueError(f"views have different shapes {sorted(shapes)}; give every config the same "

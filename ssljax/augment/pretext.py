@@ -13,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ssljax.augment.ops import normal_from_uniform, randint_from_uniform, to_float_image
+from ssljax.augment.ops import example_keys, normal_from_uniform, randint_from_uniform, to_float_image
 
 Array = jax.Array
 
@@ -123,7 +123,8 @@ def patch_pair(key: Array, image: Array, *, patch_size: int, gap: int, jitter: i
 @functools.partial(jax.jit, static_argnames=("patch_size", "gap", "jitter", "color_drop_p"))
 def patch_pairs(key: Array, images: Array, *, patch_size: int, gap: int, jitter: int = 0,
                 color_drop_p: float = 1.0) -> tuple[Array, Array, Array]:
-  """`patch_pair` vmapped with one key per example.
+  """`patch_pair` vmapped with one key per example (`key` is one key, split per example, or a
+  (B,) array of per-example keys).
 
   images (B, H, W, C) -> centres (B, P, P, C), neighbours (B, P, P, C), labels (B,) int32.
   Jitted (the keyword arguments are static), so eager callers compile it once per setting.
@@ -133,4 +134,4 @@ def patch_pairs(key: Array, images: Array, *, patch_size: int, gap: int, jitter:
     raise ValueError(f"expected images of shape (B, H, W, C), got {images.shape}")
   one = functools.partial(patch_pair, patch_size=patch_size, gap=gap, jitter=jitter,
                           color_drop_p=color_drop_p)
-  return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+  return jax.vmap(one)(example_keys(key, images.shape[0]), images)

@@ -69,7 +69,7 @@ def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3)
   num_classes = _DATASET_SHAPES[config.data.name][3]
   tx, _ = optim.optimizer(config.optim, config.train.steps, batch_size)
   probe_tx = optax.adam(config.train.probe_lr)
-  create = loop.state_factory(objective, config, {k: v[:2] for k, v in example.items()}, tx, probe_tx,
+  create = loop.state_factory(objective, {k: v[:2] for k, v in example.items()}, tx, probe_tx,
                               num_classes)
   state = jax.device_put(create(loop.init_key(config)), mesh_lib.replicated(mesh))
   train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh)

@@ -1,14 +1,17 @@
-"""Datasets and input pipelines.
+"""Datasets and input pipelines, for any modality.
 
-Bundled datasets built offline by TFDS builders (`mnist5k`, `digits`), public
-TFDS datasets read once prepared as ArrayRecord, grain training iterators whose
-state is checkpointed with the model, and global-array assembly for multi-host.
+Bundled datasets built offline by TFDS builders (`mnist5k`, `digits`, `bbc_news`),
+public TFDS datasets read once prepared as ArrayRecord, grain training iterators with
+host-side record transforms whose state is checkpointed with the model, streamed
+evaluation batches, and global-array assembly for multi-host.
 """
 
 from ssljax.data.bundled import BUNDLED_BUILDERS, Digits, Mnist5k
 from ssljax.data.global_arrays import to_global
 from ssljax.data.pipeline import (
     eval_batches,
+    example_batch,
+    image_example,
     iterator_state,
     resize_and_center_crop,
     restore_iterator_state,
@@ -17,7 +20,7 @@ from ssljax.data.pipeline import (
 from ssljax.data.sources import (
     ArraySource,
     DatasetNotAvailableError,
-    ImageDatasetInfo,
+    DatasetInfo,
     ImageLabelSource,
     in_memory,
     info,
@@ -31,10 +34,12 @@ __all__ = [
     "BUNDLED_BUILDERS",
     "DatasetNotAvailableError",
     "Digits",
-    "ImageDatasetInfo",
+    "DatasetInfo",
     "ImageLabelSource",
     "Mnist5k",
     "eval_batches",
+    "example_batch",
+    "image_example",
     "in_memory",
     "info",
     "iterator_state",

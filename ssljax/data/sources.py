@@ -30,18 +30,24 @@ class DatasetNotAvailableError(FileNotFoundError, RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageDatasetInfo:
-  """What a model and a pipeline need to know about an image dataset.
+class DatasetInfo:
+  """What a model and a pipeline need to know about a dataset of any modality.
 
-  image_shape: (H, W, C); entries are None where images vary in size.
-  num_classes: number of labels, None if the label is not a ClassLabel.
-  num_examples: examples per split, e.g. {"train": 4000, "test": 1000}.
+  features: every stored feature's name -> (shape, dtype name); shape entries are None where
+    examples vary (image sizes, text lengths).
+  num_examples: examples per split, e.g. {"train": 3500, "validation": 500, "test": 1000}.
+  label_key / num_classes / label_names: the ClassLabel feature that `label` stands for
+    (supervised_keys' second entry, else "label" or "topic"), None when there is none.
+  image_shape: (H, W, C) of an image dataset's images (grayscale gains C = 1), else None.
   """
 
   name: str
-  image_shape: tuple[int | None, ...]
-  num_classes: int | None
+  features: dict[str, tuple[tuple[int | None, ...], str]]
   num_examples: dict[str, int]
+  label_key: str | None = None
+  num_classes: int | None = None
+  label_names: tuple[str, ...] | None = None
+  image_shape: tuple[int | None, ...] | None = None
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:
@@ -174,7 +180,8 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None):
   Returns:
     A sequence (len, [i], __getitems__) of records. For image-classification
     datasets each record is {"image": uint8 (H, W, C), "label": int}; other
-    datasets (text) return TFDS's records unchanged.
+    datasets (text) return TFDS's records unchanged (the family's record
+    transform turns them into examples).
 
   Raises:
     DatasetNotAvailableError: the dataset is unknown, not prepared, or not ArrayRecord.
@@ -252,23 +259,50 @@ def in_memory(source: Sequence[Any], max_bytes: int = 2**30) -> Sequence[Any]:
     return source
 
 
-def info(name: str, *, data_dir: str | os.PathLike | None = None) -> ImageDatasetInfo:
-  """Image shape, class count and split sizes (builds bundled datasets if needed)."""
+def _feature_specs(features) -> dict[str, tuple[tuple[int | None, ...], str]]:
+  specs = {}
+  for key, feature in features.items():
+    shape = getattr(feature, "shape", ())
+    dtype = getattr(feature, "np_dtype", None) or getattr(feature, "dtype", None)
+    try:
+      dtype_name = np.dtype(dtype).name
+    except TypeError:  # e.g. TFDS text features' tf.string
+      dtype_name = getattr(dtype, "name", str(dtype))
+    specs[key] = (tuple(shape) if shape is not None else (), dtype_name)
+  return specs
+
+
+def _label_key(builder: tfds.core.DatasetBuilder) -> str | None:
+  features = builder.info.features
+  keys = builder.info.supervised_keys
+  candidates = [keys[1]] if isinstance(keys, tuple) and len(keys) == 2 and isinstance(keys[1], str) else []
+  candidates += ["label", "topic"]
+  for key in candidates:
+    if key in features and isinstance(features[key], tfds.features.ClassLabel):
+      return key
+  return None
+
+
+def info(name: str, *, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
+  """Features, split sizes, classes and (for images) the image shape of any dataset; builds
+  bundled datasets if needed."""
   data_dir = resolve_data_dir(data_dir)
   builder = _prepared_builder(name, data_dir)
-  keys = _image_label_keys(builder)
-  if keys is None:
-    raise ValueError(f"{name!r} is not an image-classification dataset")
-  image_key, label_key = keys
   features = builder.info.features
-  label = features[label_key]
-  image_shape = tuple(features[image_key].shape)
-  if len(image_shape) == 2:
-    image_shape += (1,)  # ImageLabelSource adds the channel axis
-  return ImageDatasetInfo(
+  label_key = _label_key(builder)
+  label = features[label_key] if label_key else None
+  image_keys = _image_label_keys(builder)
+  image_shape = None
+  if image_keys is not None:
+    image_shape = tuple(features[image_keys[0]].shape)
+    if len(image_shape) == 2:
+      image_shape += (1,)  # ImageLabelSource adds the channel axis
+  return DatasetInfo(
       name=name,
-      image_shape=image_shape,
-      num_classes=label.num_classes if isinstance(label, tfds.features.ClassLabel) else None,
+      features=_feature_specs(features),
       num_examples={s: int(v.num_examples) for s, v in builder.info.splits.items()},
+      label_key=label_key,
+      num_classes=label.num_classes if label is not None else None,
+      label_names=tuple(label.names) if label is not None else None,
+      image_shape=image_shape,
   )
-

@@ -1,6 +1,15 @@
-"""Evaluation of learned representations: linear probe, kNN, and the `ssljax eval` report."""
+"""Evaluation of learned representations: linear probe, kNN, streamed feature extraction, and
+`evaluate_workdir` (the `ssljax eval` report of a finished run)."""
 
 from ssljax.evaluate import features, knn, linear_probe
-from ssljax.evaluate.report import evaluate_encoders, evaluate_workdir, format_table, probe_features
 
-__all__ = ["features", "knn", "linear_probe", "evaluate_encoders", "evaluate_workdir", "format_table", "probe_features"]
+
+def evaluate_workdir(*args, **kwargs):
+  """`ssljax.evaluate.report.evaluate_workdir` (imported on use: it builds objectives, whose
+  families import the evaluators above)."""
+  from ssljax.evaluate.report import evaluate_workdir as evaluate
+
+  return evaluate(*args, **kwargs)
+
+
+__all__ = ["features", "knn", "linear_probe", "evaluate_workdir"]

@@ -70,6 +70,13 @@ class Conv(nn.Conv):
     return out_h * out_w <= SMALL_MAP_PIXELS
 
 
+def _last_norm_scale_init(zero: bool):
+  # Zero-init of a block's last BN scale makes each block start as the identity, which helps
+  # training (Goyal et al. 2017, arXiv 1706.02677). An untrained network built that way is a
+  # stem, the shortcuts and a pooling layer, so the random-init baseline uses scale 1.
+  return nn.initializers.zeros_init() if zero else nn.initializers.ones_init()
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut: ResNet-18/34."""
 
@@ -78,6 +85,7 @@ class BasicBlock(nn.Module):
   norm: ModuleDef
   act: Callable
   strides: tuple[int, int] = (1, 1)
+  zero_init_residual: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -85,8 +93,7 @@ class BasicBlock(nn.Module):
     y = self.conv(self.filters, (3, 3), self.strides)(x)
     y = self.act(self.norm()(y))
     y = self.conv(self.filters, (3, 3))(y)
-    # Zero-init the last BN scale so each block starts as the identity (Goyal et al. 2017).
-    y = self.norm(scale_init=nn.initializers.zeros_init())(y)
+    y = self.norm(scale_init=_last_norm_scale_init(self.zero_init_residual))(y)
     if residual.shape != y.shape:
       residual = self.conv(self.filters, (1, 1), self.strides, name="shortcut_conv")(residual)
       residual = self.norm(name="shortcut_norm")(residual)
@@ -101,6 +108,7 @@ class BottleneckBlock(nn.Module):
   norm: ModuleDef
   act: Callable
   strides: tuple[int, int] = (1, 1)
+  zero_init_residual: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -108,7 +116,7 @@ class BottleneckBlock(nn.Module):
     y = self.act(self.norm()(self.conv(self.filters, (1, 1))(x)))
     y = self.act(self.norm()(self.conv(self.filters, (3, 3), self.strides)(y)))
     y = self.conv(self.filters * 4, (1, 1))(y)
-    y = self.norm(scale_init=nn.initializers.zeros_init())(y)
+    y = self.norm(scale_init=_last_norm_scale_init(self.zero_init_residual))(y)
     if residual.shape != y.shape:
       residual = self.conv(self.filters * 4, (1, 1), self.strides, name="shortcut_conv")(residual)
       residual = self.norm(name="shortcut_norm")(residual)
@@ -129,6 +137,9 @@ class ResNet(nn.Module):
     dtype: compute dtype (bfloat16 on accelerators); parameters stay float32.
     axis_name: mesh axis over which BatchNorm averages its statistics, so that BN sees the
       global batch (SimCLR's global BN). None outside shard_map.
+    bn_momentum: decay of BatchNorm's running statistics; 0 stores the last batch's exactly
+      (how the random-init baseline's statistics are calibrated).
+    zero_init_residual: each block's last BN scale starts at 0 (True, for training) or 1.
   """
 
   stage_sizes: Sequence[int]
@@ -139,6 +150,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   axis_name: str | None = None
   bn_momentum: float = 0.9
+  zero_init_residual: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -165,7 +177,8 @@ class ResNet(nn.Module):
       for block in range(num_blocks):
         strides = (2, 2) if stage > 0 and block == 0 else (1, 1)
         x = self.block_cls(
-            self.width * 2**stage, conv=conv, norm=norm, act=nn.relu, strides=strides
+            self.width * 2**stage, conv=conv, norm=norm, act=nn.relu, strides=strides,
+            zero_init_residual=self.zero_init_residual,
         )(x)
     # (B, H, W, C) -> (B, C)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

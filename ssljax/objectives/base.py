@@ -1,14 +1,18 @@
-"""The Objective interface: what a model is and how a batch becomes a loss.
+"""The Objective interface: what a model is, how a batch becomes a loss, and which modality
+family feeds and evaluates it.
 
 The trainer and the evaluators know an objective only through this dataclass, so a new
 objective is a new module plus a config; nothing else changes. `config.objective` names the
-objective and `build(config)` looks it up in the registry.
+objective and `build(config)` looks it up in the registry. What depends on the modality (how
+records become examples, what to monitor during training, how to evaluate a finished run) is
+a `Family`, shared by every objective of that modality: a new modality is a new family, and
+the trainer does not change.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -19,7 +23,7 @@ DATA_AXIS = "data"
 
 Params = Any  # a pytree of float32 arrays, the trainable parameters
 ModelState = Any  # a pytree of everything else the objective carries (batch_stats, EMA target)
-Batch = Mapping[str, jax.Array]  # at least {"image": uint8 (n, H, W, C)}; "label" when known
+Batch = Mapping[str, jax.Array]  # e.g. {"image": uint8 (n, H, W, C), "label"} or {"tokens": (n, T)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +33,8 @@ class LossAux:
   Attributes:
     model_state: the updated non-trainable state (BatchNorm statistics, ...).
     metrics: scalars to log; each is averaged over devices by the trainer.
-    features: stop-gradient encoder features of the un-augmented-label-aligned first view,
-      (n, D), used by the trainer's online linear probe; None when the objective has none.
+    features: stop-gradient features of the batch's examples, (n, D), in batch order, for the
+      trainer's online linear probe (used when the batch has a "label"); None when there are none.
   """
 
   model_state: ModelState
@@ -44,27 +48,90 @@ jax.tree_util.register_dataclass(
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainInput:
+  """What the trainer reads: a random-access source and the host-side stages that turn its
+  records into training examples (deterministic, and checkpointed with the grain iterator).
+
+  Attributes:
+    source: random-access records (len, [i], __getitems__).
+    record_fn: record -> example dict of numpy arrays (decode, resize, tokenise), or None.
+    iter_stage: grain.IterDataset -> grain.IterDataset applied after record_fn and before
+      batching, for stages that change the number of examples (packing documents into
+      fixed-length sequences); None for one example per record.
+    num_classes: classes of the examples' "label", for the online linear probe; None: no probe.
+    unit: what the throughput counts ("images", "tokens", ...).
+    units_per_example: how many of `unit` one example holds (1 image, T tokens).
+  """
+
+  source: Any
+  record_fn: Callable[[dict], dict] | None = None
+  iter_stage: Callable[[Any], Any] | None = None
+  num_classes: int | None = None
+  unit: str = "examples"
+  units_per_example: int = 1
+
+
+# A monitor runs on the host every `every` steps on the current state and returns metrics.
+@dataclasses.dataclass(frozen=True)
+class Monitor:
+  every: int
+  fn: Callable[[Params, ModelState], Mapping[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """The modality-specific half of an objective, shared by every objective of the modality.
+
+  Attributes:
+    name: "image", "text", ...
+    train_input: (config, workdir) -> TrainInput. The workdir is where a family keeps what a
+      run needs besides the model (a trained tokenizer).
+    monitors: (objective, config, workdir) -> monitors run during training (kNN or loss on the
+      validation split, ...).
+    evaluate: (objective, params, model_state, config, workdir, split) -> results dict, the
+      evaluation `ssljax eval` runs and writes to eval.json, with its baselines.
+    format_results: results -> a printable table.
+  """
+
+  name: str
+  train_input: Callable[[ml_collections.ConfigDict, str], TrainInput]
+  monitors: Callable[[Any, ml_collections.ConfigDict, str], Sequence[Monitor]]
+  evaluate: Callable[..., dict]
+  format_results: Callable[[dict], str]
+
+
+@dataclasses.dataclass(frozen=True)
 class Objective:
   """A self-supervised objective as pure functions.
 
   Attributes:
     name: registry name.
+    family: the modality family that feeds and evaluates it.
     init: (key, example_batch) -> (params, model_state). Runs outside any mesh.
-    loss: (params, model_state, local_batch, key) -> (loss, LossAux). Runs per device inside
-      shard_map; must return the *global* loss (identical on every device, e.g. through
-      `psum` or a loss from `ssljax.losses` with axis_name=DATA_AXIS) so that its gradient
-      with respect to the replicated parameters is the gradient of the global batch.
-    features: (params, model_state, images) -> (B, D) float32 features of the encoder f1
-      in inference mode, for probes, kNN and fine-tuning.
+    loss: (params, model_state, local_batch, example_keys) -> (loss, LossAux). Runs per device
+      inside shard_map; `example_keys` holds one PRNG key per example of the local batch,
+      derived from the example's global index, so the same seed gives the same randomness on
+      any device count. Must return the *global* loss (identical on every device, e.g. through
+      `psum` or a loss from `ssljax.losses` with axis_name=DATA_AXIS).
+    features: (params, model_state, batch) -> (B, D) float32 features of the representation
+      being learned, in inference mode, for probes, kNN and fine-tuning. The batch is a dict
+      ({"image"} for images, {"tokens"} for text), so any modality fits.
     after_update: (params, model_state, step) -> model_state, called after the optimizer
       step (BYOL's EMA target); None when the objective has nothing to do there.
+    calibrate: (params, model_state, batch) -> model_state whose BatchNorm statistics are the
+      batch's, measured in train mode (for the random-init baseline); None without BatchNorm.
+    extras: what the objective's family needs beyond the above, by name; each family's
+      module says which names it reads (the text family: "log_probs" and "generate").
   """
 
   name: str
+  family: Family
   init: Callable[[jax.Array, Batch], tuple[Params, ModelState]]
   loss: Callable[[Params, ModelState, Batch, jax.Array], tuple[jax.Array, LossAux]]
-  features: Callable[[Params, ModelState, jax.Array], jax.Array]
+  features: Callable[[Params, ModelState, Batch], jax.Array]
   after_update: Callable[[Params, ModelState, jax.Array], ModelState] | None = None
+  calibrate: Callable[[Params, ModelState, Batch], ModelState] | None = None
+  extras: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
 
 
 ObjectiveFactory = Callable[[ml_collections.ConfigDict], Objective]

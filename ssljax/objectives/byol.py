@@ -34,6 +34,7 @@ import ml_collections
 from ssljax import augment, losses
 from ssljax.models import mlp_widths
 from ssljax.objectives import common
+from ssljax.families import image
 from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
 
 # The online sub-networks that the target mirrors; the predictor has no target copy.
@@ -101,9 +102,9 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     target = {"params": online_part(params), "batch_stats": online_part(batch_stats)}
     return params, {"batch_stats": batch_stats, "target": jax.tree.map(jnp.copy, target)}
 
-  def loss(params, model_state, batch, key):
+  def loss(params, model_state, batch, keys):
     n = batch["image"].shape[0]
-    views = augment.views(key, batch["image"], view_configs, num_views=2)  # (2, n, H, W, C)
+    views = augment.views(keys, batch["image"], view_configs, num_views=2)  # (2, n, H, W, C)
     both = views.reshape((2 * n,) + views.shape[2:])  # (2n, H, W, C): view 1 rows, then view 2
     (h, z, p), online_updates = train_net.apply(
         {"params": params, "batch_stats": model_state["batch_stats"]}, both, train=True, mutable=["batch_stats"]
@@ -132,10 +133,14 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     target = jax.tree.map(lambda t, o: t + (1 - tau) * (o - t), target, online_part(params))
     return {**model_state, "target": {**model_state["target"], "params": target}}
 
-  def features(params, model_state, images):
+  def features(params, model_state, batch):
     return local_net.apply(
-        {"params": params, "batch_stats": model_state["batch_stats"]}, common.to_unit_range(images),
+        {"params": params, "batch_stats": model_state["batch_stats"]}, common.to_unit_range(batch["image"]),
         method=ByolNetwork.encode,
     )
 
-  return Objective(name="byol", init=init, loss=loss, features=features, after_update=after_update)
+  return Objective(
+      name="byol", family=image.FAMILY, init=init, loss=loss, features=features,
+      after_update=after_update,
+      calibrate=common.calibrate_fn(network(common.calibration_config(config), None), ByolNetwork.encode),
+  )

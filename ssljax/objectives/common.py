@@ -1,8 +1,10 @@
-"""Pieces shared by the image objectives: building the encoder from a config, image scaling."""
+"""Pieces shared by the image objectives: the encoder from a config, image scaling, and the
+init / features / calibrate functions of a network whose `encode` method is the representation."""
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -28,6 +30,8 @@ def encoder(model_config: ml_collections.ConfigDict, axis_name: str | None) -> n
       stem_stride=model_config.get("stem_stride", 1),
       dtype=compute_dtype(model_config.dtype),
       axis_name=axis_name,
+      bn_momentum=model_config.get("bn_momentum", 0.9),
+      zero_init_residual=model_config.get("zero_init_residual", True),
   )
 
 
@@ -47,8 +51,17 @@ def to_unit_range(images):
   return images.astype(jnp.float32)
 
 
+def calibration_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with BatchNorm momentum 0: one train-mode pass stores that batch's statistics."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.model.bn_momentum = 0.0
+  return config
+
+
 class EncoderWithHead(nn.Module):
-  """f1 followed by a head g: returns (h, g(h)). SimCLR, BYOL and VICReg all have this shape."""
+  """f1 followed by a head g: returns (h, g(h)). SimCLR, VICReg, rotation and the supervised
+  baseline all have this shape."""
 
   encoder: nn.Module
   head: nn.Module
@@ -61,21 +74,37 @@ class EncoderWithHead(nn.Module):
     return self.encoder(x, train=train)
 
 
-def init_fn(net: EncoderWithHead):
+def init_fn(net: nn.Module):
   """The Objective's `init` for a network applied to whole images (outside the mesh):
-  key, batch -> (params, {"batch_stats"})."""
+  key, batch -> (params, every other variable collection, e.g. {"batch_stats"})."""
 
   def init(key, batch):
     variables = net.init(key, to_unit_range(batch["image"]), train=False)
-    return variables["params"], {"batch_stats": variables["batch_stats"]}
+    return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
   return init
 
 
-def features_fn(net: EncoderWithHead):
-  """The Objective's `features`: the encoder f1 alone, in inference mode, on images."""
+def features_fn(net: nn.Module, method: Callable | str = "encode"):
+  """The Objective's `features`: the network's `encode` (f1) alone, in inference mode, on a
+  batch's images."""
 
-  def features(params, model_state, images):
-    return net.apply({"params": params, **model_state}, to_unit_range(images), method=EncoderWithHead.encode)
+  def features(params, model_state, batch):
+    return net.apply({"params": params, **model_state}, to_unit_range(batch["image"]), method=method)
 
   return features
+
+
+def calibrate_fn(net: nn.Module, method: Callable | str = "encode"):
+  """The Objective's `calibrate`: `net` (built from `calibration_config`, BN momentum 0) runs
+  `encode` on the batch in train mode, and the encoder's BatchNorm statistics become the
+  batch's. Inference with them then matches train mode on that batch, which is what a fair
+  random-init baseline needs (its initial statistics, mean 0 and variance 1, match nothing)."""
+
+  def calibrate(params, model_state, batch):
+    images = to_unit_range(batch["image"])
+    _, updates = net.apply({"params": params, "batch_stats": model_state["batch_stats"]}, images,
+                           train=True, method=method, mutable=["batch_stats"])
+    return {**model_state, "batch_stats": {**model_state["batch_stats"], **updates["batch_stats"]}}
+
+  return calibrate

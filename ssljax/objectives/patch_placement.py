@@ -27,6 +27,7 @@ import ml_collections
 from ssljax import augment, losses
 from ssljax.models import mlp_widths
 from ssljax.objectives import common
+from ssljax.families import image
 from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
 
 NUM_POSITIONS = len(augment.NEIGHBOUR_OFFSETS)  # 8
@@ -78,9 +79,10 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   local_net = network(config, None)
   patches = config.patches
 
-  def encode(params, model_state, images):
+  def encode(params, model_state, batch):
     return local_net.apply(
-        {"params": params, **model_state}, common.to_unit_range(images), method=SiameseClassifier.encode
+        {"params": params, **model_state}, common.to_unit_range(batch["image"]),
+        method=SiameseClassifier.encode,
     )
 
   def init(key, batch):
@@ -90,8 +92,8 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     variables = local_net.init(key, corner, corner, train=False)
     return variables["params"], {"batch_stats": variables["batch_stats"]}
 
-  def loss(params, model_state, batch, key):
-    centres, neighbours, positions = patch_batch(key, batch["image"], patches)
+  def loss(params, model_state, batch, keys):
+    centres, neighbours, positions = patch_batch(keys, batch["image"], patches)
     logits, updates = train_net.apply(
         {"params": params, **model_state}, centres, neighbours, train=True, mutable=["batch_stats"]
     )
@@ -101,7 +103,11 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         metrics={"position_accuracy": losses.accuracy(logits, positions, axis_name=DATA_AXIS)},
         # The evaluation representation (whole images), so the online probe tracks what
         # `ssljax eval` will measure; a forward pass only, with no gradient.
-        features=jax.lax.stop_gradient(encode(params, model_state, batch["image"])),
+        features=jax.lax.stop_gradient(encode(params, model_state, batch)),
     )
 
-  return Objective(name="patch_placement", init=init, loss=loss, features=encode)
+  return Objective(
+      name="patch_placement", family=image.FAMILY, init=init, loss=loss, features=encode,
+      calibrate=common.calibrate_fn(network(common.calibration_config(config), None),
+                                    SiameseClassifier.encode),
+  )

@@ -22,6 +22,7 @@ import ml_collections
 from ssljax import augment, losses
 from ssljax.models import mlp_widths
 from ssljax.objectives import common
+from ssljax.families import image
 from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
 
 NUM_ROTATIONS = 4
@@ -39,7 +40,7 @@ def rotated_batch(key: jax.Array, images: jax.Array, augment_config) -> tuple[ja
 
   Row k*n + i is augmented image i turned k quarter turns, with label k.
   """
-  augmented = augment.views(key, images, augment_config, num_views=1)[0]  # (n, H, W, C)
+  augmented = augment.views(keys, images, augment_config, num_views=1)[0]  # (n, H, W, C)
   return augment.rotations(augmented)
 
 
@@ -50,9 +51,9 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   local_net = network(config, None)
   augment_config = augment.make_config(config.augment)
 
-  def loss(params, model_state, batch, key):
+  def loss(params, model_state, batch, keys):
     n = batch["image"].shape[0]
-    rotated, labels = rotated_batch(key, batch["image"], augment_config)  # (4n, H, W, C), (4n,)
+    rotated, labels = rotated_batch(keys, batch["image"], augment_config)  # (4n, H, W, C), (4n,)
     (h, logits), updates = train_net.apply(
         {"params": params, **model_state}, rotated, train=True, mutable=["batch_stats"]
     )
@@ -64,5 +65,8 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         features=jax.lax.stop_gradient(h[:n]),
     )
 
-  return Objective(name="rotation", init=common.init_fn(local_net), loss=loss,
-                   features=common.features_fn(local_net))
+  return Objective(
+      name="rotation", family=image.FAMILY, init=common.init_fn(local_net), loss=loss,
+      features=common.features_fn(local_net),
+      calibrate=common.calibrate_fn(network(common.calibration_config(config), None)),
+  )

@@ -15,6 +15,7 @@ import ml_collections
 
 from ssljax import augment, losses
 from ssljax.objectives import common
+from ssljax.families import image
 from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
 
 
@@ -31,10 +32,10 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   local_net = network(config, None)
   augment_config = augment.make_config(config.augment)
 
-  def loss(params, model_state, batch, key):
+  def loss(params, model_state, batch, keys):
     if "label" not in batch:
       raise ValueError("the supervised objective needs labelled batches (a 'label' entry)")
-    images = augment.views(key, batch["image"], augment_config, num_views=1)[0]  # (n, H, W, C)
+    images = augment.views(keys, batch["image"], augment_config, num_views=1)[0]  # (n, H, W, C)
     (h, logits), updates = train_net.apply(
         {"params": params, **model_state}, images, train=True, mutable=["batch_stats"]
     )
@@ -46,5 +47,8 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         features=jax.lax.stop_gradient(h),
     )
 
-  return Objective(name="supervised", init=common.init_fn(local_net), loss=loss,
-                   features=common.features_fn(local_net))
+  return Objective(
+      name="supervised", family=image.FAMILY, init=common.init_fn(local_net), loss=loss,
+      features=common.features_fn(local_net),
+      calibrate=common.calibrate_fn(network(common.calibration_config(config), None)),
+  )

@@ -20,6 +20,7 @@ import ml_collections
 from ssljax import augment, losses
 from ssljax.models import mlp_widths
 from ssljax.objectives import common
+from ssljax.families import image
 from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
 
 
@@ -45,9 +46,9 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   view_configs = (augment.make_config(config.augment.view1), augment.make_config(config.augment.view2))
   loss_config = config.loss
 
-  def loss(params, model_state, batch, key):
+  def loss(params, model_state, batch, keys):
     n = batch["image"].shape[0]
-    views = augment.views(key, batch["image"], view_configs, num_views=2)  # (2, n, H, W, C)
+    views = augment.views(keys, batch["image"], view_configs, num_views=2)  # (2, n, H, W, C)
     both = views.reshape((2 * n,) + views.shape[2:])  # (2n, H, W, C)
     (h, z), updates = train_net.apply(
         {"params": params, **model_state}, both, train=True, mutable=["batch_stats"]
@@ -60,5 +61,8 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         features=jax.lax.stop_gradient(h[:n]),
     )
 
-  return Objective(name="vicreg", init=common.init_fn(local_net), loss=loss,
-                   features=common.features_fn(local_net))
+  return Objective(
+      name="vicreg", family=image.FAMILY, init=common.init_fn(local_net), loss=loss,
+      features=common.features_fn(local_net),
+      calibrate=common.calibrate_fn(network(common.calibration_config(config), None)),
+  )

@@ -1,1 +1,58 @@
-"""text."""
+"""Text for language-model pretraining: tokenizers and document packing.
+
+Tokenizers (`ByteTokenizer`, `SentencePieceTokenizer`) share the special ids
+PAD=0, EOS=1, CLS=2, SEP=3, MASK=4, UNK=5 and reproduce text exactly; they are
+saved next to a run and checked by fingerprint when it is restored. Packing
+turns tokenized documents into fixed-length [EOS]-separated windows, in numpy
+(`pack`) or as a checkpointable grain stage (`packed_dataset`). This package
+needs only numpy, grain and sentencepiece (not JAX), so input pipelines can
+use it in worker processes.
+"""
+
+from __future__ import annotations
+
+from ssljax.text.packing import (
+    PackedIterDataset,
+    TokenizeDocument,
+    pack,
+    packed_dataset,
+    tokenize_documents,
+)
+from ssljax.text.tokenizer import (
+    CLS,
+    EOS,
+    MASK,
+    PAD,
+    SEP,
+    SPECIAL_TOKENS,
+    UNK,
+    ByteTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    check_same,
+    from_config,
+    padded_vocab_size,
+)
+from ssljax.text.tokenizer import load as load_tokenizer
+
+__all__ = [
+    "CLS",
+    "EOS",
+    "MASK",
+    "PAD",
+    "SEP",
+    "SPECIAL_TOKENS",
+    "UNK",
+    "ByteTokenizer",
+    "PackedIterDataset",
+    "SentencePieceTokenizer",
+    "TokenizeDocument",
+    "Tokenizer",
+    "check_same",
+    "from_config",
+    "load_tokenizer",
+    "pack",
+    "packed_dataset",
+    "padded_vocab_size",
+    "tokenize_documents",
+]

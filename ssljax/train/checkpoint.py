@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 
-import jax
 import orbax.checkpoint as ocp
 
-CHECKPOINT_DIR = "checkpoints"
+from ssljax.workdir import CHECKPOINT_DIR, checkpoint_dir
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -27,9 +26,7 @@ def manager(workdir: str, *, save_every: int, keep: int, async_save: bool = True
       enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True,
   )
-  return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), item_names=("state", "data"), options=options
-  )
+  return ocp.CheckpointManager(checkpoint_dir(workdir), item_names=("state", "data"), options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict | None, force: bool = False) -> bool:

@@ -44,6 +44,13 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
   _require(config.optim.lr > 0, f"config.optim.lr must be positive, got {config.optim.lr}")
   _require(config.optim.weight_decay >= 0, f"config.optim.weight_decay must be >= 0, got {config.optim.weight_decay}")
   _require(config.optim.warmup_steps >= 0, f"config.optim.warmup_steps must be >= 0, got {config.optim.warmup_steps}")
+  if "label_draws" in config.eval:
+    _require(config.eval.label_draws >= 1, f"config.eval.label_draws must be >= 1, got {config.eval.label_draws}")
+    _require(config.eval.labels_per_class >= 1,
+             f"config.eval.labels_per_class must be >= 1, got {config.eval.labels_per_class}")
+    _require(config.eval.calibration_examples >= 2,
+             f"config.eval.calibration_examples must be >= 2, got {config.eval.calibration_examples}")
+  _require(config.eval.batch_size > 0, f"config.eval.batch_size must be positive, got {config.eval.batch_size}")
   if "loss" in config and "temperature" in config.loss:
     _require(config.loss.temperature > 0, f"config.loss.temperature must be positive, got {config.loss.temperature}")
   if "loss" in config and "block_size" in config.loss:

@@ -13,6 +13,8 @@ CONFIGS_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..
 
 
 def base_config() -> ml_collections.ConfigDict:
+  """The keys every objective of every modality has: what to train, on which data splits, with
+  which optimizer, for how long, and how to log and checkpoint."""
   c = ml_collections.ConfigDict()
   c.objective = ""
   c.seed = 0
@@ -20,15 +22,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist5k"
   c.data.train_split = "train"
-  c.data.eval_split = "test"
+  # Recipe choices and training-time monitors read `eval_split`; the finished run reports
+  # `test_split` once (`ssljax train` ends with `ssljax eval` on it).
+  c.data.eval_split = "validation"
+  c.data.test_split = "test"
   c.data.data_dir = config_dict.placeholder(str)  # None: $SSLJAX_DATA_DIR or ~/tensorflow_datasets
-  c.data.image_size = config_dict.placeholder(int)  # host resize + centre crop; None: stored size
 
   c.model = ml_collections.ConfigDict()
-  c.model.encoder = "resnet18"
-  c.model.width = 64
-  c.model.stem = "small"
-  c.model.stem_stride = 1  # 2 halves every stage's resolution (small stem only)
   c.model.dtype = "float32"
 
   c.optim = ml_collections.ConfigDict()
@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.momentum = 0.9
   c.optim.trust_coefficient = 1e-3
   c.optim.warmup_steps = 0
+  c.optim.b1, c.optim.b2 = 0.9, 0.999  # AdamW's moment decays
+  c.optim.clip_norm = 0.0  # > 0: clip the global gradient norm to this first
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 256
@@ -47,21 +49,90 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 3
   c.train.knn_every = 0  # 0: no kNN monitor during training
-  c.train.probe_lr = 1e-3  # the online linear probe's Adam learning rate
-  c.train.evaluate = True  # run `ssljax eval` when training ends
+  c.train.probe_lr = 1e-3  # the online linear probe's Adam learning rate (labelled data only)
+  c.train.evaluate = True  # run `ssljax eval` on the test split when training ends
 
   c.eval = ml_collections.ConfigDict()
+  c.eval.seed = 0
+  c.eval.batch_size = 500  # examples per streamed evaluation batch
+  return c
+
+
+def image_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds what image objectives share: the ResNet encoder and the image evaluation."""
+  c.data.image_size = config_dict.placeholder(int)  # host resize + centre crop; None: stored size
+
+  c.model.encoder = "resnet18"
+  c.model.width = 64
+  c.model.stem = "small"
+  c.model.stem_stride = 1  # 2 halves every stage's resolution (small stem only)
+  c.model.zero_init_residual = True  # each block's last BN scale starts at 0 (Goyal et al. 2017)
+  c.model.bn_momentum = 0.9
+
   c.eval.labels_per_class = 10
+  c.eval.label_draws = 5  # the few-labels probe is averaged over this many labelled subsets
   c.eval.probe_l2 = (1e-4, 1e-3, 1e-2, 1e-1)  # candidates, chosen by 3-fold cross-validation
   c.eval.probe_steps = 500
   c.eval.knn_k = 20
   c.eval.knn_temperature = 0.07
-  c.eval.seed = 0
+  c.eval.calibration_examples = 1000  # training images that set the random-init baseline's BN
+  c.eval.raw_pixels = True  # the raw-pixel baseline (off where images are large)
   return c
 
 
+def text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds what language objectives share: the corpus fields, the tokenizer, the Transformer and
+  the language-model evaluation. Defaults: the bundled `bbc_news` corpus."""
+  c.data.name = "bbc_news"
+  c.data.text_key = "text"  # the feature holding each document
+  c.data.label_key = "topic"  # a ClassLabel for topic prompting; "" when the corpus has none
+
+  c.text = ml_collections.ConfigDict()
+  c.text.tokenizer = "sentencepiece"  # or "byte"
+  c.text.vocab_size = 4096  # SentencePiece pieces, special and byte pieces included
+  c.text.model_file = config_dict.placeholder(str)  # a user's SentencePiece .model instead
+  c.text.seq_len = 256  # packed window length = the model's context
+  c.text.icl_documents = 0  # synthetic in-context-learning documents mixed into training
+  c.text.icl_seed = 0
+
+  c.model.preset = "small"  # ssljax.models.PRESETS; the fields below override it when set
+  c.model.num_layers = config_dict.placeholder(int)
+  c.model.num_heads = config_dict.placeholder(int)
+  c.model.embed_dim = config_dict.placeholder(int)
+  c.model.mlp_dim = config_dict.placeholder(int)
+  c.model.dropout = 0.0
+  c.model.attention_impl = config_dict.placeholder(str)  # "cudnn" on NVIDIA GPUs, None: XLA
+  c.model.remat = False
+
+  c.optim.name, c.optim.lr, c.optim.lr_scaling = "adamw", 1e-3, "none"
+  c.optim.b1, c.optim.b2, c.optim.weight_decay, c.optim.clip_norm = 0.9, 0.95, 0.1, 1.0
+
+  c.train.eval_every = 0  # > 0: validation loss every this many steps
+
+  c.eval.lm_batch_size = 32  # windows per scoring call (fixed: one compilation)
+  c.eval.monitor_windows = 64  # validation windows the training-time monitor scores
+  c.eval.few_shot_ks = (0, 1, 2, 4, 8)
+  c.eval.few_shot_draws = 5  # draws of the in-context examples, averaged
+  c.eval.few_shot_queries = 100  # queries per draw
+  c.eval.num_samples = 3
+  c.eval.sample_tokens = 60
+  c.eval.sample_temperature = 0.8
+  c.eval.sample_top_k = 40
+  return c
+
+
+def text_config() -> ml_collections.ConfigDict:
+  """The base config with the text part: where every language objective's config starts."""
+  return text_part(base_config())
+
+
+def image_config() -> ml_collections.ConfigDict:
+  """The base config with the image part: where every image objective's config starts."""
+  return image_part(base_config())
+
+
 # Training examples per epoch of the datasets the variants name.
-EXAMPLES_PER_EPOCH = {"mnist5k": 4000, "cifar10": 50_000, "imagenet2012": 1_281_167}
+EXAMPLES_PER_EPOCH = {"mnist5k": 3500, "cifar10": 45_000, "imagenet2012": 1_268_355}
 
 
 def check_variant(objective: str, variant: str | None, variants: tuple[str, ...]) -> str:
@@ -72,26 +143,32 @@ def check_variant(objective: str, variant: str | None, variants: tuple[str, ...]
   return variant
 
 
-def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
-  """The dataset, encoder, logging and (for smoke) sizes that every objective's `variant`
-  shares; a config calls this after its objective's defaults and then sets what differs.
+def apply_image_variant(c: ml_collections.ConfigDict, variant: str) -> None:
+  """The dataset, encoder, logging and (for smoke) sizes that every image objective's
+  `variant` shares; a config calls this after its objective's defaults and then sets what
+  differs.
 
   - mnist5k: ResNet-18 of width 16 with a stride-2 small stem (stages at 14, 7, 4, 2 px:
     28 px digits need no more, and it is about 4x cheaper than stride 1 on a CPU).
-  - cifar10: ResNet-18 of width 64 with the small stem (SimCLR appendix B.9), test split.
+  - cifar10: ResNet-18 of width 64 with the small stem (SimCLR appendix B.9); the last 5,000
+    training images are the validation split, the test split is reported.
   - imagenet*: ResNet-50 with the ImageNet stem in bfloat16, images resized to 256 on the host
-    (configs crop 224 on the device), validation split.
+    (configs crop 224 on the device); 1% of train (12,812 images) is held out for validation,
+    ImageNet's validation set is what a finished run reports.
   - smoke: a two-stage ResNet of width 4, 4 steps of 16 images, for tests.
   """
   if variant == "mnist5k":
     c.model.encoder, c.model.width, c.model.stem_stride = "resnet18", 16, 2
     c.train.checkpoint_every = 100
   elif variant == "cifar10":
-    c.data.name, c.data.eval_split = "cifar10", "test"
+    c.data.name = "cifar10"
+    c.data.train_split, c.data.eval_split, c.data.test_split = "train[:45000]", "train[45000:]", "test"
     c.model.encoder, c.model.width = "resnet18", 64
     c.train.checkpoint_every, c.train.log_every = 1000, 50
   elif variant.startswith("imagenet"):
-    c.data.name, c.data.eval_split, c.data.image_size = "imagenet2012", "validation", 256
+    c.data.name, c.data.image_size = "imagenet2012", 256
+    c.data.train_split, c.data.eval_split, c.data.test_split = "train[:99%]", "train[99%:]", "validation"
+    c.eval.raw_pixels = False  # 150,528 dimensions per image
     c.model.encoder, c.model.width, c.model.stem, c.model.dtype = "resnet50", 64, "imagenet", "bfloat16"
     c.train.checkpoint_every, c.train.log_every = 1000, 100
   elif variant == "smoke":
@@ -99,6 +176,8 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     c.train.batch_size, c.train.steps = 16, 4
     c.train.log_every, c.train.checkpoint_every = 1, 2
     c.eval.probe_steps = 20
+    c.eval.label_draws = 2
+    c.eval.calibration_examples = 64
     c.optim.lr = 0.1
   else:
     raise ValueError(f"unknown variant {variant!r}")

@@ -1,67 +1,47 @@
-"""The generic training loop: any registered objective, on every device of every host."""
+"""The generic training loop: any registered objective, of any modality, on every device of
+every host. It knows the objective only through the Objective interface and its family's
+`train_input` and `monitors`; nothing here names images or text."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from ssljax import data, objectives
-from ssljax.evaluate import features as features_lib
-from ssljax.evaluate import knn
 from ssljax.train import checkpoint, checks, mesh as mesh_lib, optim, step as step_lib
 from ssljax.train.metrics import MetricWriter, Progress
 from ssljax.train.state import TrainState
-
-CONFIG_FILE = "config.json"
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+from ssljax.workdir import CONFIG_FILE, load_config, save_config  # noqa: F401  (re-exported)
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: is {workdir!r} the workdir of an `ssljax train` run?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def example_batch(source, image_size: int | None = None, n: int = 2) -> dict:
-  """A small batch shaped like the training batches, for initialising the model."""
-  images = [np.asarray(source[i]["image"]) for i in range(n)]
-  if image_size is not None:
-    images = [data.resize_and_center_crop(image, image_size) for image in images]
-  return {"image": np.stack(images), "label": np.array([source[i]["label"] for i in range(n)], np.int32)}
-
-
-def state_factory(objective, config, example, tx, probe_tx, num_classes):
+def state_factory(objective, example, tx, probe_tx, num_classes: int | None):
   """A jitted function key -> fresh TrainState (one compilation: Flax and optax initialise
-  leaf by leaf otherwise, each op a compilation of its own, tens of seconds on CPU)."""
-  feature_dim = jax.eval_shape(
-      lambda: objective.features(*objective.init(jax.random.key(0), example), example["image"])
-  ).shape[-1]
+  leaf by leaf otherwise, each op a compilation of its own, tens of seconds on CPU).
+
+  The online linear probe exists when the examples have `num_classes` classes and a probe
+  optimizer is given; otherwise its fields are None."""
+  with_probe = probe_tx is not None and num_classes is not None
+  if with_probe:
+    feature_dim = jax.eval_shape(
+        lambda: objective.features(*objective.init(jax.random.key(0), example), example)
+    ).shape[-1]
 
   @jax.jit
   def create(key):
     params, model_state = objective.init(key, example)
-    probe_params = step_lib.init_probe(feature_dim, num_classes)
+    probe_params = step_lib.init_probe(feature_dim, num_classes) if with_probe else None
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=tx.init(params),
         model_state=model_state,
         probe_params=probe_params,
-        probe_opt_state=probe_tx.init(probe_params),
+        probe_opt_state=probe_tx.init(probe_params) if with_probe else None,
     )
 
   return create
@@ -77,31 +57,8 @@ def abstract_state(create, config, sharding) -> TrainState:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-class KnnMonitor:
-  """kNN accuracy of the current encoder on the evaluation split, every `every` steps."""
-
-  def __init__(self, objective, config, every: int):
-    self.objective, self.config, self.every = objective, config, every
-    self._data = None
-
-  def __call__(self, state: TrainState) -> float:
-    if self._data is None:
-      d = self.config.data
-      self._data = (
-          data.load_numpy(d.name, d.train_split, data_dir=d.data_dir),
-          data.load_numpy(d.name, d.eval_split, data_dir=d.data_dir),
-      )
-    (train_x, train_y), (test_x, test_y) = self._data
-    params, model_state = jax.device_get((state.params, state.model_state))
-
-    def encode(images):
-      return self.objective.features(params, model_state, images)
-
-    e = self.config.eval
-    return knn.knn_accuracy(
-        features_lib.extract(encode, train_x), train_y, features_lib.extract(encode, test_x), test_y,
-        num_classes=int(max(train_y.max(), test_y.max()) + 1), k=e.knn_k, temperature=e.knn_temperature,
-    )
+def probe_optimizer(config) -> optax.GradientTransformation:
+  return optax.adam(config.train.probe_lr)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> TrainState:
@@ -110,16 +67,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   os.makedirs(workdir, exist_ok=True)
   objective = objectives.build(config)
   mesh = mesh_lib.data_mesh()
-  d, t = config.data, config.train
+  t = config.train
 
-  source = data.in_memory(data.load(d.name, d.train_split, data_dir=d.data_dir))
-  num_classes = data.info(d.name, data_dir=d.data_dir).num_classes
+  inp = objective.family.train_input(config, workdir)
   iterator = data.train_iterator(
-      source, batch_size=t.batch_size // jax.process_count(), seed=config.seed, image_size=d.image_size
+      inp.source, batch_size=t.batch_size // jax.process_count(), seed=config.seed,
+      record_fn=inp.record_fn, iter_stage=inp.iter_stage,
   )
+  example = data.example_batch(inp.source, inp.record_fn, inp.iter_stage)
   tx, learning_rate = optim.optimizer(config.optim, t.steps, t.batch_size)
-  probe_tx = optax.adam(config.train.probe_lr)
-  create = state_factory(objective, config, example_batch(source, d.image_size), tx, probe_tx, num_classes)
+  create = state_factory(objective, example, tx, probe_optimizer(config), inp.num_classes)
   replicated = mesh_lib.replicated(mesh)
 
   mngr = checkpoint.manager(workdir, save_every=t.checkpoint_every, keep=t.keep_checkpoints)
@@ -133,10 +90,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   save_config(config, workdir)
   start = int(state.step)
 
-  train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh)
+  train_step = step_lib.make_train_step(objective, tx, probe_optimizer(config),
+                                        jax.random.key(config.seed), mesh)
   writer = MetricWriter(workdir, resume_step=start)
-  bar = Progress(t.steps, start, images_per_step=t.batch_size, enabled=progress and jax.process_index() == 0)
-  knn_monitor = KnnMonitor(objective, config, t.knn_every) if t.knn_every else None
+  bar = Progress(t.steps, start, units_per_step=t.batch_size * inp.units_per_example, unit=inp.unit,
+                 enabled=progress and jax.process_index() == 0)
+  monitors = objective.family.monitors(objective, config, workdir)
   batch_sharding = mesh_lib.batch_sharded(mesh)
   try:
     for step in range(start, t.steps):
@@ -146,8 +105,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
       if done % t.log_every == 0 or done == t.steps:
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         metrics["learning_rate"] = float(learning_rate(step))
-        if knn_monitor is not None and (done % t.knn_every == 0 or done == t.steps):
-          metrics["knn_accuracy"] = knn_monitor(state)
+        due = [m for m in monitors if done % m.every == 0 or done == t.steps]
+        if due:
+          params, model_state = jax.device_get((state.params, state.model_state))
+          for monitor in due:
+            metrics.update(monitor.fn(params, model_state))
         metrics.update(bar.update(done, metrics))
         if jax.process_index() == 0:
           writer.write(done, metrics)
@@ -158,23 +120,3 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     bar.close()
     writer.close()
   return state
-
-
-def restore_trained(workdir: str, config: ml_collections.ConfigDict | None = None):
-  """(objective, params, model_state) from the latest checkpoint of a training run."""
-  config = load_config(workdir) if config is None else config
-  objective = objectives.build(config)
-  d = config.data
-  source = data.in_memory(data.load(d.name, d.train_split, data_dir=d.data_dir))
-  num_classes = data.info(d.name, data_dir=d.data_dir).num_classes
-  tx, _ = optim.optimizer(config.optim, config.train.steps, config.train.batch_size)
-  probe_tx = optax.adam(config.train.probe_lr)
-  create = state_factory(objective, config, example_batch(source, d.image_size), tx, probe_tx, num_classes)
-  mngr = checkpoint.manager(workdir, save_every=1, keep=config.train.keep_checkpoints, async_save=False)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restored = checkpoint.restore(mngr, abstract_state(create, config, device))
-  mngr.close()
-  if restored is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, checkpoint.CHECKPOINT_DIR)}")
-  state, _ = restored
-  return objective, state.params, state.model_state

@@ -54,11 +54,13 @@ class MetricWriter:
 
 
 class Progress:
-  """A tqdm bar showing loss, steps/s and images/s, measured between log points."""
+  """A tqdm bar showing loss, steps/s and throughput (images/s, tokens/s, ...), measured
+  between log points."""
 
-  def __init__(self, total: int, initial: int, images_per_step: int, enabled: bool = True):
+  def __init__(self, total: int, initial: int, units_per_step: int, unit: str = "images",
+               enabled: bool = True):
     self.bar = tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
-    self.images_per_step = images_per_step
+    self.units_per_step, self.unit = units_per_step, unit
     self._last_time = time.perf_counter()
     self._last_step = initial
 
@@ -68,9 +70,10 @@ class Progress:
     steps = step - self._last_step
     rate = steps / max(now - self._last_time, 1e-9)
     self._last_time, self._last_step = now, step
-    speed = {"steps_per_sec": rate, "images_per_sec": rate * self.images_per_step}
+    per_sec = f"{self.unit}_per_sec"
+    speed = {"steps_per_sec": rate, per_sec: rate * self.units_per_step}
     shown = {k: f"{float(v):.4g}" for k, v in metrics.items() if k in ("loss", "probe_accuracy", "knn_accuracy")}
-    shown.update({"steps/s": f"{rate:.2f}", "img/s": f"{speed['images_per_sec']:.0f}"})
+    shown.update({"steps/s": f"{rate:.2f}", f"{self.unit}/s": f"{speed[per_sec]:.0f}"})
     self.bar.set_postfix(shown, refresh=False)
     self.bar.update(steps)
     return speed

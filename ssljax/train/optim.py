@@ -31,12 +31,20 @@ def schedule(optim: ml_collections.ConfigDict, total_steps: int, global_batch: i
 
 
 def decay_mask(params):
-  """True for the weights that get weight decay and LARS trust-ratio scaling.
+  """True for the weights that get weight decay and LARS trust-ratio scaling: the matrices and
+  convolution kernels.
 
-  Biases and BatchNorm parameters (the only parameters with fewer than two dimensions) are
-  excluded, as in SimCLR and BYOL (arXiv 2006.07733, appendix C).
+  Biases and BatchNorm / LayerNorm parameters (the only parameters with fewer than two
+  dimensions) are excluded, as in SimCLR and BYOL (arXiv 2006.07733, appendix C), and so are
+  embedding tables (leaves named `embedding`), as in GPT-2-style training, where decaying
+  token and position embeddings only shrinks rare tokens' vectors.
   """
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+  def decays(path, p):
+    name = getattr(path[-1], "key", getattr(path[-1], "name", None)) if path else None
+    return p.ndim > 1 and name != "embedding"
+
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def optimizer(
@@ -53,7 +61,8 @@ def optimizer(
         momentum=optim.momentum,
     )
   elif optim.name == "adamw":
-    tx = optax.adamw(lr, weight_decay=optim.weight_decay, mask=decay_mask)
+    tx = optax.adamw(lr, b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999),
+                     weight_decay=optim.weight_decay, mask=decay_mask)
   elif optim.name == "sgd":
     tx = optax.chain(
         optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
@@ -61,4 +70,8 @@ def optimizer(
     )
   else:
     raise ValueError(f"config.optim.name must be 'lars', 'adamw' or 'sgd', got {optim.name!r}")
+  if optim.get("clip_norm", 0.0):
+    # Clipping the global gradient norm first keeps rare large steps (early transformer
+    # training) from undoing what the optimizer's moments have learned.
+    tx = optax.chain(optax.clip_by_global_norm(optim.clip_norm), tx)
   return tx, lr

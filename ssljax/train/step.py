@@ -1,11 +1,19 @@
 """One jitted, sharded train step for any objective.
 
 `jax.jit(jax.shard_map(per_device_step))`: inside, code is per device exactly as under pmap.
-The state is replicated (P()) and the batch is split along DATA_AXIS. Objectives return the
-global loss (the same value on every device), and with shard_map's varying-manual-axes
-typing the gradient of that value with respect to replicated parameters already is the
-gradient of the global batch: JAX transposes the implicit broadcast of the parameters into a
-psum. The test suite checks this equals a single-device step on the concatenated batch.
+The state is replicated (P()) and the batch is split along DATA_AXIS.
+
+Gradients are reduced explicitly with `lax.pmean` over DATA_AXIS. Objectives return the
+global loss (the same value on every device). With shard_map's varying-axes typing
+(check_vma=True) the gradient of that value with respect to replicated parameters already is
+the global-batch gradient, and the pmean of an invariant value is the value itself; without it
+(check_vma=False, or pmap) each device holds its share of the gradient scaled by the device
+count, and the pmean turns that into the global gradient. The step is right either way, and the
+tests compare both with a single-device step on the concatenated batch.
+
+Randomness: every example gets its own key, `fold_in(fold_in(seed, step), global_index)`,
+where the global index is the example's row in the global batch. The same seed therefore gives
+the same augmentations (and masks) on 1 device or on 8.
 """
 
 from __future__ import annotations
@@ -33,6 +41,13 @@ def init_probe(feature_dim: int, num_classes: int):
   return {"kernel": jnp.zeros((feature_dim, num_classes)), "bias": jnp.zeros((num_classes,))}
 
 
+def global_example_keys(seed_key: jax.Array, step: jax.Array, local_batch: int) -> jax.Array:
+  """One key per example of this device's batch, from its index in the global batch: (n,)."""
+  step_key = jax.random.fold_in(seed_key, step)
+  first = lax.axis_index(DATA_AXIS) * local_batch  # rows are laid out device by device
+  return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(first + jnp.arange(local_batch))
+
+
 def _probe_update(state: TrainState, probe_tx, features, labels):
   """One step of the online probe on stop-gradient features; labels reach nothing else."""
   # Features are standardised per batch so the probe's step size does not depend on the
@@ -43,12 +58,12 @@ def _probe_update(state: TrainState, probe_tx, features, labels):
 
   def probe_loss(probe_params):
     logits = probe_logits(probe_params, features)
-    local = losses.classification_loss(logits, labels)
-    return lax.pmean(local, DATA_AXIS), logits
+    return losses.classification_loss(logits, labels, axis_name=DATA_AXIS), logits
 
   (loss, logits), grads = jax.value_and_grad(probe_loss, has_aux=True)(state.probe_params)
+  grads = lax.pmean(grads, DATA_AXIS)
   updates, probe_opt_state = probe_tx.update(grads, state.probe_opt_state, state.probe_params)
-  accuracy = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), DATA_AXIS)
+  accuracy = losses.accuracy(logits, labels, axis_name=DATA_AXIS)
   return optax.apply_updates(state.probe_params, updates), probe_opt_state, {
       "probe_loss": loss,
       "probe_accuracy": accuracy,
@@ -56,7 +71,8 @@ def _probe_update(state: TrainState, probe_tx, features, labels):
 
 
 def _check_loss_is_global(loss):
-  # The loss's type records the mesh axes it varies over (`{V:data}` when printed).
+  # The loss's type records the mesh axes it varies over (`{V:data}` when printed); without
+  # check_vma there is no such record and nothing to check.
   axis_type = getattr(jax.typeof(loss), "manual_axis_type", None)
   if DATA_AXIS in getattr(axis_type, "varying", ()):
     raise ValueError(
@@ -72,14 +88,15 @@ def make_per_device_step(
     seed_key: jax.Array,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   def per_device_step(state: TrainState, batch: dict):
-    # Same seed, same run on any device count: keys derive from (seed, step, device).
-    key = jax.random.fold_in(jax.random.fold_in(seed_key, state.step), lax.axis_index(DATA_AXIS))
+    local_batch = jax.tree.leaves(batch)[0].shape[0]
+    keys = global_example_keys(seed_key, state.step, local_batch)
 
     def loss_fn(params):
-      return objective.loss(params, state.model_state, batch, key)
+      return objective.loss(params, state.model_state, batch, keys)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     _check_loss_is_global(loss)
+    grads = lax.pmean(grads, DATA_AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     model_state = aux.model_state
@@ -88,7 +105,7 @@ def make_per_device_step(
 
     metrics = {"loss": loss, **jax.tree.map(lambda m: lax.pmean(m, DATA_AXIS), dict(aux.metrics))}
     probe_params, probe_opt_state = state.probe_params, state.probe_opt_state
-    if probe_tx is not None and aux.features is not None and "label" in batch:
+    if probe_tx is not None and probe_params is not None and aux.features is not None and "label" in batch:
       probe_params, probe_opt_state, probe_metrics = _probe_update(
           state, probe_tx, aux.features, batch["label"]
       )
@@ -106,10 +123,11 @@ def make_per_device_step(
   return per_device_step
 
 
-def make_train_step(objective, tx, probe_tx, seed_key, mesh):
+def make_train_step(objective, tx, probe_tx, seed_key, mesh, *, check_vma: bool = True):
   """The jitted step: (state, global batch) -> (state, metrics); the old state is donated."""
   per_device_step = make_per_device_step(objective, tx, probe_tx, seed_key)
   sharded = jax.shard_map(
-      per_device_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P())
+      per_device_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()),
+      check_vma=check_vma,
   )
   return jax.jit(sharded, donate_argnums=0)

@@ -1,15 +1,21 @@
 """The evaluation table: every image objective pretrained with its default config and probed
-side by side, next to a random-init encoder and raw pixels.
+side by side, next to a calibrated random-init encoder and raw pixels.
 
-  ssljax table --dataset mnist5k --workdir runs/table
+  ssljax table --dataset mnist5k --workdir runs/table                     # test split, once
+  ssljax table --dataset mnist5k --workdir runs/trials --split validation # recipe trials
 
-For each objective, `configs/<objective>.py:get_config(variant)` (variant defaults to the
-dataset's name) is trained with `ssljax.train.loop.train` in `<workdir>/<objective>` and its
-encoder is probed exactly as `ssljax eval` probes it (`report.evaluate_encoders`): a linear
-probe with all labels, one with 10 labels per class, and weighted kNN. The wall time of the
-pretraining is recorded too. The table goes to stdout and to `<workdir>/table.json`:
+It sits above both the trainer and the evaluators (it trains, then evaluates). For each
+objective, `configs/<objective>.py:get_config(variant)` (variant defaults to the dataset's name)
+is trained with `ssljax.train.loop.train` in `<workdir>/<objective>` and its encoder is probed
+exactly as `ssljax eval` probes it (`families.image.evaluate_encoders`): a linear probe with all
+labels, one with 10 labels per class (mean and std over draws of the labelled subset), and
+weighted kNN, fit on the training split and scored on `split`. The wall time of the pretraining
+is recorded too. The table goes to stdout and to `<workdir>/table.json` (`table_<split>.json`
+for a split other than test):
 
-  {method: {"linear_probe": ..., "linear_probe_10_per_class": ..., "knn": ..., "pretrain_seconds": ...}}
+  {"dataset", "split", "results": {method: {"linear_probe", "linear_probe_10_per_class",
+                                            "linear_probe_10_per_class_std", "knn",
+                                            "pretrain_seconds"}}}
 
 Accuracies are fractions in [0, 1]; the baselines have pretrain_seconds 0. Rerunning with the
 same workdir reuses finished runs of the same config (and their recorded times), so an
@@ -26,17 +32,19 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import functools
+
 import jax
 import ml_collections
 
-from ssljax import data, objectives as objectives_lib
-from ssljax.evaluate import report
+from ssljax import objectives as objectives_lib
+from ssljax import workdir as workdir_lib
+from ssljax.families import image
 from ssljax.train import defaults, loop
 
 OBJECTIVES = ("simclr", "byol", "vicreg", "rotation", "patch_placement", "supervised")
 TABLE_FILE = "table.json"
 TIMING_FILE = "pretrain_timing.json"
-COLUMNS = ("linear_probe", "linear_probe_10_per_class", "knn", "pretrain_seconds")
 
 
 def default_configs_dir() -> str:
@@ -81,7 +89,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
   _check_same_config(workdir, config)
   seconds = _finished_run(workdir, config)
   if seconds is not None:
-    objective, params, model_state = loop.restore_trained(workdir, config)
+    objective, params, model_state = workdir_lib.restore_model(workdir, config)
     return objective, params, model_state, seconds
   start = time.perf_counter()
   state = loop.train(config, workdir, progress=progress)
@@ -95,7 +103,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
 
 def _check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Stops before `loop.train` would resume another config's checkpoints in `workdir`."""
-  path = os.path.join(workdir, loop.CONFIG_FILE)
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   if not os.path.exists(path):
     return
   with open(path) as f:
@@ -122,37 +130,33 @@ def _encoder_spec(config: ml_collections.ConfigDict) -> tuple:
   return (m.encoder, m.width, m.stem, m.get("stem_stride", 1))
 
 
-def _example_batch(config: ml_collections.ConfigDict) -> dict:
-  d = config.data
-  images, labels = data.load_numpy(d.name, d.eval_split, data_dir=d.data_dir)
-  return {"image": images[:2], "label": labels[:2]}
+def _baselines(configs: dict[str, ml_collections.ConfigDict], split: str) -> dict[str, dict[str, float]]:
+  """Calibrated random-init encoders and raw pixels.
 
-
-def _baselines(configs: dict[str, ml_collections.ConfigDict]) -> dict[str, dict[str, float]]:
-  """Random-init encoders and raw pixels.
-
-  One random encoder per distinct encoder architecture among the configs, initialised by the
-  first objective that uses it with the seed of `ssljax eval`'s random_init row, and run in
-  inference mode. The first objective's is "random_init"; an objective with a different
-  encoder (patch placement's stride-1 stem, say) gets "random_init_<objective>".
+  One random encoder per distinct encoder architecture among the configs, built by the first
+  objective that uses it exactly as `ssljax eval` builds its random_init row (residual scales
+  at 1, BatchNorm statistics calibrated on training images). The first objective's is
+  "random_init"; an objective with a different encoder (patch placement's stride-1 stem, say)
+  gets "random_init_<objective>".
   """
   first = {}
   for name, config in configs.items():
     first.setdefault(_encoder_spec(config), name)
   encoders = {}
-  for spec, name in first.items():
-    config = configs[name]
-    objective = objectives_lib.build(config)
-    params, model_state = jax.jit(objective.init)(jax.random.key(config.eval.seed + 1), _example_batch(config))
+  for name in first.values():
     label = "random_init" if not encoders else f"random_init_{name}"
-    encoders[label] = lambda images, o=objective, p=params, s=model_state: o.features(p, s, images)
+    encoders[label] = image.random_init_encoder(configs[name])
   config = next(iter(configs.values()))
-  return report.evaluate_encoders(encoders, config, include_raw_pixels=True)
+  return image.evaluate_encoders(encoders, config, split, include_raw_pixels=True)
 
 
-def _write(results: dict, workdir_root: str) -> None:
-  with open(os.path.join(workdir_root, TABLE_FILE), "w") as f:
-    json.dump(results, f, indent=2)
+def table_file(split: str) -> str:
+  return TABLE_FILE if split == "test" else f"table_{split}.json"
+
+
+def _write(report: dict, workdir_root: str) -> None:
+  with open(os.path.join(workdir_root, table_file(report["split"])), "w") as f:
+    json.dump(report, f, indent=2)
 
 
 def run_table(
@@ -164,7 +168,8 @@ def run_table(
     *,
     variant: str | None = None,
     configs_dir: str | None = None,
-) -> dict[str, dict[str, float]]:
+    split: str = "test",
+) -> dict:
   """Pretrains and probes every objective on `dataset`; returns and writes the table.
 
   Args:
@@ -175,12 +180,14 @@ def run_table(
     progress: progress bars and a line per stage on stdout.
     variant: the config variant; default `dataset` (e.g. "smoke" for a quick check).
     configs_dir: where the config files are; default the repository's `configs/`.
+    split: where the probes are scored: "validation" for recipe trials, "test" (default) for
+      the figures a finished recipe reports.
 
   Returns:
-    {method: {"linear_probe", "linear_probe_10_per_class", "knn", "pretrain_seconds"}},
-    the objectives in the order given, then the baselines: "random_init" (plus
-    "random_init_<objective>" for an objective whose encoder differs from the first one's)
-    and "raw_pixels".
+    {"dataset", "split", "results": {method: {"linear_probe", "linear_probe_10_per_class",
+    "linear_probe_10_per_class_std", "knn", "pretrain_seconds"}}}, the objectives in the order
+    given, then the baselines: "random_init" (plus "random_init_<objective>" for an objective
+    whose encoder differs from the first one's) and "raw_pixels".
   """
   variant = variant or dataset
   if not objectives:
@@ -193,6 +200,7 @@ def run_table(
     configs[name] = config
   os.makedirs(workdir_root, exist_ok=True)
   results: dict[str, dict[str, float]] = {}
+  report = {"dataset": dataset, "split": split, "results": results}
   for name, config in configs.items():
     if progress:
       print(f"[table] {name}: pretraining {config.objective} ({variant}, {config.train.steps} steps)", flush=True)
@@ -200,32 +208,34 @@ def run_table(
     if progress:
       print(f"[table] {name}: pretrained in {seconds:.0f} s; probing", flush=True)
 
-    def encode(images, objective=objective, params=params, model_state=model_state):
-      return objective.features(params, model_state, images)
-
-    row = report.evaluate_encoders({name: encode}, config, include_raw_pixels=False)[name]
+    encode = functools.partial(objective.features, params, model_state)
+    row = image.evaluate_encoders({name: encode}, config, split, include_raw_pixels=False)[name]
     results[name] = {**row, "pretrain_seconds": seconds}
-    _write(results, workdir_root)
+    _write(report, workdir_root)
   if progress:
     print("[table] baselines: random-init encoder and raw pixels", flush=True)
-  for name, row in _baselines(configs).items():
+  for name, row in _baselines(configs, split).items():
     results[name] = {**row, "pretrain_seconds": 0.0}
-  _write(results, workdir_root)
-  print(f"\n{dataset} ({next(iter(configs.values())).data.eval_split} split), top-1 accuracy:")
-  print(report.format_table({name: {c: row[c] for c in COLUMNS} for name, row in results.items()}))
-  print(f"written to {os.path.join(workdir_root, TABLE_FILE)}", flush=True)
-  return results
+  _write(report, workdir_root)
+  print()
+  print(image.format_results(report))
+  print(f"written to {os.path.join(workdir_root, table_file(split))}", flush=True)
+  return report
 
 
-def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
-  """The table as Markdown for the README: accuracies in %, pretraining time in seconds."""
+def markdown_table(report: Mapping[str, Any]) -> str:
+  """The table as Markdown for the README: accuracies in %, the few-label probe as mean ± std
+  over draws, pretraining time in seconds."""
+  results = report["results"]
+  few = next(c for c in next(iter(results.values())) if c.endswith("_per_class"))
   lines = [
-      "| method | linear probe, all labels | linear probe, 10 per class | kNN | pretraining (s) |",
+      f"| method | linear probe, all labels | linear probe, {few.split('_')[2]} per class | kNN | pretraining (s) |",
       "|---|---:|---:|---:|---:|",
   ]
   for name, row in results.items():
     seconds = row.get("pretrain_seconds", 0.0)
-    cells = [f"{100 * row[c]:.1f}" for c in COLUMNS[:3]] + [f"{seconds:.0f}" if seconds > 0 else "–"]
+    cells = [f"{100 * row['linear_probe']:.1f}", f"{100 * row[few]:.1f} ± {100 * row[few + '_std']:.1f}",
+             f"{100 * row['knn']:.1f}", f"{seconds:.0f}" if seconds > 0 else "–"]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -240,7 +250,7 @@ def _parse_override(text: str) -> tuple[str, Any]:
     return key, value  # a bare string
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+def main(argv: Sequence[str] | None = None) -> dict:
   """`ssljax table` arguments (after the command name): see --help."""
   parser = argparse.ArgumentParser(prog="ssljax table", description=__doc__.splitlines()[0])
   parser.add_argument("--dataset", default="mnist5k")
@@ -250,12 +260,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
   parser.add_argument("--configs_dir", default=None, help="default: the repository's configs/")
   parser.add_argument("--override", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
                       help="set a dotted config key in every config, e.g. train.steps=50 (repeatable)")
+  parser.add_argument("--split", default="test",
+                      help="where probes are scored: validation (recipe trials) or test (default)")
   parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
   parser.add_argument("--noprogress", dest="progress", action="store_false")
   args = parser.parse_args(argv)
   results = run_table(
       args.dataset, tuple(o for o in args.objectives.split(",") if o), args.workdir, dict(args.override),
-      args.progress, variant=args.variant, configs_dir=args.configs_dir,
+      args.progress, variant=args.variant, configs_dir=args.configs_dir, split=args.split,
   )
   if args.markdown:
     print(markdown_table(results))

@@ -1,0 +1,58 @@
+"""GPT next-token prediction (Radford et al. 2018, 2019). Variants: bbc_news (default), gpt2,
+smoke.
+
+  ssljax train --config configs/gpt.py --workdir runs/gpt
+
+- bbc_news: the bundled corpus of 2,225 BBC news articles, a SentencePiece vocabulary trained on
+  its training split, synthetic in-context-learning documents mixed in, and a Transformer sized
+  to pretrain within 15 minutes on 2 CPU cores.
+- gpt2: GPT-2 small (124M parameters, context 1024, 12 layers of width 768) on a TFDS text
+  corpus the user has prepared (`--config.data.name`, `--config.data.text_key`; a 32k
+  SentencePiece vocabulary trained on it, or `--config.text.model_file`), bfloat16 compute and
+  cuDNN attention on GPUs, AdamW with the GPT-3 paper's small-model settings.
+- smoke: tiny, for tests.
+"""
+
+import ml_collections
+
+from ssljax.train.defaults import check_variant, text_config
+
+VARIANTS = ("bbc_news", "gpt2", "smoke")
+
+
+def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
+  variant = check_variant("gpt", variant or "bbc_news", VARIANTS)
+  c = text_config()
+  c.objective = "gpt"
+  if variant == "bbc_news":
+    c.text.vocab_size = 4096
+    c.text.seq_len = 128
+    c.text.icl_documents = 6000
+    c.model.preset = "tiny"
+    c.model.num_layers, c.model.num_heads, c.model.embed_dim, c.model.mlp_dim = 4, 4, 128, 512
+    c.train.batch_size = 32
+    c.train.steps = 3000
+    c.train.log_every = 50
+    c.train.checkpoint_every = 500
+    c.train.eval_every = 1000
+    c.optim.lr, c.optim.warmup_steps = 2e-3, 200
+  elif variant == "gpt2":
+    c.data.name, c.data.label_key = "openwebtext", ""
+    c.data.train_split, c.data.eval_split, c.data.test_split = "train[:99%]", "train[99%:]", "train[99%:]"
+    c.text.vocab_size, c.text.seq_len = 32768, 1024
+    c.model.preset, c.model.dtype, c.model.attention_impl = "gpt2", "bfloat16", "cudnn"
+    c.train.batch_size, c.train.steps = 512, 600_000  # 0.5M tokens per step, as GPT-3 small
+    c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 100, 5000, 5000
+    c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay = 6e-4, 2000, 0.1
+  elif variant == "smoke":
+    c.text.tokenizer = "byte"
+    c.text.seq_len = 32
+    c.text.icl_documents = 50
+    c.model.preset = "tiny"
+    c.model.num_layers, c.model.embed_dim, c.model.mlp_dim = 1, 32, 64
+    c.train.batch_size, c.train.steps = 8, 4
+    c.train.log_every, c.train.checkpoint_every = 1, 2
+    c.eval.lm_batch_size, c.eval.few_shot_ks, c.eval.few_shot_draws = 8, (0, 2), 2
+    c.eval.few_shot_queries, c.eval.num_samples, c.eval.sample_tokens = 8, 2, 8
+  c.lock()
+  return c

@@ -1,0 +1,91 @@
+"""Language-model scoring of a corpus: loss per token, perplexity and bits per byte, for a model
+and for n-gram baselines on exactly the same tokens.
+
+The documents are tokenised, each followed by [EOS], and the stream starts with an [EOS] (what
+precedes a document in the packed training windows). It is cut into windows of the training
+context T that overlap by one token: window i is stream[i (T-1) : i (T-1) + T]. A model
+scores positions 1..T-1 of every window, so every token after the leading [EOS] is predicted
+exactly once, with up to T-1 tokens of context, and nothing is scored twice or left out.
+
+  bits per byte = total NLL (nats) / ln 2 / UTF-8 bytes of the documents' text
+
+(the [EOS] tokens are scored too: the byte count is the text's, so a model pays for predicting
+where documents end, as it does in training). Perplexity is exp(total NLL / scored tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ssljax.evaluate import ngram
+
+LogProbsFn = Callable[[np.ndarray], np.ndarray]  # tokens (B, T) -> (B, T) log p(token t | < t)
+
+
+def scoring_windows(docs: Sequence[Sequence[int]], seq_len: int, *, eos_id: int,
+                    pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """windows (N, T) int32 and mask (N, T) bool of the positions to score (module docstring)."""
+  if seq_len < 2:
+    raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+  pieces = [[eos_id]]
+  for doc in docs:
+    pieces += [list(doc), [eos_id]]
+  stream = np.concatenate([np.asarray(p, np.int32) for p in pieces])
+  stride = seq_len - 1
+  starts = range(0, max(len(stream) - 1, 1), stride)
+  windows = np.full((len(starts), seq_len), pad_id, np.int32)
+  mask = np.zeros((len(starts), seq_len), bool)
+  for row, start in enumerate(starts):
+    piece = stream[start:start + seq_len]
+    windows[row, :len(piece)] = piece
+    mask[row, 1:len(piece)] = True
+  return windows, mask
+
+
+def model_log_probs(log_probs_fn: LogProbsFn, windows: np.ndarray, batch_size: int) -> np.ndarray:
+  """The model's (N, T) log-probs, called on fixed (batch_size, T) batches (one compilation)."""
+  out = []
+  for start in range(0, len(windows), batch_size):
+    chunk = windows[start:start + batch_size]
+    padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), windows.shape[1]), windows.dtype)])
+    out.append(np.asarray(log_probs_fn(padded), np.float64)[:len(chunk)])
+  return np.concatenate(out)
+
+
+def summary(total_nll: float, num_tokens: int, num_bytes: int) -> dict[str, float]:
+  return {
+      "loss_per_token": total_nll / num_tokens,
+      "perplexity": math.exp(total_nll / num_tokens),
+      "bits_per_byte": ngram.bits_per_byte(total_nll, num_bytes),
+  }
+
+
+def evaluate(log_probs_fn: LogProbsFn, tokenizer, texts: Sequence[str], train_texts: Sequence[str],
+             validation_texts: Sequence[str], *, seq_len: int, batch_size: int, eos_id: int,
+             pad_id: int) -> dict[str, dict[str, float]]:
+  """{"model", "bigram", "unigram"} -> {"loss_per_token", "perplexity", "bits_per_byte"} on
+  `texts`, plus "tokens" and "bytes" scored. The n-gram models are fit on `train_texts` with the
+  add-k constant chosen on `validation_texts` (ngram.choose_k)."""
+  def windows_of(docs):
+    return scoring_windows([tokenizer.encode(t) for t in docs], seq_len, eos_id=eos_id, pad_id=pad_id)
+
+  windows, mask = windows_of(texts)
+  num_tokens = int(mask.sum())
+  num_bytes = sum(len(t.encode("utf-8")) for t in texts)
+  results = {"model": summary(ngram.nll_of_log_probs(model_log_probs(log_probs_fn, windows, batch_size), mask),
+                              num_tokens, num_bytes)}
+  train_stream, _ = windows_of(train_texts)
+  train_stream = train_stream[:, :-1].reshape(-1)  # the stream once (windows overlap by one)
+  train_stream = train_stream[train_stream != pad_id]
+  val_windows, val_mask = windows_of(validation_texts)
+  vocab = tokenizer.num_tokens
+  for name, order, fit in (("bigram", 2, ngram.fit_bigram), ("unigram", 1, ngram.fit_unigram)):
+    full = val_mask[:, 1:].all(axis=1)  # choose_k scores whole windows: leave out the padded last one
+    k, _ = ngram.choose_k(train_stream, val_windows[full], vocab_size=vocab, order=order)
+    nll = ngram.total_nll(fit(train_stream, vocab, k), windows, mask)
+    results[name] = {**summary(nll, num_tokens, num_bytes), "add_k": k}
+  results["scored"] = {"tokens": num_tokens, "bytes": num_bytes, "windows": len(windows)}
+  return results

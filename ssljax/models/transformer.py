@@ -1,0 +1,394 @@
+"""A pre-LayerNorm Transformer (Vaswani et al. 2017, arXiv 1706.03762) as Flax Linen modules.
+
+One block implementation serves both language-model families of the library:
+
+* a causal decoder, GPT-2 style (Radford et al. 2019, "Language Models are Unsupervised
+  Multitask Learners"): `causal=True`, next-token prediction, KV-cached generation;
+* a bidirectional encoder, BERT style (Devlin et al. 2019, arXiv 1810.04805): `causal=False`,
+  `num_segments=2` token-type embeddings, padded keys masked out.
+
+Architecture choices, all from GPT-2 (Section 2.3 of the paper and its released code):
+
+* LayerNorm *before* each sub-layer (x + Attn(LN(x)), x + MLP(LN(x))) and a final LayerNorm
+  after the last block. Pre-LN trains stably without learning-rate warm-up tricks; BERT's
+  original post-LN differs, but one shared block keeps the two objectives comparable.
+* learned token and position embeddings (plus optional segment embeddings), summed;
+* the output projection reuses the token embedding (`logits = hidden @ embedding.T`), so
+  there is no separate (V, D) output matrix (Press & Wolf 2017, arXiv 1608.05859);
+* weights ~ N(0, 0.02); the two projections that write into the residual stream (attention
+  output, second MLP layer) are further scaled by 1/sqrt(2 * num_layers), so the variance of
+  the residual stream does not grow with depth.
+
+The vocabulary projection is a separate method, `Transformer.logits`, that accepts hidden
+states of any leading shape: GPT projects every position, BERT gathers the masked positions
+first and projects only those ((B, M, D) instead of (B, T, D) -> fewer (.., V) logits).
+
+Parameters are float32; activations use `TransformerConfig.dtype` (bfloat16 on accelerators).
+Hidden states and, by default, logits come back in that compute dtype (losses in
+`ssljax.losses` cast logits to float32 before their log-softmax); `logits(h, jnp.float32)`
+projects in float32, as `prefill`, `decode_step` and sequence scoring do.
+
+Generation uses an explicit key/value cache (`prefill`, `decode_step`); see `generation.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ModuleDef = Any
+Array = jax.Array
+
+# The tokenizer pads its vocabulary to a multiple of this, so the (B, T, D) x (D, V)
+# projection tiles evenly on accelerators (GPT-2's 50257 -> 50304 is the classic case).
+VOCAB_MULTIPLE = 128
+
+INIT_STD = 0.02  # GPT-2's weight initialisation
+LAYER_NORM_EPSILON = 1e-5  # GPT-2's; BERT used 1e-12, immaterial with float32 statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Shape and numerics of a Transformer; frozen (hashable), so it can key `jax.jit` caches.
+
+  Attributes:
+    vocab_size: embedding rows; comes from the tokenizer, a multiple of 128.
+    num_layers: Transformer blocks.
+    num_heads: attention heads; `embed_dim` must divide evenly among them.
+    embed_dim: width D of the residual stream.
+    mlp_dim: hidden width of each block's MLP (4 * D in GPT-2 and BERT).
+    max_len: context length: rows of the position embedding and of the KV cache.
+    causal: True for a decoder (GPT), False for an encoder (BERT).
+    num_segments: token-type embeddings (2 for BERT's sentence A/B; 0 = none).
+    dropout: rate on the embeddings and on both residual branches (0 = off). Attention
+      probabilities are not dropped: `jax.nn.dot_product_attention` has no dropout, and
+      keeping it out lets the fused cuDNN kernel run.
+    dtype: compute dtype (jnp.bfloat16 on GPU/TPU); parameters stay float32. A name such
+      as "bfloat16" is accepted, so configs can come from ConfigDicts or the command line.
+    attention_impl: `implementation` of `jax.nn.dot_product_attention`: None or "xla"
+      anywhere, "cudnn" for the fused flash-attention kernel on NVIDIA GPUs (16-bit dtype).
+    remat: recompute each block's activations in the backward pass (`nn.remat`), trading
+      about a third more compute for memory that no longer grows with depth.
+  """
+
+  vocab_size: int
+  num_layers: int
+  num_heads: int
+  embed_dim: int
+  mlp_dim: int
+  max_len: int
+  causal: bool
+  num_segments: int = 0
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+  attention_impl: str | None = None
+  remat: bool = False
+
+  def __post_init__(self):
+    # Canonical dtype object: "bfloat16", jnp.bfloat16 and np.dtype("bfloat16") compare and
+    # hash the same afterwards.
+    object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
+    if self.vocab_size <= 0 or self.vocab_size % VOCAB_MULTIPLE:
+      raise ValueError(f"vocab_size must be a positive multiple of {VOCAB_MULTIPLE} (the tokenizer "
+                       f"pads it), got {self.vocab_size}")
+    for field in ("num_layers", "num_heads", "embed_dim", "mlp_dim", "max_len"):
+      if getattr(self, field) <= 0:
+        raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
+    if self.embed_dim % self.num_heads:
+      raise ValueError(f"embed_dim {self.embed_dim} does not split into {self.num_heads} heads")
+    if self.num_segments < 0:
+      raise ValueError(f"num_segments must be >= 0, got {self.num_segments}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    if self.attention_impl not in (None, "xla", "cudnn"):
+      raise ValueError(f"attention_impl must be None, 'xla' or 'cudnn', got {self.attention_impl!r}")
+    if self.attention_impl == "cudnn" and self.dtype not in (jnp.bfloat16, jnp.float16):
+      raise ValueError(f"cuDNN attention needs a bfloat16 or float16 dtype, got {self.dtype}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.embed_dim // self.num_heads
+
+  def replace(self, **changes) -> TransformerConfig:
+    return dataclasses.replace(self, **changes)
+
+
+# Architecture presets; vocab_size (from the tokenizer) and causal (from the objective) are
+# given when building a config with `transformer_config`.
+PRESETS: dict[str, dict[str, int]] = {
+    # Unit tests and smoke runs.
+    "tiny": dict(num_layers=2, num_heads=2, embed_dim=64, mlp_dim=256, max_len=128),
+    # nanoGPT's character-level Shakespeare model: trains on one GPU in minutes.
+    "small": dict(num_layers=6, num_heads=6, embed_dim=384, mlp_dim=1536, max_len=256),
+    # GPT-2 small (124M parameters with vocab 50304) and BERT-base's shape.
+    "gpt2": dict(num_layers=12, num_heads=12, embed_dim=768, mlp_dim=3072, max_len=1024),
+}
+
+
+def transformer_config(preset: str, *, vocab_size: int, causal: bool, **overrides) -> TransformerConfig:
+  """A `TransformerConfig` from a named preset; `overrides` replace any preset field."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown transformer preset {preset!r}; choose one of {sorted(PRESETS)}")
+  return TransformerConfig(vocab_size=vocab_size, causal=causal, **{**PRESETS[preset], **overrides})
+
+
+class LayerCache(NamedTuple):
+  """Keys and values of one block for every cache slot: each (B, max_len, N, H)."""
+
+  keys: Array
+  values: Array
+
+
+# One LayerCache per block, in block order. A plain tuple: a pytree jit passes through.
+KVCache = tuple[LayerCache, ...]
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention through `jax.nn.dot_product_attention`.
+
+  Without a cache it attends over the input sequence (causally if `causal`). With a cache (a
+  `LayerCache` and one new token per row at `positions`) it first writes the new token's key
+  and value into its row's slot, then attends over all slots allowed by `mask`.
+
+  Returns the output and the keys/values it attended over, which `Transformer.prefill`
+  stores as the cache and `decode_step` passes on as the updated cache.
+  """
+
+  num_heads: int
+  causal: bool
+  dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.normal(INIT_STD)
+  out_init: Callable = nn.initializers.normal(INIT_STD)
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, x, mask=None, cache: LayerCache | None = None, positions=None):
+    batch, _, width = x.shape
+    head_dim = width // self.num_heads
+    # One fused projection for queries, keys and values (GPT-2's c_attn).
+    # (B, T, D) -> (B, T, 3, N, H)
+    qkv = nn.DenseGeneral((3, self.num_heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32,
+                          kernel_init=self.kernel_init, name="qkv")(x)
+    query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    implementation = self.attention_impl
+    is_causal = self.causal
+    if cache is not None:
+      # Decode: one token per row, each at its own position. (B, 1, N, H) -> slot positions[b].
+      rows = jnp.arange(batch)
+      key = cache.keys.at[rows, positions].set(key[:, 0].astype(cache.keys.dtype))
+      value = cache.values.at[rows, positions].set(value[:, 0].astype(cache.values.dtype))
+      # `mask` already admits only slots <= the row's position; a causal mask between one
+      # query and max_len keys would be wrong. A single query row is memory-bound, so the
+      # fused kernel has nothing to gain and XLA avoids cuDNN's shape restrictions.
+      is_causal = False
+      implementation = None
+    # (B, T, N, H) x (B, S, N, H) -> (B, T, N, H)
+    out = jax.nn.dot_product_attention(query, key.astype(query.dtype), value.astype(query.dtype),
+                                       mask=mask, is_causal=is_causal, implementation=implementation)
+    # (B, T, N, H) -> (B, T, D)
+    out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
+                          kernel_init=self.out_init, name="out")(out)
+    return out, LayerCache(key, value)
+
+
+class MLP(nn.Module):
+  """Position-wise feed-forward layer: Dense(mlp_dim) -> GELU -> Dense(D)."""
+
+  hidden_dim: int
+  dense: ModuleDef
+  out_init: Callable = nn.initializers.normal(INIT_STD)
+  # GPT-2 and BERT both use GELU (Hendrycks & Gimpel 2016), GPT-2 in its tanh approximation.
+  activation: Callable = functools.partial(nn.gelu, approximate=True)
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    # (B, T, D) -> (B, T, M) -> (B, T, D)
+    x = self.activation(self.dense(self.hidden_dim, name="fc_in")(x))
+    return self.dense(width, kernel_init=self.out_init, name="fc_out")(x)
+
+
+class Block(nn.Module):
+  """Pre-LN Transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
+
+  `attention`, `mlp` and `norm` are module constructors (partials), so the block itself only
+  fixes the residual wiring.
+  """
+
+  attention: ModuleDef
+  mlp: ModuleDef
+  norm: ModuleDef
+  dropout: float = 0.0
+
+  # Positional arguments only: `nn.remat(Block, static_argnums=(3,))` marks `train` static.
+  @nn.compact
+  def __call__(self, x, mask, train: bool, cache: LayerCache | None = None, positions=None):
+    residual_dropout = nn.Dropout(self.dropout, deterministic=not train)
+    y, kv = self.attention(name="attention")(self.norm(name="attn_norm")(x), mask, cache, positions)
+    x = x + residual_dropout(y)
+    y = self.mlp(name="mlp")(self.norm(name="mlp_norm")(x))
+    x = x + residual_dropout(y)
+    return x, kv
+
+
+class Transformer(nn.Module):
+  """Embeddings -> `num_layers` pre-LN blocks -> final LayerNorm.
+
+  `__call__` returns hidden states (B, T, D); `logits` projects hidden states of any leading
+  shape onto the vocabulary with the tied token embedding. `prefill` and `decode_step` run a
+  causal model incrementally with a `KVCache` (apply them with `method=`).
+
+  Parameter tree (all float32):
+    token_embed/embedding (V, D), position_embed/embedding (max_len, D),
+    [segment_embed/embedding (num_segments, D)],
+    blocks_{i}/attn_norm/{scale, bias}, blocks_{i}/attention/qkv/{kernel (D, 3, N, H), bias},
+    blocks_{i}/attention/out/{kernel (N, H, D), bias}, blocks_{i}/mlp_norm/{scale, bias},
+    blocks_{i}/mlp/fc_in/{kernel (D, M), bias}, blocks_{i}/mlp/fc_out/{kernel (M, D), bias},
+    final_norm/{scale, bias}.
+  Only the leaves named `kernel` are matrices that weight decay should touch.
+  """
+
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    embed = functools.partial(nn.Embed, features=cfg.embed_dim, dtype=cfg.dtype, param_dtype=jnp.float32,
+                              embedding_init=nn.initializers.normal(INIT_STD))
+    self.token_embed = embed(cfg.vocab_size)
+    self.position_embed = embed(cfg.max_len)
+    if cfg.num_segments:
+      self.segment_embed = embed(cfg.num_segments)
+    self.embed_dropout = nn.Dropout(cfg.dropout)
+
+    residual_init = nn.initializers.normal(INIT_STD / math.sqrt(2 * cfg.num_layers))
+    dense = functools.partial(nn.Dense, dtype=cfg.dtype, param_dtype=jnp.float32,
+                              kernel_init=nn.initializers.normal(INIT_STD))
+    norm = functools.partial(nn.LayerNorm, epsilon=LAYER_NORM_EPSILON, dtype=cfg.dtype,
+                             param_dtype=jnp.float32)
+    attention = functools.partial(SelfAttention, num_heads=cfg.num_heads, causal=cfg.causal,
+                                  dtype=cfg.dtype, out_init=residual_init,
+                                  attention_impl=cfg.attention_impl)
+    mlp = functools.partial(MLP, hidden_dim=cfg.mlp_dim, dense=dense, out_init=residual_init)
+    block = nn.remat(Block, static_argnums=(3,)) if cfg.remat else Block
+    self.blocks = [block(attention=attention, mlp=mlp, norm=norm, dropout=cfg.dropout)
+                   for _ in range(cfg.num_layers)]
+    self.final_norm = norm()
+
+  def _embed(self, tokens, positions, segments, train: bool):
+    """Sum of token, position and (if configured) segment embeddings: (B, T) -> (B, T, D)."""
+    x = self.token_embed(tokens) + self.position_embed(positions)
+    if self.config.num_segments:
+      # Absent segments mean "all sentence A", as in BERT's single-segment inputs.
+      x = x + self.segment_embed(jnp.zeros_like(tokens) if segments is None else segments)
+    elif segments is not None:
+      raise ValueError("segments given to a Transformer built with num_segments=0")
+    return self.embed_dropout(x, deterministic=not train)
+
+  def _check_tokens(self, tokens):
+    if tokens.ndim != 2:
+      raise ValueError(f"tokens must be (batch, length), got shape {tokens.shape}")
+    if tokens.shape[1] > self.config.max_len:
+      raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len {self.config.max_len}")
+
+  def __call__(self, tokens, *, segments=None, padding_mask=None, train: bool = False):
+    """Hidden states of every position.
+
+    Args:
+      tokens: (B, T) int token ids, T <= max_len.
+      segments: (B, T) int segment ids in [0, num_segments), or None (all 0).
+      padding_mask: (B, T) bool, True at real tokens. Padded keys are excluded from every
+        query's attention. A causal model needs none for right-padded batches (real tokens
+        never attend forwards), and is faster without one; with one it is also correct for
+        left padding.
+      train: enables dropout (needs a "dropout" rng).
+
+    Returns:
+      (B, T, D) hidden states after the final LayerNorm, in the compute dtype.
+    """
+    self._check_tokens(tokens)
+    x = self._embed(tokens, jnp.arange(tokens.shape[1])[None], segments, train)
+    # (B, T) -> (B, 1, 1, T): the same key mask for every head and query.
+    mask = None if padding_mask is None else padding_mask.astype(bool)[:, None, None, :]
+    for block in self.blocks:
+      x, _ = block(x, mask, train)
+    return self.final_norm(x)
+
+  def logits(self, hidden, dtype=None):
+    """Vocabulary logits with the tied embedding: (..., D) -> (..., V).
+
+    Takes any leading shape, so callers can gather the positions they score first. By
+    default the product runs (and returns) in the compute dtype; `dtype=jnp.float32` runs it
+    in float32 instead, for scoring where bfloat16's ~3 significant digits on logits matter
+    (at the cost of a float32 (..., V) array).
+    """
+    if dtype is None:
+      return self.token_embed.attend(hidden)
+    return jnp.dot(hidden.astype(dtype), self.token_embed.embedding.astype(dtype).T)
+
+  def prefill(self, tokens, lengths):
+    """Runs right-padded prompts and builds their KV cache.
+
+    Args:
+      tokens: (B, T) int prompts, row b real up to lengths[b] and padding after it.
+      lengths: (B,) int prompt lengths, 1 <= lengths[b] <= T.
+
+    Returns:
+      last_logits: (B, V) float32 logits at position lengths[b] - 1 (the next-token
+        distribution).
+      cache: KVCache of (B, max_len, N, H) keys/values; slots < lengths[b] hold the prompt,
+        the rest hold padding or zeros, which `decode_step` overwrites before it can see them.
+    """
+    if not self.config.causal:
+      raise ValueError("prefill/decode_step need a causal (decoder) Transformer")
+    self._check_tokens(tokens)
+    batch, length = tokens.shape
+    x = self._embed(tokens, jnp.arange(length)[None], None, train=False)
+    cache = []
+    for block in self.blocks:
+      x, kv = block(x, None, False)
+      # (B, T, N, H) -> (B, max_len, N, H), zeros in the unused slots.
+      pad = ((0, 0), (0, self.config.max_len - length), (0, 0), (0, 0))
+      cache.append(LayerCache(jnp.pad(kv.keys, pad), jnp.pad(kv.values, pad)))
+    # Project only the one position per row that predicts the next token: (B, T, D) -> (B, D).
+    last_hidden = x[jnp.arange(batch), lengths - 1]
+    return self.logits(self.final_norm(last_hidden), jnp.float32), tuple(cache)
+
+  def decode_step(self, cache: KVCache, tokens, positions):
+    """Appends one token per row at its own position and returns the next-token logits.
+
+    Args:
+      cache: KVCache from `prefill` or a previous `decode_step`.
+      tokens: (B,) int token ids.
+      positions: (B,) int position of each token, < max_len (usually the row's current
+        length). Keys at slots > positions[b] are masked out, so whatever a shorter prompt's
+        padding left there is never seen.
+
+    Returns:
+      (B, V) float32 logits for the token after each new one, and the updated cache.
+    """
+    if not self.config.causal:
+      raise ValueError("prefill/decode_step need a causal (decoder) Transformer")
+    max_len = cache[0].keys.shape[1]
+    # (B,) -> (B, 1, 1, S): the single query of row b sees slots 0..positions[b].
+    mask = (jnp.arange(max_len)[None, :] <= positions[:, None])[:, None, None, :]
+    x = self._embed(tokens[:, None], positions[:, None], None, train=False)  # (B, 1, D)
+    new_cache = []
+    for block, layer_cache in zip(self.blocks, cache):
+      x, kv = block(x, mask, False, layer_cache, positions)
+      new_cache.append(kv)
+    # (B, 1, D) -> (B, V)
+    return self.logits(self.final_norm(x[:, 0]), jnp.float32), tuple(new_cache)
+
+
+def count_params(config: TransformerConfig) -> int:
+  """Number of parameters of `Transformer(config)`, from shapes only (nothing allocated)."""
+  model = Transformer(config)
+  tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+  shapes = jax.eval_shape(lambda t: model.init(jax.random.key(0), t), tokens)["params"]
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))

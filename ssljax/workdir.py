@@ -1,0 +1,61 @@
+"""A run's directory: its config and the trained model in its checkpoints.
+
+Everything that reads a finished run (evaluation, generation, fine-tuning, the table) goes
+through here, so none of it needs the trainer: restoring a model takes only the checkpoint
+and the config (no dataset, no optimizer). The trainer writes what is read here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from ssljax import objectives
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: is {workdir!r} the workdir of an `ssljax train` run?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+
+
+def restore_model(workdir: str, config: ml_collections.ConfigDict | None = None,
+                  step: int | None = None) -> tuple[objectives.Objective, Any, Any]:
+  """(objective, params, model_state) of a run's latest (or `step`'s) checkpoint, on one device.
+
+  The state's shapes come from the checkpoint's own metadata, so neither the dataset nor the
+  optimizer is rebuilt; the optimizer state is read and dropped.
+  """
+  config = load_config(workdir) if config is None else config
+  objective = objectives.build(config)
+  directory = checkpoint_dir(workdir)
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+  with ocp.CheckpointManager(directory, item_handlers=handlers) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory}: has `ssljax train` saved one yet?")
+    metadata = mngr.item_metadata(step)["state"]
+    tree = getattr(metadata, "tree", metadata)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+  return objective, state["params"], state["model_state"]

@@ -1,0 +1,237 @@
+"""Transformer: causal vs bidirectional attention, padding, dtypes, tied embeddings, presets,
+initialisation and the KV-cache methods (prefill / decode_step) against full forward passes."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssljax.models import transformer as tfm
+
+VOCAB = 128
+
+
+def tiny_config(**overrides) -> tfm.TransformerConfig:
+  fields = dict(vocab_size=VOCAB, num_layers=2, num_heads=2, embed_dim=32, mlp_dim=64, max_len=16,
+                causal=True)
+  return tfm.TransformerConfig(**{**fields, **overrides})
+
+
+def build(config, batch=2, length=10, seed=0):
+  model = tfm.Transformer(config)
+  tokens = jax.random.randint(jax.random.key(seed + 1), (batch, length), 2, VOCAB)
+  params = jitted_init(model)(jax.random.key(seed), tokens)["params"]
+  return model, params, tokens
+
+
+@functools.cache
+def jitted_apply(model):
+  """`model.apply` compiled once per model (modules with equal configs compare equal): a new
+  shape costs ~4x less compiled than op by op."""
+  return jax.jit(model.apply, static_argnames=("method", "train", "dtype"))
+
+
+@functools.cache
+def jitted_init(model):
+  return jax.jit(model.init)
+
+
+def full_logits(model, params, tokens, **kwargs):
+  apply = jitted_apply(model)
+  hidden = apply({"params": params}, tokens, **kwargs)
+  return apply({"params": params}, hidden, method="logits").astype(jnp.float32)
+
+
+def test_causal_decoder_only_looks_back():
+  model, params, tokens = build(tiny_config(causal=True))
+  changed = tokens.at[:, 6].set((tokens[:, 6] + 1) % VOCAB)
+  before, after = full_logits(model, params, tokens), full_logits(model, params, changed)
+  np.testing.assert_array_equal(before[:, :6], after[:, :6])
+  assert np.all(np.abs(np.asarray(before[:, 6:] - after[:, 6:])).max(axis=-1) > 1e-6)
+
+
+def test_encoder_is_bidirectional():
+  model, params, tokens = build(tiny_config(causal=False))
+  changed = tokens.at[:, 6].set((tokens[:, 6] + 1) % VOCAB)
+  before, after = full_logits(model, params, tokens), full_logits(model, params, changed)
+  # Every position, earlier ones included, sees the changed token.
+  assert np.all(np.abs(np.asarray(before - after)).max(axis=-1) > 1e-6)
+
+
+def test_encoder_ignores_padded_keys():
+  model, params, tokens = build(tiny_config(causal=False))
+  real = 7
+  padding_mask = jnp.arange(tokens.shape[1])[None, :] < real
+  padding_mask = jnp.broadcast_to(padding_mask, tokens.shape)
+  hidden = jitted_apply(model)({"params": params}, tokens, padding_mask=padding_mask)
+  # Whatever sits in the padding, the real positions see exactly the unpadded sequence.
+  other_padding = tokens.at[:, real:].set(0)
+  hidden_other = jitted_apply(model)({"params": params}, other_padding, padding_mask=padding_mask)
+  unpadded = jitted_apply(model)({"params": params}, tokens[:, :real])
+  np.testing.assert_allclose(hidden[:, :real], hidden_other[:, :real], atol=1e-6)
+  np.testing.assert_allclose(hidden[:, :real], unpadded, atol=1e-5)
+
+
+def test_decoder_padding_mask_handles_left_padding():
+  model, params, tokens = build(tiny_config(causal=True))
+  # Right padding needs no mask: causal attention never looks ahead.
+  padded = tokens.at[:, 7:].set(0)
+  np.testing.assert_allclose(jitted_apply(model)({"params": params}, padded)[:, :7],
+                             jitted_apply(model)({"params": params}, tokens[:, :7]), atol=1e-6)
+  # Left padding does: with the mask, the padding tokens change nothing later on.
+  mask = jnp.broadcast_to(jnp.arange(10)[None] >= 3, tokens.shape)
+  a = jitted_apply(model)({"params": params}, tokens, padding_mask=mask)
+  b = jitted_apply(model)({"params": params}, tokens.at[:, :3].set(5), padding_mask=mask)
+  np.testing.assert_allclose(a[:, 3:], b[:, 3:], atol=1e-6)
+
+
+def test_segments_embeddings():
+  model, params, tokens = build(tiny_config(causal=False, num_segments=2))
+  assert params["segment_embed"]["embedding"].shape == (2, 32)
+  apply = lambda **kw: jitted_apply(model)({"params": params}, tokens, **kw)
+  np.testing.assert_array_equal(apply(), apply(segments=jnp.zeros_like(tokens)))
+  second_half = (jnp.arange(10) >= 5).astype(jnp.int32)[None].repeat(2, axis=0)
+  assert not np.allclose(apply(), apply(segments=second_half))
+  plain, plain_params, _ = build(tiny_config(causal=False))
+  assert "segment_embed" not in plain_params
+  with pytest.raises(ValueError, match="num_segments"):
+    plain.apply({"params": plain_params}, tokens, segments=jnp.zeros_like(tokens))
+
+
+def test_bfloat16_compute_float32_params():
+  config = tiny_config(dtype="bfloat16")
+  assert config.dtype == jnp.bfloat16
+  model, params, tokens = build(config)
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+  hidden = jitted_apply(model)({"params": params}, tokens)
+  logits = jitted_apply(model)({"params": params}, hidden, method="logits")
+  assert hidden.dtype == jnp.bfloat16 and logits.dtype == jnp.bfloat16
+  float32_logits = jitted_apply(model)({"params": params}, hidden, dtype=jnp.float32, method="logits")
+  assert float32_logits.dtype == jnp.float32
+  np.testing.assert_allclose(float32_logits, logits.astype(jnp.float32), atol=0.02)
+  # Same parameters in float32 compute give nearly the same logits.
+  reference = full_logits(tfm.Transformer(config.replace(dtype=jnp.float32)), params, tokens)
+  np.testing.assert_allclose(logits.astype(jnp.float32), reference, atol=0.05)
+
+
+def test_tied_embeddings_and_selected_positions():
+  model, params, tokens = build(tiny_config())
+  shapes = [leaf.shape for leaf in jax.tree.leaves(params)]
+  assert shapes.count((VOCAB, 32)) == 1 and (32, VOCAB) not in shapes  # no output matrix
+  hidden = jitted_apply(model)({"params": params}, tokens)
+  logits = jitted_apply(model)({"params": params}, hidden, method="logits")
+  np.testing.assert_allclose(logits, hidden @ params["token_embed"]["embedding"].T, atol=1e-5)
+  # BERT-style: gather positions first, then project only those. (B, M, D) -> (B, M, V)
+  picked = jnp.array([[1, 4], [0, 9]])
+  gathered = jnp.take_along_axis(hidden, picked[..., None], axis=1)
+  np.testing.assert_allclose(jitted_apply(model)({"params": params}, gathered, method="logits"),
+                             jnp.take_along_axis(logits, picked[..., None], axis=1), atol=1e-6)
+
+
+def test_presets_and_gpt2_parameter_count():
+  gpt2 = tfm.transformer_config("gpt2", vocab_size=50304, causal=True)
+  shape = (gpt2.num_layers, gpt2.embed_dim, gpt2.num_heads, gpt2.mlp_dim, gpt2.max_len)
+  assert shape == (12, 768, 12, 3072, 1024)
+  d, m, layers = 768, 3072, 12
+  per_block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d)
+  expected = 50304 * d + 1024 * d + layers * per_block + 2 * d
+  count = tfm.count_params(gpt2)  # jax.eval_shape: nothing materialised
+  assert count == expected
+  assert 124e6 < count < 125e6  # "GPT-2 124M"
+  for name in ("tiny", "small"):
+    config = tfm.transformer_config(name, vocab_size=256, causal=False, num_segments=2)
+    init = lambda: tfm.Transformer(config).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+    params = jax.eval_shape(init)["params"]
+    assert params["position_embed"]["embedding"].shape == (config.max_len, config.embed_dim)
+    assert len([k for k in params if k.startswith("blocks_")]) == config.num_layers
+    assert params["blocks_0"]["attention"]["qkv"]["kernel"].shape == (
+        config.embed_dim, 3, config.num_heads, config.embed_dim // config.num_heads)
+  with pytest.raises(ValueError, match="gpt5"):
+    tfm.transformer_config("gpt5", vocab_size=128, causal=True)
+
+
+def test_config_validation_and_hashing():
+  with pytest.raises(ValueError, match="multiple of 128"):
+    tiny_config(vocab_size=50257)
+  with pytest.raises(ValueError, match="heads"):
+    tiny_config(num_heads=3)
+  with pytest.raises(ValueError, match="attention_impl"):
+    tiny_config(attention_impl="flash")
+  with pytest.raises(ValueError, match="bfloat16"):
+    tiny_config(attention_impl="cudnn")
+  assert tiny_config(attention_impl="cudnn", dtype="bfloat16").attention_impl == "cudnn"
+  assert hash(tiny_config(dtype="bfloat16")) == hash(tiny_config(dtype=jnp.bfloat16))
+  model, params, _ = build(tiny_config())
+  with pytest.raises(ValueError, match="max_len"):
+    jitted_apply(model)({"params": params}, jnp.zeros((1, 17), jnp.int32))
+
+
+def test_gpt2_initialisation():
+  config = tiny_config(embed_dim=128, mlp_dim=256, num_heads=4)
+  params = build(config)[1]
+  block = params["blocks_1"]
+  std = lambda x: float(jnp.std(x))
+  assert std(params["token_embed"]["embedding"]) == pytest.approx(0.02, rel=0.1)
+  assert std(block["attention"]["qkv"]["kernel"]) == pytest.approx(0.02, rel=0.1)
+  assert std(block["mlp"]["fc_in"]["kernel"]) == pytest.approx(0.02, rel=0.1)
+  residual_std = 0.02 / math.sqrt(2 * config.num_layers)
+  assert std(block["attention"]["out"]["kernel"]) == pytest.approx(residual_std, rel=0.1)
+  assert std(block["mlp"]["fc_out"]["kernel"]) == pytest.approx(residual_std, rel=0.1)
+  assert not np.any(block["mlp"]["fc_in"]["bias"]) and np.all(block["attn_norm"]["scale"] == 1)
+
+
+def test_remat_and_dropout():
+  config = tiny_config(dropout=0.1)
+  model, params, tokens = build(config)
+  remat_model = tfm.Transformer(config.replace(remat=True))
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def train_loss_and_grads(model, params):
+    def loss(params):
+      hidden = model.apply({"params": params}, tokens, train=True, rngs={"dropout": jax.random.key(3)})
+      return jnp.sum(hidden ** 2)
+    return jax.value_and_grad(loss)(params)
+
+  # Eval is deterministic and ignores dropout; train draws masks.
+  eval_loss = lambda: jnp.sum(jitted_apply(model)({"params": params}, tokens, train=False) ** 2)
+  assert eval_loss() == eval_loss()
+  loss, grads = train_loss_and_grads(model, params)
+  assert loss != eval_loss()
+  # Recomputation changes memory, not results (same dropout masks, float noise only).
+  remat_loss, remat_grads = train_loss_and_grads(remat_model, params)
+  np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), grads, remat_grads)
+
+
+def test_prefill_and_decode_match_full_forward():
+  config = tiny_config()
+  model, params, tokens = build(config, batch=3, length=12)
+  variables = {"params": params}
+  lengths = jnp.array([3, 12, 7])
+  # Garbage after each prompt must not matter.
+  padded = jnp.where(jnp.arange(12)[None] < lengths[:, None], tokens, 99)
+  full = full_logits(model, params, tokens)
+  last_logits, cache = jitted_apply(model)(variables, padded, lengths, method="prefill")
+  np.testing.assert_allclose(last_logits, full[jnp.arange(3), lengths - 1], atol=1e-5)
+  assert len(cache) == config.num_layers
+  assert cache[0].keys.shape == cache[0].values.shape == (3, config.max_len, 2, 16)
+
+  # Decode: each row appends its own next token at its own position.
+  next_tokens = jnp.array([5, 6, 7])
+  logits, cache = jitted_apply(model)(variables, cache, next_tokens, lengths, method="decode_step")
+  # Reference: the prompts with their next token appended, right-padded to one length
+  # (harmless for a causal model), read at each row's new position.
+  extended = jnp.pad(padded, ((0, 0), (0, 1))).at[jnp.arange(3), lengths].set(next_tokens)
+  expected = full_logits(model, params, extended)[jnp.arange(3), lengths]
+  np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
+def test_kv_cache_methods_need_a_decoder():
+  model, params, tokens = build(tiny_config(causal=False))
+  with pytest.raises(ValueError, match="causal"):
+    jitted_apply(model)({"params": params}, tokens, jnp.array([3, 4]), method="prefill")
