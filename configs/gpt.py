@@ -7,9 +7,9 @@ smoke.
   its training split, synthetic in-context-learning documents mixed in, and a Transformer sized
   to pretrain within 15 minutes on 2 CPU cores.
 - gpt2: GPT-2 small (124M parameters, context 1024, 12 layers of width 768) on a TFDS text
-  corpus the user has prepared (`--config.data.name`, `--config.data.text_key`; a 32k
+  corpus the user has prepared (`--config.data.name`, `--config.data.text_key`; a 50,257-piece
   SentencePiece vocabulary trained on it, or `--config.text.model_file`), bfloat16 compute and
-  cuDNN attention on GPUs, AdamW with the GPT-3 paper's small-model settings.
+  cuDNN attention on NVIDIA GPUs (XLA's elsewhere), AdamW with the GPT-3 paper's small-model settings.
 - smoke: tiny, for tests.
 """
 
@@ -39,8 +39,8 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
   elif variant == "gpt2":
     c.data.name, c.data.label_key = "openwebtext", ""
     c.data.train_split, c.data.eval_split, c.data.test_split = "train[:99%]", "train[99%:]", "train[99%:]"
-    c.text.vocab_size, c.text.seq_len = 32768, 1024
-    c.model.preset, c.model.dtype, c.model.attention_impl = "gpt2", "bfloat16", "cudnn"
+    c.text.vocab_size, c.text.seq_len = 50257, 1024  # GPT-2's vocabulary size (50,304 rows padded)
+    c.model.preset, c.model.dtype, c.model.attention_impl = "gpt2", "bfloat16", "auto"
     c.train.batch_size, c.train.steps = 512, 600_000  # 0.5M tokens per step, as GPT-3 small
     c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 100, 5000, 5000
     c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay = 6e-4, 2000, 0.1

@@ -6,6 +6,8 @@
   ssljax bench memory
   ssljax bench step --config configs/simclr.py:cifar10 [--bench_steps 20]
   ssljax table --dataset mnist5k --workdir runs/table
+  ssljax generate --workdir runs/gpt --prompt "Shares in" [--num_samples 3]
+  ssljax tokenizer train --config configs/gpt.py --workdir runs/gpt
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("train", "eval", "plot", "bench")
+COMMANDS = ("train", "eval", "plot", "bench", "generate", "tokenizer")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/simclr.py:mnist5k; override keys with --config.KEY=VALUE.",
@@ -28,6 +30,13 @@ _BENCH_STEPS = flags.DEFINE_integer("bench_steps", 20, "Timed steps of `ssljax b
 _SPLIT = flags.DEFINE_string(
     "split", None, "Split that `ssljax eval` scores: the config's test split by default; the "
     "validation split for recipe trials.")
+_PROMPT = flags.DEFINE_multi_string("prompt", None, "Text to continue (`ssljax generate`); repeatable.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Continuations per prompt.")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 80, "Most tokens generated per continuation.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Sampling temperature (0: greedy).")
+_TOP_K = flags.DEFINE_integer("top_k", 40, "Sample among the k most likely tokens (0: all).")
+_TOP_P = flags.DEFINE_float("top_p", None, "Nucleus sampling: the smallest set of tokens with this much probability.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed: the same seed gives the same text.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() first: one process per host of a TPU pod or GPU cluster.")
@@ -72,6 +81,35 @@ def main(argv: list[str]) -> None:
     from ssljax.evaluate import evaluate_workdir
 
     evaluate_workdir(_require_workdir(), split=_SPLIT.value)
+  elif command == "generate":
+    if not _PROMPT.value:
+      _usage("generate needs --prompt TEXT")
+    from ssljax.evaluate.generate import generate
+
+    outputs = generate(_require_workdir(), _PROMPT.value, num_samples=_NUM_SAMPLES.value,
+                       max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
+                       top_k=_TOP_K.value or None, top_p=_TOP_P.value, greedy=_TEMPERATURE.value == 0,
+                       seed=_SEED.value)
+    for prompt, samples in zip(_PROMPT.value, outputs):
+      for sample in samples:
+        print(f"{prompt}{sample}\n---")
+  elif command == "tokenizer":
+    if rest[:1] != ["train"] or _CONFIG.value is None:
+      _usage("usage: ssljax tokenizer train --config configs/gpt.py --workdir DIR")
+    import time
+
+    from ssljax.families import text
+
+    config, workdir = _CONFIG.value, _require_workdir()
+    texts = text.split_texts(config, config.data.train_split) + text.icl_documents(config)
+    start = time.perf_counter()
+    tokenizer = text.run_tokenizer(config, workdir, texts)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(tokenizer.encode(t)) for t in texts)
+    size = sum(len(t.encode("utf-8")) for t in texts)
+    print(f"{tokenizer.kind} tokenizer: {tokenizer.num_tokens} tokens ({tokenizer.vocab_size} embedding rows), "
+          f"ready in {seconds:.1f} s, saved in {workdir}; the training texts are {tokens:,} tokens, "
+          f"{size / tokens:.2f} bytes per token")
   elif command == "plot":
     from ssljax.train import plots
 

@@ -21,9 +21,10 @@ def test_step_runs_on_rgb_images_on_8_devices(objective):
   config.data.name = "cifar10"  # 32x32x3 synthetic images: nothing is read from disk
   result = throughput.measure(config, steps=1, warmup=1)
   assert result["device_count"] == 8
-  assert result["image_shape"] == [32, 32, 3]
+  assert result["input_shape"] == [32, 32, 3]
   assert result["step_seconds"] > 0
-  assert result["images_per_second"] == pytest.approx(config.train.batch_size / result["step_seconds"])
+  assert result["unit"] == "images"
+  assert result["per_second"] == pytest.approx(config.train.batch_size / result["step_seconds"])
   assert "ms/step" in throughput.format_result(result)
 
 

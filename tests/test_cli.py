@@ -79,9 +79,14 @@ def test_same_losses_on_one_and_eight_devices(tmp_path, data_dir, variant):
     assert losses[8][step] == pytest.approx(losses[1][step], rel=1e-5), (step, losses)
 
 
-def test_sigkill_and_resume_gives_identical_losses(tmp_path, data_dir):
+@pytest.mark.parametrize("config", [SMOKE, os.path.join(REPO, "configs", "gpt.py") + ":smoke"],
+                         ids=["simclr", "gpt"])
+def test_sigkill_and_resume_gives_identical_losses(tmp_path, data_dir, config):
+  """Killed at any moment, a run restarts from its last checkpoint and logs exactly the losses
+  of an uninterrupted run: same parameters, same data order (the grain iterator state, packing
+  included, is saved with the model), same random keys."""
   steps = 60
-  common = ["--config", SMOKE, "--noprogress", f"--config.train.steps={steps}", "--config.train.checkpoint_every=3",
+  common = ["--config", config, "--noprogress", f"--config.train.steps={steps}", "--config.train.checkpoint_every=3",
             "--config.train.evaluate=False"]
   reference = str(tmp_path / "reference")
   assert _ssljax(["train", "--workdir", reference, *common], data_dir).returncode == 0

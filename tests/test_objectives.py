@@ -334,7 +334,7 @@ def test_patch_placement_features_are_whole_images(batch):
   images = np.random.default_rng(1).integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
   example = {"image": images, "label": batch["label"]}
   params, model_state = jax.jit(objective.init)(jax.random.key(0), example)
-  features = jax.jit(objective.features)(params, model_state, images)
+  features = jax.jit(objective.features)(params, model_state, example)
   chex.assert_shape(features, (16, 8))  # resnet_tiny width 4: 2 stages -> 8 channels
   mesh = _mesh(1)
 

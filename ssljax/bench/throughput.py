@@ -36,7 +36,14 @@ _DATASET_SHAPES = {
 
 
 def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0) -> dict:
-  """Random images and labels shaped like `config.data`'s dataset."""
+  """Random images and labels shaped like `config.data`'s dataset, or random token windows of
+  `config.text.seq_len` for a language config."""
+  if "text" in config:
+    from ssljax.families import text  # only language configs need the tokenizer's sizes
+
+    rng = np.random.default_rng(seed)
+    vocab = text.model_vocab_size(config)
+    return {"tokens": rng.integers(6, vocab, (batch_size, config.text.seq_len), dtype=np.int32)}
   name = config.data.name
   if name not in _DATASET_SHAPES:
     raise ValueError(f"bench step knows the image shape of {sorted(_DATASET_SHAPES)}, not {name!r}")
@@ -56,8 +63,9 @@ def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3)
   """Times `steps` training steps after `warmup` untimed ones (the first of which compiles).
 
   Returns:
-    {"device", "device_count", "objective", "encoder", "dtype", "batch_size", "image_shape",
-     "compile_seconds", "step_seconds", "images_per_second"}; images are the global batch.
+    {"device", "device_count", "objective", "model", "dtype", "batch_size", "input_shape",
+     "compile_seconds", "step_seconds", "unit", "per_second"}: images or tokens per second of
+    the global batch.
   """
   checks.check(config)
   if steps < 1 or warmup < 1:
@@ -66,7 +74,7 @@ def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3)
   mesh = mesh_lib.data_mesh()
   batch_size = config.train.batch_size
   example = synthetic_batch(config, batch_size)
-  num_classes = _DATASET_SHAPES[config.data.name][3]
+  num_classes = None if "tokens" in example else _DATASET_SHAPES[config.data.name][3]
   tx, _ = optim.optimizer(config.optim, config.train.steps, batch_size)
   probe_tx = optax.adam(config.train.probe_lr)
   create = loop.state_factory(objective, {k: v[:2] for k, v in example.items()}, tx, probe_tx,
@@ -91,25 +99,30 @@ def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3)
   step_seconds = (time.perf_counter() - start) / steps
   if not np.isfinite(float(metrics["loss"])):
     raise FloatingPointError(f"the loss became {float(metrics['loss'])} during the benchmark")
-  return {
+  result = {
       "device": jax.devices()[0].device_kind,
       "device_count": jax.device_count(),
       "objective": config.objective,
-      "encoder": f"{config.model.encoder} width {config.model.width}",
       "dtype": config.model.dtype,
       "batch_size": batch_size,
-      "image_shape": list(example["image"].shape[1:]),
       "compile_seconds": round(compile_seconds, 2),
       "step_seconds": step_seconds,
-      "images_per_second": batch_size / step_seconds,
   }
+  if "tokens" in example:
+    params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+    return {**result, "model": f"transformer {config.model.preset} ({params / 1e6:.1f}M parameters)",
+            "input_shape": list(example["tokens"].shape[1:]), "unit": "tokens",
+            "per_second": batch_size * config.text.seq_len / step_seconds}
+  return {**result, "model": f"{config.model.encoder} width {config.model.width}",
+          "input_shape": list(example["image"].shape[1:]), "unit": "images",
+          "per_second": batch_size / step_seconds}
 
 
 def format_result(result: dict) -> str:
   return (
-      f"{result['objective']} {result['encoder']} {result['dtype']}, batch {result['batch_size']} of "
-      f"{'x'.join(map(str, result['image_shape']))}, on {result['device_count']} x {result['device']}: "
-      f"{result['step_seconds'] * 1e3:.1f} ms/step, {result['images_per_second']:,.0f} images/s "
+      f"{result['objective']} {result['model']} {result['dtype']}, batch {result['batch_size']} of "
+      f"{'x'.join(map(str, result['input_shape']))}, on {result['device_count']} x {result['device']}: "
+      f"{result['step_seconds'] * 1e3:.1f} ms/step, {result['per_second']:,.0f} {result['unit']}/s "
       f"(compile {result['compile_seconds']:.1f} s)"
   )
 

@@ -26,6 +26,15 @@ from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
 from ssljax.text import tokenizer as tokenizer_lib
 
 
+def attention_implementation(name: str | None, dtype: str) -> str | None:
+  """`config.model.attention_impl`: "auto" takes cuDNN's fused attention on an NVIDIA GPU with a
+  16-bit compute dtype (what it supports) and XLA's everywhere else."""
+  if name != "auto":
+    return name
+  on_gpu = jax.default_backend() == "gpu"
+  return "cudnn" if on_gpu and dtype in ("bfloat16", "float16") else None
+
+
 def transformer_config(config: ml_collections.ConfigDict, *, causal: bool) -> transformer.TransformerConfig:
   """The Transformer that `config.model` describes: a preset with any field overridden."""
   m = config.model
@@ -34,7 +43,7 @@ def transformer_config(config: ml_collections.ConfigDict, *, causal: bool) -> tr
   return transformer.transformer_config(
       m.preset, vocab_size=text.model_vocab_size(config), causal=causal,
       max_len=config.text.seq_len, dropout=m.dropout, dtype=m.dtype,
-      attention_impl=m.attention_impl, remat=m.remat, **overrides)
+      attention_impl=attention_implementation(m.attention_impl, m.dtype), remat=m.remat, **overrides)
 
 
 @register("gpt")

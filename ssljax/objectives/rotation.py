@@ -35,10 +35,11 @@ def network(config: ml_collections.ConfigDict, axis_name: str | None) -> common.
   return common.EncoderWithHead(encoder=common.encoder(m, axis_name), head=common.head(widths, m, axis_name))
 
 
-def rotated_batch(key: jax.Array, images: jax.Array, augment_config) -> tuple[jax.Array, jax.Array]:
+def rotated_batch(keys: jax.Array, images: jax.Array, augment_config) -> tuple[jax.Array, jax.Array]:
   """Augmented images (n, H, W, C) -> all four rotations (4n, H, W, C) and labels (4n,).
 
-  Row k*n + i is augmented image i turned k quarter turns, with label k.
+  `keys`: one key, or one per example. Row k*n + i is augmented image i turned k quarter
+  turns, with label k.
   """
   augmented = augment.views(keys, images, augment_config, num_views=1)[0]  # (n, H, W, C)
   return augment.rotations(augmented)

@@ -50,6 +50,16 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
              f"config.eval.labels_per_class must be >= 1, got {config.eval.labels_per_class}")
     _require(config.eval.calibration_examples >= 2,
              f"config.eval.calibration_examples must be >= 2, got {config.eval.calibration_examples}")
+  if "text" in config:
+    t = config.text
+    _require(t.tokenizer in ("sentencepiece", "byte"),
+             f"config.text.tokenizer must be 'sentencepiece' or 'byte', got {t.tokenizer!r}")
+    # SentencePiece with byte fallback holds 6 special and 256 byte pieces before any other.
+    _require(t.tokenizer != "sentencepiece" or t.model_file or t.vocab_size > 262,
+             f"config.text.vocab_size must exceed 262 (6 special + 256 byte pieces), got {t.vocab_size}")
+    _require(t.seq_len >= 2, f"config.text.seq_len must be >= 2, got {t.seq_len}")
+    _require(t.icl_documents >= 0, f"config.text.icl_documents must be >= 0, got {t.icl_documents}")
+    _require(config.train.eval_every >= 0, f"config.train.eval_every must be >= 0, got {config.train.eval_every}")
   _require(config.eval.batch_size > 0, f"config.eval.batch_size must be positive, got {config.eval.batch_size}")
   if "loss" in config and "temperature" in config.loss:
     _require(config.loss.temperature > 0, f"config.loss.temperature must be positive, got {config.loss.temperature}")

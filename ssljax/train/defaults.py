@@ -101,7 +101,7 @@ def text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.embed_dim = config_dict.placeholder(int)
   c.model.mlp_dim = config_dict.placeholder(int)
   c.model.dropout = 0.0
-  c.model.attention_impl = config_dict.placeholder(str)  # "cudnn" on NVIDIA GPUs, None: XLA
+  c.model.attention_impl = "auto"  # "auto": cuDNN on NVIDIA GPUs in 16-bit, XLA elsewhere; or "xla", "cudnn"
   c.model.remat = False
 
   c.optim.name, c.optim.lr, c.optim.lr_scaling = "adamw", 1e-3, "none"

@@ -1,0 +1,169 @@
+"""GPT end to end: the sharded step equals one device, loss falls on the bundled corpus, the
+CLI's train / eval / generate / tokenizer commands, tokenizer checks on resume, and the GPT-2
+124M preset's train step in `ssljax bench step`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ssljax import objectives
+from ssljax.objectives import DATA_AXIS
+from ssljax.train import defaults, step as step_lib
+from ssljax.train.state import TrainState
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GPT_SMOKE = os.path.join(REPO, "configs", "gpt.py") + ":smoke"
+
+
+def _cli(args, data_dir, devices=2, timeout=600):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+         "SSLJAX_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=env, cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def _smoke_objective():
+  return objectives.build(defaults.load_config("gpt:smoke"))
+
+
+def _tokens(batch=16, length=32, seed=0):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(6, 262, (batch, length)).astype(np.int32)
+  tokens[3, 20:] = 0  # padding at the end of the data: those targets must not count
+  return {"tokens": tokens}
+
+
+def _run(num_devices, batch, steps=2):
+  objective = _smoke_objective()
+  tx = optax.sgd(0.5)  # SGD: Adam's sign-like first steps would turn rounding into lr-sized changes
+  params, model_state = objective.init(jax.random.key(0), batch)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
+  mesh = jax.make_mesh((num_devices,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,),
+                       devices=jax.devices()[:num_devices])
+  state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
+  global_batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
+  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh)
+  history = []
+  for _ in range(steps):
+    state, metrics = train_step(state, global_batch)
+    history.append(float(metrics["loss"]))
+  return jax.device_get(state), history
+
+
+def test_sharded_gpt_step_equals_one_device():
+  batch = _tokens()
+  state8, losses8 = _run(8, batch)
+  state1, losses1 = _run(1, batch)
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+  assert losses8[1] < losses8[0]
+  chex.assert_trees_all_close(state8.params, state1.params, rtol=1e-4, atol=1e-6)
+
+
+def test_sharded_gpt_gradient_equals_the_single_device_gradient():
+  """The gradient itself, not only the step: per device value_and_grad of Objective.loss then
+  the trainer's pmean, against jax.grad of the same loss on the whole batch on one device, and
+  against an independent float32 computation of the masked next-token cross-entropy."""
+  objective = _smoke_objective()
+  batch = _tokens()
+  params, model_state = objective.init(jax.random.key(0), batch)
+  keys = jax.random.split(jax.random.key(2), 16)
+  mesh8 = jax.make_mesh((8,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,))
+
+  def per_device(params, batch, keys):
+    (value, _), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, model_state, batch, keys)
+    return value, jax.lax.pmean(grads, DATA_AXIS)
+
+  def sharded(n_devices, mesh):
+    fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(jax.P(), jax.P(DATA_AXIS), jax.P(DATA_AXIS)),
+                               out_specs=(jax.P(), jax.P())))
+    return fn(jax.device_put(params, jax.NamedSharding(mesh, jax.P())),
+              jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS))),
+              jax.device_put(keys, jax.NamedSharding(mesh, jax.P(DATA_AXIS))))
+
+  mesh1 = jax.make_mesh((1,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,), devices=jax.devices()[:1])
+  value8, grads8 = sharded(8, mesh8)
+  value1, grads1 = sharded(1, mesh1)
+
+  model = objective.extras["model"]()
+
+  def reference(params):  # written out: mean over real targets of -log softmax
+    logits = model.apply({"params": params}, model.apply({"params": params}, batch["tokens"]), method="logits")
+    log_probs = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32))
+    targets = batch["tokens"][:, 1:]
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+    real = (targets != 0).astype(jnp.float32)
+    return jnp.sum(nll * real) / jnp.sum(real)
+
+  value_ref, grads_ref = jax.value_and_grad(reference)(params)
+  np.testing.assert_allclose(value8, value_ref, rtol=1e-5)
+  np.testing.assert_allclose(value1, value_ref, rtol=1e-5)
+  chex.assert_trees_all_close(grads8, grads_ref, rtol=1e-4, atol=1e-7)
+  chex.assert_trees_all_close(grads1, grads_ref, rtol=1e-4, atol=1e-7)
+  assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads_ref))
+
+
+def test_train_eval_generate_and_loss_falls_on_bbc_news(tmp_path, data_dir):
+  workdir = str(tmp_path / "gpt")
+  result = _cli(["train", "--config", GPT_SMOKE, "--workdir", workdir, "--noprogress", "--config.train.steps=40",
+                 "--config.train.log_every=5", "--config.train.eval_every=20", "--config.optim.lr=3e-3"], data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert metrics[-1]["loss"] < 0.7 * metrics[0]["loss"], [m["loss"] for m in metrics]
+  assert "validation_loss" in metrics[3] and "tokens_per_sec" in metrics[-1]
+  report = json.load(open(os.path.join(workdir, "eval.json")))
+  lm = report["language_model"]
+  for name in ("model", "bigram", "unigram"):
+    assert lm[name]["bits_per_byte"] > 0 and lm[name]["perplexity"] > 1
+  assert lm["unigram"]["bits_per_byte"] > lm["bigram"]["bits_per_byte"]  # a real corpus has structure
+  assert len(report["samples"]) == 2 and set(report["few_shot"]) == {"word_label", "word_map", "topic"}
+  assert set(report["few_shot"]["topic"]) == {"0", "2"}
+  assert "bits/byte" in result.stdout and "In-context few-shot accuracy" in result.stdout
+
+  generated = _cli(["generate", "--workdir", workdir, "--prompt", "Shares in", "--num_samples", "2",
+                    "--max_new_tokens", "8", "--seed", "3"], data_dir)
+  assert generated.returncode == 0, generated.stderr[-3000:]
+  assert generated.stdout.count("Shares in") == 2
+  again = _cli(["generate", "--workdir", workdir, "--prompt", "Shares in", "--num_samples", "2",
+                "--max_new_tokens", "8", "--seed", "3"], data_dir)
+  assert again.stdout == generated.stdout  # a seed fixes the samples
+
+
+def test_tokenizer_train_then_a_run_with_another_tokenizer_is_refused(tmp_path, data_dir):
+  workdir = str(tmp_path / "sp")
+  spm = ["--config.text.tokenizer=sentencepiece", "--config.text.vocab_size=512"]
+  result = _cli(["tokenizer", "train", "--config", GPT_SMOKE, "--workdir", workdir, *spm], data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "sentencepiece tokenizer: 512 tokens (512 embedding rows)" in result.stdout
+  assert os.path.exists(os.path.join(workdir, "tokenizer.model"))
+  from ssljax.text import tokenizer as tokenizer_lib
+
+  saved = tokenizer_lib.load(workdir)
+  text = "Shares in Time Warner rose 3% on Tuesday.\n\nAnalysts said £1bn."
+  assert saved.decode(saved.encode(text)) == text
+  # The same workdir with the byte tokenizer: stopped before training, naming both.
+  refused = _cli(["train", "--config", GPT_SMOKE, "--workdir", workdir, "--noprogress"], data_dir)
+  assert refused.returncode != 0
+  assert "sentencepiece tokenizer of 512" in refused.stderr and "byte tokenizer of 384" in refused.stderr
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+
+
+def test_gpt2_preset_train_step_in_bench(tmp_path):
+  """The 124M-parameter GPT-2 preset's real train step (AdamW, clipping, donation) runs in
+  `ssljax bench step`; on CPU at a tiny batch and a short context, in float32."""
+  from ssljax.bench import throughput
+
+  config = defaults.load_config("gpt:gpt2")
+  config.unlock()
+  config.model.dtype, config.text.seq_len, config.train.batch_size = "float32", 32, 8
+  result = throughput.measure(config, steps=1, warmup=1)
+  # 124.4M at GPT-2's context of 1024; 992 fewer position rows here.
+  assert result["unit"] == "tokens" and "123.7M parameters" in result["model"], result
+  assert result["per_second"] == pytest.approx(8 * 32 / result["step_seconds"])
