@@ -25,13 +25,17 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
   c = text_config()
   c.objective = "gpt"
   if variant == "bbc_news":
-    c.text.vocab_size = 4096
+    # Chosen on the validation split (README, "GPT on bbc_news"): a 4,096-piece vocabulary and
+    # 6,000 synthetic documents reached 1.91 bits per byte after 1,000 steps (bigram: 1.99);
+    # 2,048 pieces run 1.35x faster per step, and with 16,000 synthetic documents and 2,500
+    # steps (13.5 minutes on 2 CPU cores) the model reached 1.93 against the bigram's 2.14.
+    c.text.vocab_size = 2048
     c.text.seq_len = 128
-    c.text.icl_documents = 6000
+    c.text.icl_documents = 16000
     c.model.preset = "tiny"
     c.model.num_layers, c.model.num_heads, c.model.embed_dim, c.model.mlp_dim = 4, 4, 128, 512
     c.train.batch_size = 32
-    c.train.steps = 3000
+    c.train.steps = 2500
     c.train.log_every = 50
     c.train.checkpoint_every = 500
     c.train.eval_every = 1000

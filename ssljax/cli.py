@@ -165,7 +165,7 @@ def run() -> None:
   """Console-script entry point."""
   _enable_compilation_cache()
   if sys.argv[1:2] == ["table"]:  # its own argparse flags (--dataset, --objectives, ...)
-    from ssljax.evaluate import table
+    from ssljax import table
 
     table.main(sys.argv[2:])
     return

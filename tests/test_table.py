@@ -89,6 +89,16 @@ def test_bad_requests_fail_before_training(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_table_command_line_entry_point():
+  import subprocess
+  import sys
+
+  result = subprocess.run([sys.executable, "-m", "ssljax.cli", "table", "--help"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "--split" in result.stdout and "--dataset" in result.stdout
+
+
 def test_default_configs_dir_is_the_repository_configs():
   assert os.path.samefile(table.default_configs_dir(), os.path.join(REPO, "configs"))
 

@@ -71,7 +71,7 @@ def _build_tokenizer(config: ml_collections.ConfigDict, texts: list[str]) -> tok
     return tokenizer_lib.ByteTokenizer()
   if t.model_file:
     return tokenizer_lib.SentencePieceTokenizer.from_file(t.model_file)
-  return tokenizer_lib.SentencePieceTokenizer.train(texts, t.vocab_size, seed=config.seed)
+  return tokenizer_lib.SentencePieceTokenizer.train(texts, t.vocab_size, model_type=t.model_type, seed=config.seed)
 
 
 def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,

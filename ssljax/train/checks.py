@@ -57,6 +57,7 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
     # SentencePiece with byte fallback holds 6 special and 256 byte pieces before any other.
     _require(t.tokenizer != "sentencepiece" or t.model_file or t.vocab_size > 262,
              f"config.text.vocab_size must exceed 262 (6 special + 256 byte pieces), got {t.vocab_size}")
+    _require(t.model_type in ("unigram", "bpe"), f"config.text.model_type must be 'unigram' or 'bpe', got {t.model_type!r}")
     _require(t.seq_len >= 2, f"config.text.seq_len must be >= 2, got {t.seq_len}")
     _require(t.icl_documents >= 0, f"config.text.icl_documents must be >= 0, got {t.icl_documents}")
     _require(config.train.eval_every >= 0, f"config.train.eval_every must be >= 0, got {config.train.eval_every}")

@@ -90,6 +90,7 @@ def text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.text = ml_collections.ConfigDict()
   c.text.tokenizer = "sentencepiece"  # or "byte"
   c.text.vocab_size = 4096  # SentencePiece pieces, special and byte pieces included
+  c.text.model_type = "unigram"  # SentencePiece's algorithm: "unigram" or "bpe"
   c.text.model_file = config_dict.placeholder(str)  # a user's SentencePiece .model instead
   c.text.seq_len = 256  # packed window length = the model's context
   c.text.icl_documents = 0  # synthetic in-context-learning documents mixed into training

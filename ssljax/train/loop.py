@@ -16,7 +16,7 @@ from ssljax import data, objectives
 from ssljax.train import checkpoint, checks, mesh as mesh_lib, optim, step as step_lib
 from ssljax.train.metrics import MetricWriter, Progress
 from ssljax.train.state import TrainState
-from ssljax.workdir import CONFIG_FILE, load_config, save_config  # noqa: F401  (re-exported)
+from ssljax.workdir import save_config
 
 
 def state_factory(objective, example, tx, probe_tx, num_classes: int | None):
