@@ -360,3 +360,39 @@ def test_supervised_needs_labels(batch):
   params, model_state = jax.jit(objective.init)(jax.random.key(0), batch)
   with pytest.raises(ValueError, match="label"):
     objective.loss(params, model_state, {"image": batch["image"]}, jax.random.key(0))
+
+
+@pytest.mark.parametrize("name", ["simclr", "byol", "patch_placement"])
+def test_calibrate_makes_inference_match_train_mode_on_the_batch(name):
+  """The random-init baseline's BatchNorm statistics are the calibration batch's, measured in
+  train mode: inference features on that batch then equal train-mode features, and differ from
+  inference with the initial statistics (mean 0, variance 1)."""
+  config = _config(name, **{"model.zero_init_residual": False})
+  objective = objectives.build(config)
+  images = np.random.default_rng(3).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
+  batch = {"image": images}
+  params, model_state = objective.init(jax.random.key(0), batch)
+  calibrated = objective.calibrate(params, model_state, batch)
+  module = {"simclr": None, "byol": byol, "patch_placement": patch_placement}[name]
+  from ssljax.objectives import common, simclr
+
+  net = (module or simclr).network(config, None)
+  method = {"simclr": "encode", "byol": byol.ByolNetwork.encode,
+            "patch_placement": patch_placement.SiameseClassifier.encode}[name]
+  train_mode, _ = net.apply({"params": params, "batch_stats": model_state["batch_stats"]},
+                            common.to_unit_range(images), train=True, method=method, mutable=["batch_stats"])
+  np.testing.assert_allclose(objective.features(params, calibrated, batch), train_mode, rtol=1e-4, atol=1e-5)
+  assert not np.allclose(objective.features(params, model_state, batch), train_mode, atol=1e-3)
+
+
+def test_random_init_baseline_has_unit_residual_scales():
+  """zero_init_residual=False (what the baseline uses) starts every block's last BN scale at 1;
+  the training default starts it at 0."""
+  for zero, want in ((True, 0.0), (False, 1.0)):
+    objective = objectives.build(_config("simclr", **{"model.zero_init_residual": zero}))
+    params, _ = objective.init(jax.random.key(0), {"image": np.zeros((2, 28, 28, 1), np.uint8)})
+    blocks = {k: v for k, v in params["encoder"].items() if "Block" in k}
+    assert blocks
+    for block in blocks.values():
+      last_norm = sorted(k for k in block if k.startswith("BatchNorm"))[-1]
+      np.testing.assert_array_equal(block[last_norm]["scale"], want)

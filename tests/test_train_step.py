@@ -74,10 +74,8 @@ def batch():
   return {"image": rng.integers(0, 256, (16, 8, 8, 1), dtype=np.uint8), "label": rng.integers(0, 10, 16).astype(np.int32)}
 
 
-def test_eight_devices_equal_one(batch):
-  assert jax.device_count() == 8
-  state8, hist8 = _run(8, batch)
-  state1, hist1 = _run(1, batch)
+def _assert_same_run(run8, run1):
+  (state8, hist8), (state1, hist1) = run8, run1
   for m8, m1 in zip(hist8, hist1):
     for k in m1:
       np.testing.assert_allclose(m8[k], m1[k], rtol=2e-5, atol=2e-6, err_msg=k)
@@ -85,20 +83,19 @@ def test_eight_devices_equal_one(batch):
   # Global BN: running statistics average over the global batch, not the local one.
   chex.assert_trees_all_close(state8.model_state, state1.model_state, rtol=1e-4, atol=1e-6)
   chex.assert_trees_all_close(state8.probe_params, state1.probe_params, rtol=1e-4, atol=1e-6)
-  assert int(state8.step) == 2
+  assert int(state8.step) == int(state1.step) == 2
+
+
+def test_eight_devices_equal_one(batch):
+  assert jax.device_count() == 8
+  _assert_same_run(_run(8, batch), _run(1, batch))
 
 
 def test_without_vma_checks_the_explicit_gradient_pmean_still_gives_the_global_step(batch):
   """check_vma=False types nothing, so each device's raw gradient is its share of the global
   one times the device count; the step's explicit pmean must turn that into the global
   gradient, exactly as on one device."""
-  state8, hist8 = _run(8, batch, check_vma=False)
-  state1, hist1 = _run(1, batch)
-  for m8, m1 in zip(hist8, hist1):
-    for k in m1:
-      np.testing.assert_allclose(m8[k], m1[k], rtol=2e-5, atol=2e-6, err_msg=k)
-  chex.assert_trees_all_close(state8.params, state1.params, rtol=1e-4, atol=1e-6)
-  chex.assert_trees_all_close(state8.model_state, state1.model_state, rtol=1e-4, atol=1e-6)
+  _assert_same_run(_run(8, batch, check_vma=False), _run(1, batch))
 
 
 @pytest.mark.parametrize("name", ["simclr", "patch_placement"])

@@ -45,10 +45,6 @@ def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
                     unit="images")
 
 
-def few_label_key(config: ml_collections.ConfigDict) -> str:
-  return f"linear_probe_{config.eval.labels_per_class}_per_class"
-
-
 def probe_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                    eval_config: ml_collections.ConfigDict, num_classes: int) -> dict[str, float]:
   """The accuracies of one representation: probe with all labels, probe with a few labels per

@@ -151,10 +151,15 @@ def monitors(objective, config: ml_collections.ConfigDict, workdir: str) -> list
 
 
 def headline_samples(objective, params, model_state, tokenizer, config, split: str) -> list[dict]:
-  """`eval.num_samples` continuations of the split's headlines (a fixed random choice),
-  sampled with the config's temperature and top-k from a fixed key."""
+  """`eval.num_samples` continuations of the split's headlines (a fixed random choice; first
+  lines where the corpus has no titles), sampled with the config's temperature and top-k from a
+  fixed key."""
   e = config.eval
-  titles = split_texts(config, split, key="title")
+  features = data.info(config.data.name, data_dir=config.data.data_dir).features
+  if "title" in features:
+    titles = split_texts(config, split, key="title")
+  else:  # a corpus without headlines: the first line of each document
+    titles = [text.split("\n", 1)[0][:200] for text in split_texts(config, split)]
   picked = np.random.default_rng(e.seed).choice(len(titles), min(e.num_samples, len(titles)), replace=False)
   prompts = [titles[i] + "\n\n" for i in picked]
   # At most half the context for the prompt (its end), so there is room to continue it.
