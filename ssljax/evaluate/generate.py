@@ -15,6 +15,7 @@ from typing import Sequence
 import jax
 
 from ssljax import workdir as workdir_lib
+from ssljax.families import text
 from ssljax.text import tokenizer as tokenizer_lib
 
 
@@ -28,8 +29,7 @@ def generate(workdir: str, prompts: Sequence[str], *, num_samples: int = 1, max_
   if "generate" not in objective.extras:
     raise ValueError(f"the run in {workdir} is a {objective.name} run, which does not generate text")
   tokenizer = tokenizer_lib.load(workdir)
-  keep = config.text.seq_len // 2  # the prompt's end, leaving room for the continuation
-  encoded = [([tokenizer_lib.EOS] + tokenizer.encode(p))[-keep:] for p in prompts]
+  encoded = [text.prompt_ids(tokenizer, p, config.text.seq_len) for p in prompts]
   rows = [ids for ids in encoded for _ in range(num_samples)]
   new = objective.extras["generate"](params, model_state, rows, max_new_tokens=max_new_tokens,
                                      key=jax.random.key(seed), temperature=temperature, top_k=top_k,

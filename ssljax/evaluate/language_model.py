@@ -25,15 +25,20 @@ from ssljax.evaluate import ngram
 LogProbsFn = Callable[[np.ndarray], np.ndarray]  # tokens (B, T) -> (B, T) log p(token t | < t)
 
 
+def token_stream(docs: Sequence[Sequence[int]], *, eos_id: int) -> np.ndarray:
+  """[EOS] doc_1 [EOS] doc_2 [EOS] ... as one int32 array."""
+  pieces = [[eos_id]]
+  for doc in docs:
+    pieces += [list(doc), [eos_id]]
+  return np.concatenate([np.asarray(p, np.int32) for p in pieces])
+
+
 def scoring_windows(docs: Sequence[Sequence[int]], seq_len: int, *, eos_id: int,
                     pad_id: int) -> tuple[np.ndarray, np.ndarray]:
   """windows (N, T) int32 and mask (N, T) bool of the positions to score (module docstring)."""
   if seq_len < 2:
     raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-  pieces = [[eos_id]]
-  for doc in docs:
-    pieces += [list(doc), [eos_id]]
-  stream = np.concatenate([np.asarray(p, np.int32) for p in pieces])
+  stream = token_stream(docs, eos_id=eos_id)
   stride = seq_len - 1
   starts = range(0, max(len(stream) - 1, 1), stride)
   windows = np.full((len(starts), seq_len), pad_id, np.int32)
@@ -69,17 +74,15 @@ def evaluate(log_probs_fn: LogProbsFn, tokenizer, texts: Sequence[str], train_te
   """{"model", "bigram", "unigram"} -> {"loss_per_token", "perplexity", "bits_per_byte"} on
   `texts`, plus "tokens" and "bytes" scored. The n-gram models are fit on `train_texts` with the
   add-k constant chosen on `validation_texts` (ngram.choose_k)."""
-  def windows_of(docs):
-    return scoring_windows([tokenizer.encode(t) for t in docs], seq_len, eos_id=eos_id, pad_id=pad_id)
+  def windows_of(texts_):
+    return scoring_windows([tokenizer.encode(t) for t in texts_], seq_len, eos_id=eos_id, pad_id=pad_id)
 
   windows, mask = windows_of(texts)
   num_tokens = int(mask.sum())
   num_bytes = sum(len(t.encode("utf-8")) for t in texts)
   results = {"model": summary(ngram.nll_of_log_probs(model_log_probs(log_probs_fn, windows, batch_size), mask),
                               num_tokens, num_bytes)}
-  train_stream, _ = windows_of(train_texts)
-  train_stream = train_stream[:, :-1].reshape(-1)  # the stream once (windows overlap by one)
-  train_stream = train_stream[train_stream != pad_id]
+  train_stream = token_stream([tokenizer.encode(t) for t in train_texts], eos_id=eos_id)
   val_windows, val_mask = windows_of(validation_texts)
   vocab = tokenizer.num_tokens
   for name, order, fit in (("bigram", 2, ngram.fit_bigram), ("unigram", 1, ngram.fit_unigram)):

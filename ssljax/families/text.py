@@ -119,6 +119,12 @@ def _pack(stream, *, seq_len: int):
                                    pad_id=tokenizer_lib.PAD)
 
 
+def prompt_ids(tokenizer, prompt: str, seq_len: int) -> list[int]:
+  """A generation prompt's ids: [EOS] (what precedes a document in training) and the prompt,
+  cut to its last seq_len // 2 tokens so that the context leaves room to continue it."""
+  return ([tokenizer_lib.EOS] + tokenizer.encode(prompt))[-(seq_len // 2):]
+
+
 def log_probs_fn(objective, params, model_state):
   """numpy tokens (B, T) -> numpy (B, T) log-probs under the trained model."""
   score = objective.extras["log_probs"]
@@ -162,10 +168,8 @@ def headline_samples(objective, params, model_state, tokenizer, config, split: s
     titles = [text.split("\n", 1)[0][:200] for text in split_texts(config, split)]
   picked = np.random.default_rng(e.seed).choice(len(titles), min(e.num_samples, len(titles)), replace=False)
   prompts = [titles[i] + "\n\n" for i in picked]
-  # At most half the context for the prompt (its end), so there is room to continue it.
-  keep = config.text.seq_len // 2
   outputs = objective.extras["generate"](
-      params, model_state, [([tokenizer_lib.EOS] + tokenizer.encode(p))[-keep:] for p in prompts],
+      params, model_state, [prompt_ids(tokenizer, p, config.text.seq_len) for p in prompts],
       max_new_tokens=e.sample_tokens, key=jax.random.key(e.seed), temperature=e.sample_temperature,
       top_k=e.sample_top_k)
   return [{"prompt": p, "continuation": tokenizer.decode(o)} for p, o in zip(prompts, outputs)]
@@ -178,10 +182,8 @@ def few_shot_tasks(config: ml_collections.ConfigDict, split: str) -> dict:
   names = data.info(d.name, data_dir=d.data_dir).label_names
 
   def pairs(s):
-    titles = split_texts(config, s, key="title")
     source = data.load(d.name, s, data_dir=d.data_dir)
-    topics = [names[int(r[d.label_key])] for r in source.__getitems__(range(len(source)))]
-    return list(zip(titles, topics))
+    return [(_decode(r["title"]), names[int(r[d.label_key])]) for r in source.__getitems__(range(len(source)))]
 
   tasks = {task.name: task for task in icl_tasks.TASKS}
   if d.get("label_key"):

@@ -76,7 +76,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   )
   example = data.example_batch(inp.source, inp.record_fn, inp.iter_stage)
   tx, learning_rate = optim.optimizer(config.optim, t.steps, t.batch_size)
-  create = state_factory(objective, example, tx, probe_optimizer(config), inp.num_classes)
+  probe_tx = probe_optimizer(config)
+  create = state_factory(objective, example, tx, probe_tx, inp.num_classes)
   replicated = mesh_lib.replicated(mesh)
 
   mngr = checkpoint.manager(workdir, save_every=t.checkpoint_every, keep=t.keep_checkpoints)
@@ -90,8 +91,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   save_config(config, workdir)
   start = int(state.step)
 
-  train_step = step_lib.make_train_step(objective, tx, probe_optimizer(config),
-                                        jax.random.key(config.seed), mesh)
+  train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh)
   writer = MetricWriter(workdir, resume_step=start)
   bar = Progress(t.steps, start, units_per_step=t.batch_size * inp.units_per_example, unit=inp.unit,
                  enabled=progress and jax.process_index() == 0)
