@@ -46,6 +46,7 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.data.name, c.data.label_key = "openwebtext", ""
     c.data.train_split, c.data.eval_split, c.data.test_split = "train[:99%]", "train[99%:]", "train[99%:]"
     c.text.vocab_size, c.text.seq_len = 50257, 1024  # GPT-2's vocabulary size (50,304 rows padded)
+    c.text.max_training_texts = 200_000  # documents for the tokenizer and the n-gram baselines
     c.model.preset, c.model.dtype, c.model.attention_impl = "gpt2", "bfloat16", "auto"
     c.train.batch_size, c.train.steps = 512, 600_000  # 0.5M tokens per step, as GPT-3 small
     c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 100, 5000, 5000

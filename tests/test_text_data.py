@@ -480,3 +480,55 @@ def test_tokenize_and_pack_the_validation_split(built):
   # A plain list of strings works too.
   plain = packing.tokenize_documents(["ab", "c"], byte)
   assert [d["tokens"].tolist() for d in plain] == [[6 + 97, 6 + 98], [6 + 99]]
+
+
+# --- Large corpora: read lazily, not into memory --------------------------------
+
+
+def _gpt_smoke_config(data_dir):
+  from configs import gpt
+
+  config = gpt.get_config("smoke")
+  config.unlock()
+  config.data.data_dir = data_dir
+  return config
+
+
+def test_concat_source_indexes_across_parts():
+  from ssljax.families.text import ConcatSource
+
+  source = ConcatSource(["a", "b"], [], ["c"])
+  assert len(source) == 3
+  assert [source[i] for i in range(3)] == ["a", "b", "c"]
+  assert source.__getitems__([2, 0]) == ["c", "a"]
+  with pytest.raises(IndexError):
+    source[3]
+
+
+def test_split_texts_reads_a_capped_sample_in_stored_order(data_dir, texts):
+  from ssljax.families import text
+
+  config = _gpt_smoke_config(data_dir)
+  sample = text.split_texts(config, "train", max_texts=50)
+  assert len(sample) == 50
+  remaining = iter(texts["train"])
+  assert all(any(t == u for u in remaining) for t in sample)  # a subsequence: the split's order
+  assert sample == text.split_texts(config, "train", max_texts=50)  # drawn by config.seed
+  assert text.split_texts(config, "train") == texts["train"]
+
+
+def test_a_large_training_split_is_streamed_with_the_same_tokens(data_dir, monkeypatch):
+  """Above IN_MEMORY_DOCUMENTS the pipeline reads TFDS records lazily; the documents it
+  tokenises are the ones the in-memory path tokenises, synthetic documents after them."""
+  from ssljax.families import text
+
+  config = _gpt_smoke_config(data_dir)
+  in_memory = text.training_documents(config)
+  monkeypatch.setattr(text, "IN_MEMORY_DOCUMENTS", 10)
+  streamed = text.training_documents(config)
+  assert isinstance(streamed, text.ConcatSource) and isinstance(in_memory, list)
+  assert len(streamed) == len(in_memory)
+  tokenize = packing.TokenizeDocument(tok.ByteTokenizer(), text_key=config.data.text_key)
+  for i in (0, 1, 1780, len(in_memory) - 1):  # news records, then synthetic documents
+    np.testing.assert_array_equal(tokenize.map(streamed[i])["tokens"], tokenize.map(in_memory[i])["tokens"])
+  assert isinstance(streamed[0], dict) and isinstance(streamed[len(streamed) - 1], str)

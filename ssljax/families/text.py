@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -52,12 +53,68 @@ def _decode(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def split_texts(config: ml_collections.ConfigDict, split: str, key: str | None = None) -> list[str]:
-  """Every document's text (or its `key` feature) of a split, in stored order."""
+def split_texts(config: ml_collections.ConfigDict, split: str, key: str | None = None,
+                max_texts: int | None = None) -> list[str]:
+  """Every document's text (or its `key` feature) of a split, in stored order; with
+  `max_texts`, at most that many documents drawn by `config.seed` (kept in stored order), read
+  without touching the others."""
   d = config.data
   source = data.load(d.name, split, data_dir=d.data_dir)
   key = key or d.text_key
-  return [_decode(record[key]) for record in source.__getitems__(range(len(source)))]
+  indices = np.arange(len(source))
+  if max_texts is not None and len(source) > max_texts:
+    indices = np.sort(np.random.default_rng(config.seed).choice(len(source), max_texts, replace=False))
+  texts = []
+  for first in range(0, len(indices), _READ_CHUNK):
+    texts.extend(_decode(record[key]) for record in source.__getitems__(indices[first:first + _READ_CHUNK].tolist()))
+  return texts
+
+
+# Documents read per call when a split is read into memory.
+_READ_CHUNK = 4096
+# A training split of at most this many documents is held in memory as str; a larger one is
+# read record by record by the input pipeline, so a corpus of millions of documents (the
+# `gpt2` variant's) never has to fit in host memory.
+IN_MEMORY_DOCUMENTS = 100_000
+
+
+class ConcatSource:
+  """Random-access records of several sources one after another (a TFDS split, then the
+  synthetic documents); records keep their own type (a feature dict or a str)."""
+
+  def __init__(self, *parts):
+    self._parts = [part for part in parts if len(part)]
+    self._starts = np.cumsum([0] + [len(part) for part in self._parts])
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def __getitem__(self, index: int):
+    if not 0 <= index < len(self):
+      raise IndexError(f"index {index} out of range for {len(self)} records")
+    part = int(np.searchsorted(self._starts, index, side="right")) - 1
+    return self._parts[part][int(index - self._starts[part])]
+
+  def __getitems__(self, indices):
+    return [self[int(i)] for i in indices]
+
+
+def training_documents(config: ml_collections.ConfigDict):
+  """The training split's documents followed by the synthetic in-context documents, as a
+  random-access source: str records for a split of at most IN_MEMORY_DOCUMENTS documents,
+  else the split's own records, read lazily."""
+  d = config.data
+  source = data.load(d.name, d.train_split, data_dir=d.data_dir)
+  if len(source) <= IN_MEMORY_DOCUMENTS:
+    return split_texts(config, d.train_split) + icl_documents(config)
+  return ConcatSource(source, icl_documents(config))
+
+
+def tokenizer_texts(config: ml_collections.ConfigDict) -> list[str]:
+  """What a SentencePiece tokenizer is trained on: the training split (at most
+  `text.max_training_texts` documents of it) and the synthetic in-context documents."""
+  return (split_texts(config, config.data.train_split, max_texts=config.text.get("max_training_texts"))
+          + icl_documents(config))
 
 
 def icl_documents(config: ml_collections.ConfigDict) -> list[str]:
@@ -65,20 +122,22 @@ def icl_documents(config: ml_collections.ConfigDict) -> list[str]:
   return icl_tasks.pretraining_documents(t.icl_seed, t.icl_documents) if t.icl_documents else []
 
 
-def _build_tokenizer(config: ml_collections.ConfigDict, texts: list[str]) -> tokenizer_lib.Tokenizer:
+def _build_tokenizer(config: ml_collections.ConfigDict, texts) -> tokenizer_lib.Tokenizer:
   t = config.text
   if t.tokenizer == "byte":
     return tokenizer_lib.ByteTokenizer()
   if t.model_file:
     return tokenizer_lib.SentencePieceTokenizer.from_file(t.model_file)
+  texts = texts() if callable(texts) else (texts or [])
   return tokenizer_lib.SentencePieceTokenizer.train(texts, t.vocab_size, model_type=t.model_type, seed=config.seed)
 
 
 def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
-                  training_texts: list[str] | None = None) -> tokenizer_lib.Tokenizer:
+                  training_texts: list[str] | Callable[[], list[str]] | None = None) -> tokenizer_lib.Tokenizer:
   """The run's tokenizer: the one saved in `workdir`, else built from the config (trained on
-  `training_texts`) and saved there. A saved tokenizer that the config contradicts (another
-  kind, model file or vocabulary size) is an error naming both."""
+  `training_texts`, a list or a function that reads it only when a tokenizer is trained) and
+  saved there. A saved tokenizer that the config contradicts (another kind, model file or
+  vocabulary size) is an error naming both."""
   saved = os.path.exists(os.path.join(workdir, tokenizer_lib.CONFIG_FILE))
   if saved:
     tokenizer = tokenizer_lib.load(workdir)
@@ -91,7 +150,7 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
           f"{config.text.tokenizer} tokenizer of {model_vocab_size(config)}; use the run's "
           "config or a new --workdir")
     return tokenizer
-  tokenizer = _build_tokenizer(config, training_texts or [])
+  tokenizer = _build_tokenizer(config, training_texts)
   if tokenizer.vocab_size != model_vocab_size(config):
     raise ValueError(f"the tokenizer has {tokenizer.vocab_size} embedding rows, the model "
                      f"{model_vocab_size(config)}")
@@ -102,12 +161,12 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
 
 
 def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
-  texts = split_texts(config, config.data.train_split) + icl_documents(config)
-  tokenizer = run_tokenizer(config, workdir, texts)
+  documents = training_documents(config)
+  tokenizer = run_tokenizer(config, workdir, functools.partial(tokenizer_texts, config))
   seq_len = config.text.seq_len
   return TrainInput(
-      source=texts,
-      record_fn=packing.TokenizeDocument(tokenizer),
+      source=documents,
+      record_fn=packing.TokenizeDocument(tokenizer, text_key=config.data.text_key),
       iter_stage=functools.partial(_pack, seq_len=seq_len),
       unit="tokens",
       units_per_example=seq_len,
@@ -197,7 +256,8 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
   e, d = config.eval, config.data
   score = log_probs_fn(objective, params, model_state)
   lm = language_model.evaluate(
-      score, tokenizer, split_texts(config, split), split_texts(config, d.train_split),
+      score, tokenizer, split_texts(config, split),
+      split_texts(config, d.train_split, max_texts=config.text.get("max_training_texts")),
       split_texts(config, d.eval_split), seq_len=config.text.seq_len, batch_size=e.lm_batch_size,
       eos_id=tokenizer_lib.EOS, pad_id=tokenizer_lib.PAD)
   shots = {}

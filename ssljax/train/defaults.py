@@ -93,6 +93,9 @@ def text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.text.model_type = "unigram"  # SentencePiece's algorithm: "unigram" or "bpe"
   c.text.model_file = config_dict.placeholder(str)  # a user's SentencePiece .model instead
   c.text.seq_len = 256  # packed window length = the model's context
+  # The most training documents read to train the tokenizer and fit the n-gram baselines
+  # (drawn by `seed`); None reads them all (the bundled corpus's 1,781).
+  c.text.max_training_texts = config_dict.placeholder(int)
   c.text.icl_documents = 0  # synthetic in-context-learning documents mixed into training
   c.text.icl_seed = 0
 
