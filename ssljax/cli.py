@@ -8,6 +8,8 @@
   ssljax table --dataset mnist5k --workdir runs/table
   ssljax generate --workdir runs/gpt --prompt "Shares in" [--num_samples 3]
   ssljax tokenizer train --config configs/gpt.py --workdir runs/gpt
+  ssljax finetune --workdir runs/bert --task bbc_topic [--config.labels_per_class=10] [--config.init=scratch]
+  ssljax zero-shot --workdir runs/clip --image FILE [--image FILE] --labels "red circle,blue square"
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("train", "eval", "plot", "bench", "generate", "tokenizer")
+COMMANDS = ("train", "eval", "plot", "bench", "generate", "tokenizer", "finetune", "zero-shot")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/simclr.py:mnist5k; override keys with --config.KEY=VALUE.",
@@ -37,6 +39,11 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Sampling temperature (0: 
 _TOP_K = flags.DEFINE_integer("top_k", 40, "Sample among the k most likely tokens (0: all).")
 _TOP_P = flags.DEFINE_float("top_p", None, "Nucleus sampling: the smallest set of tokens with this much probability.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed: the same seed gives the same text.")
+_IMAGE = flags.DEFINE_multi_string("image", None, "An image file for `ssljax zero-shot`; repeatable.")
+_LABELS = flags.DEFINE_string("labels", None, 'Comma-separated class names for `ssljax zero-shot`, e.g. "red circle,blue square".')
+_TEMPLATE = flags.DEFINE_string("template", "a photo of a {}.", "The zero-shot prompt; {} stands for the label.")
+_TASK = flags.DEFINE_string(
+    "task", None, "Fine-tuning task of `ssljax finetune` (configs/finetune.py:TASK), e.g. bbc_topic, sst2, squad.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() first: one process per host of a TPU pod or GPU cluster.")
@@ -101,7 +108,7 @@ def main(argv: list[str]) -> None:
     from ssljax.families import text
 
     config, workdir = _CONFIG.value, _require_workdir()
-    texts = text.split_texts(config, config.data.train_split) + text.icl_documents(config)
+    texts = text.tokenizer_texts(config)
     start = time.perf_counter()
     tokenizer = text.run_tokenizer(config, workdir, texts)
     seconds = time.perf_counter() - start
@@ -110,6 +117,22 @@ def main(argv: list[str]) -> None:
     print(f"{tokenizer.kind} tokenizer: {tokenizer.num_tokens} tokens ({tokenizer.vocab_size} embedding rows), "
           f"ready in {seconds:.1f} s, saved in {workdir}; the training texts are {tokens:,} tokens, "
           f"{size / tokens:.2f} bytes per token")
+  elif command == "finetune":
+    if _CONFIG.value is None:
+      _usage("finetune needs --task NAME (or --config configs/finetune.py:NAME)")
+    from ssljax import finetune
+
+    try:
+      results = finetune.run(_require_workdir(), _TASK.value, config=_CONFIG.value, progress=_PROGRESS.value)
+    except finetune.TaskDataMissing as error:
+      sys.exit(f"ssljax: {error}")
+    print(finetune.format_results(results))
+  elif command == "zero-shot":
+    if not _IMAGE.value or not _LABELS.value:
+      _usage('zero-shot needs --image FILE and --labels "a,b,c"')
+    from ssljax.evaluate import zero_shot
+
+    print(zero_shot.zero_shot_command(_require_workdir(), _IMAGE.value, _LABELS.value, _TEMPLATE.value))
   elif command == "plot":
     from ssljax.train import plots
 
@@ -161,9 +184,31 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"ssljax: bad config override, no such key: {message}")
 
 
+def _finetune_config_flag(argv: list[str]) -> list[str]:
+  """`ssljax finetune --task NAME` reads configs/finetune.py:NAME: the --config flag that
+  --config.KEY overrides apply to is added here, before flags are parsed, unless given."""
+  if argv[1:2] != ["finetune"] or any(a == "--config" or a.startswith("--config=") for a in argv):
+    return argv
+  task = None
+  for i, arg in enumerate(argv):
+    if arg == "--task" and i + 1 < len(argv):
+      task = argv[i + 1]
+    elif arg.startswith("--task="):
+      task = arg.split("=", 1)[1]
+  if task is None:
+    return argv
+  from ssljax.finetune.tasks import TASKS
+  from ssljax.train.defaults import CONFIGS_DIR
+
+  if task not in TASKS:
+    sys.exit(f"ssljax: unknown fine-tuning task {task!r}; choose one of {', '.join(TASKS)}")
+  return [*argv[:2], f"--config={os.path.join(CONFIGS_DIR, 'finetune.py')}:{task}", *argv[2:]]
+
+
 def run() -> None:
   """Console-script entry point."""
   _enable_compilation_cache()
+  sys.argv = _finetune_config_flag(sys.argv)
   if sys.argv[1:2] == ["table"]:  # its own argparse flags (--dataset, --objectives, ...)
     from ssljax import table
 

@@ -37,13 +37,20 @@ _DATASET_SHAPES = {
 
 def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0) -> dict:
   """Random images and labels shaped like `config.data`'s dataset, or random token windows of
-  `config.text.seq_len` for a language config."""
+  `config.text.seq_len` for a language config, or BERT's sentence pairs (tokens, segments,
+  nsp_label) for a masked-LM config (one with `text.max_predictions`), or image-caption pairs
+  (images and [EOS]-terminated token rows) for an image-text config (one with `data.caption_key`)."""
+  if "caption_key" in config.data:
+    return _image_text_pairs(config, batch_size, np.random.default_rng(seed))
   if "text" in config:
     from ssljax.families import text  # only language configs need the tokenizer's sizes
 
     rng = np.random.default_rng(seed)
     vocab = text.model_vocab_size(config)
-    return {"tokens": rng.integers(6, vocab, (batch_size, config.text.seq_len), dtype=np.int32)}
+    tokens = rng.integers(6, vocab, (batch_size, config.text.seq_len), dtype=np.int32)
+    if "max_predictions" not in config.text:
+      return {"tokens": tokens}
+    return _sentence_pairs(tokens, rng)
   name = config.data.name
   if name not in _DATASET_SHAPES:
     raise ValueError(f"bench step knows the image shape of {sorted(_DATASET_SHAPES)}, not {name!r}")
@@ -59,13 +66,37 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: in
   }
 
 
+def _sentence_pairs(tokens: np.ndarray, rng: np.random.Generator) -> dict:
+  """BERT's inputs from random tokens (n, T): [CLS] A [SEP] B [SEP] with A and B of half the
+  length each, segment ids and random next-sentence labels."""
+  from ssljax.text import pairs  # only BERT configs need the pair layout
+
+  n, length = tokens.shape
+  half = (length - pairs.NUM_PAIR_SPECIALS) // 2
+  examples = [pairs.pair_example(row[:half], row[half:2 * half], int(label), length)
+              for row, label in zip(tokens, rng.integers(0, 2, n))]
+  return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+
+
+def _image_text_pairs(config: ml_collections.ConfigDict, batch_size: int, rng: np.random.Generator) -> dict:
+  """CLIP's inputs: random RGB images of `data.image_size` and random captions of half the
+  context, each ended by [EOS] (where the text tower reads its feature) and padded."""
+  from ssljax.families import image_text  # only image-text configs need the vocabulary size
+
+  side, length = config.data.image_size, config.text.seq_len
+  tokens = rng.integers(6, image_text.model_vocab_size(config), (batch_size, length), dtype=np.int32)
+  tokens[:, length // 2] = 1  # [EOS]
+  tokens[:, length // 2 + 1:] = 0  # [PAD]
+  return {"image": rng.integers(0, 256, (batch_size, side, side, 3), dtype=np.uint8), "tokens": tokens}
+
+
 def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3) -> dict:
   """Times `steps` training steps after `warmup` untimed ones (the first of which compiles).
 
   Returns:
     {"device", "device_count", "objective", "model", "dtype", "batch_size", "input_shape",
-     "compile_seconds", "step_seconds", "unit", "per_second"}: images or tokens per second of
-    the global batch.
+     "compile_seconds", "step_seconds", "unit", "per_second"}: images, tokens or (BERT)
+    sequences per second of the global batch.
   """
   checks.check(config)
   if steps < 1 or warmup < 1:
@@ -108,11 +139,20 @@ def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3)
       "compile_seconds": round(compile_seconds, 2),
       "step_seconds": step_seconds,
   }
+  if "image" in example and "tokens" in example:  # image-caption pairs (CLIP)
+    params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+    tower = config.model.vit_preset if config.model.image_tower == "vit" else config.model.encoder
+    return {**result, "model": f"{tower} + text transformer ({params / 1e6:.1f}M parameters)",
+            "input_shape": list(example["image"].shape[1:]), "unit": "pairs",
+            "per_second": batch_size / step_seconds}
   if "tokens" in example:
     params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+    # Sentence pairs are counted as sequences (BERT's unit); packed windows as tokens.
+    pairs = "nsp_label" in example
+    unit, per_step = ("sequences", batch_size) if pairs else ("tokens", batch_size * config.text.seq_len)
     return {**result, "model": f"transformer {config.model.preset} ({params / 1e6:.1f}M parameters)",
-            "input_shape": list(example["tokens"].shape[1:]), "unit": "tokens",
-            "per_second": batch_size * config.text.seq_len / step_seconds}
+            "input_shape": list(example["tokens"].shape[1:]), "unit": unit,
+            "per_second": per_step / step_seconds}
   return {**result, "model": f"{config.model.encoder} width {config.model.width}",
           "input_shape": list(example["image"].shape[1:]), "unit": "images",
           "per_second": batch_size / step_seconds}

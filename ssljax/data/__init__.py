@@ -1,6 +1,7 @@
 """Datasets and input pipelines, for any modality.
 
-Bundled datasets built offline by TFDS builders (`mnist5k`, `digits`, `bbc_news`),
+Bundled datasets built offline by TFDS builders (`mnist5k`, `digits`, `bbc_news`, and the
+generated image-caption set `shapes`),
 public TFDS datasets read once prepared as ArrayRecord, grain training iterators with
 host-side record transforms whose state is checkpointed with the model, streamed
 evaluation batches, and global-array assembly for multi-host.

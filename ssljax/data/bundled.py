@@ -226,8 +226,9 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
 def _bundled_builders() -> dict[str, type[tfds.core.GeneratorBasedBuilder]]:
   from ssljax.data.bbc_news import BbcNews  # its own module: text, not digits
+  from ssljax.data.shapes import Shapes  # generated image-caption pairs, for CLIP
 
-  return {Mnist5k.name: Mnist5k, Digits.name: Digits, BbcNews.name: BbcNews}
+  return {Mnist5k.name: Mnist5k, Digits.name: Digits, BbcNews.name: BbcNews, Shapes.name: Shapes}
 
 
 BUNDLED_BUILDERS = _bundled_builders()

@@ -134,17 +134,26 @@ def classification_loss(logits: Array, labels: Array, *,
   return _weighted_mean(_token_nll(logits, labels), jnp.ones(labels.shape), axis_name)
 
 
-def accuracy(logits: Array, labels: Array, *, axis_name: AxisName | None = None) -> Array:
-  """Fraction of rows whose argmax is the label: mean(argmax(logits, -1) == labels).
+def accuracy(logits: Array, labels: Array, *, weights: Array | None = None,
+             axis_name: AxisName | None = None) -> Array:
+  """Fraction of rows whose argmax is the label: mean(argmax(logits, -1) == labels), or with
+  weights sum(w * [argmax == label]) / sum(w) (masked-LM accuracy over the predicted slots).
 
   Args:
     logits: (..., C) class scores.
     labels: (...) integer classes.
+    weights: optional (...) weights of the rows (0 for rows that do not count); None counts all.
     axis_name: mesh axis (or tuple of axes) for a global mean, or None.
 
   Returns:
-    Scalar float32 in [0, 1] (no gradient).
+    Scalar float32 in [0, 1] (no gradient); 0 when every weight is 0.
   """
   logits, labels = _check_logits_labels("accuracy", logits, labels)
+  if weights is None:
+    weights = jnp.ones(labels.shape)
+  weights = _common.as_array("accuracy", "weights", weights)
+  if weights.shape != labels.shape:
+    raise ValueError(f"accuracy: weights must have the shape of labels {tuple(labels.shape)}, got "
+                     f"{_common.describe(weights)}")
   correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-  return _weighted_mean(correct, jnp.ones(labels.shape), axis_name)
+  return _weighted_mean(correct, weights.astype(jnp.float32), axis_name)

@@ -128,6 +128,9 @@ PRESETS: dict[str, dict[str, int]] = {
     "small": dict(num_layers=6, num_heads=6, embed_dim=384, mlp_dim=1536, max_len=256),
     # GPT-2 small (124M parameters with vocab 50304) and BERT-base's shape.
     "gpt2": dict(num_layers=12, num_heads=12, embed_dim=768, mlp_dim=3072, max_len=1024),
+    # BERT-base (Devlin et al. 2019): GPT-2 small's blocks with BERT's 512 positions; 110M
+    # parameters with its 30,522-token vocabulary, two segments and the pretraining heads.
+    "bert_base": dict(num_layers=12, num_heads=12, embed_dim=768, mlp_dim=3072, max_len=512),
 }
 
 

@@ -12,6 +12,8 @@ from ssljax.objectives import rotation  # noqa: F401  isort: skip
 from ssljax.objectives import patch_placement  # noqa: F401  isort: skip
 from ssljax.objectives import supervised  # noqa: F401  isort: skip
 from ssljax.objectives import gpt  # noqa: F401  isort: skip
+from ssljax.objectives import bert  # noqa: F401  isort: skip
+from ssljax.objectives import clip  # noqa: F401  isort: skip
 
 __all__ = ["DATA_AXIS", "Family", "LossAux", "Monitor", "Objective", "TrainInput", "build", "get", "names",
            "register"]

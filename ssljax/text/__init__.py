@@ -1,12 +1,15 @@
-"""Text for language-model pretraining: tokenizers and document packing.
+"""Text for language-model pretraining: tokenizers, document packing and BERT's sentence pairs.
 
 Tokenizers (`ByteTokenizer`, `SentencePieceTokenizer`) share the special ids
 PAD=0, EOS=1, CLS=2, SEP=3, MASK=4, UNK=5 and reproduce text exactly; they are
 saved next to a run and checked by fingerprint when it is restored. Packing
 turns tokenized documents into fixed-length [EOS]-separated windows, in numpy
-(`pack`) or as a checkpointable grain stage (`packed_dataset`). This package
-needs only numpy, grain and sentencepiece (not JAX), so input pipelines can
-use it in worker processes.
+(`pack`) or as a checkpointable grain stage (`packed_dataset`); `pairs` builds
+BERT's `[CLS] A [SEP] B [SEP]` examples with next-sentence labels, also as a
+checkpointable grain stage. This package needs only numpy, grain and
+sentencepiece (not JAX), so input pipelines can use it in worker processes;
+the one exception, BERT's on-device masking, is the `ssljax.text.masking`
+module, which is not imported here.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ssljax.text.packing import (
     packed_dataset,
     tokenize_documents,
 )
+from ssljax.text.pairs import Documents, PairIterDataset, TokenizeSentences, split_sentences
 from ssljax.text.tokenizer import (
     CLS,
     EOS,
@@ -44,9 +48,12 @@ __all__ = [
     "SPECIAL_TOKENS",
     "UNK",
     "ByteTokenizer",
+    "Documents",
     "PackedIterDataset",
+    "PairIterDataset",
     "SentencePieceTokenizer",
     "TokenizeDocument",
+    "TokenizeSentences",
     "Tokenizer",
     "check_same",
     "from_config",
@@ -54,5 +61,6 @@ __all__ = [
     "pack",
     "packed_dataset",
     "padded_vocab_size",
+    "split_sentences",
     "tokenize_documents",
 ]

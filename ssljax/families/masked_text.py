@@ -1,0 +1,280 @@
+"""The masked_text family: BERT-style pretraining on sentence pairs of a text corpus.
+
+- Tokenizer: the text family's (`text.run_tokenizer`): trained on the training split when a run
+  starts, saved in the workdir, reloaded on resume and for evaluation.
+- Input: each document is split into sentences and tokenised on the host
+  (`pairs.TokenizeSentences`), then turned into `[CLS] A [SEP] B [SEP]` examples with
+  next-sentence labels (`pairs.PairIterDataset`, negatives from other documents of the split);
+  grain stages, deterministic for the seed and checkpointed with the iterator. Masking happens on
+  the device, in the objective.
+- Monitor: masked-LM and next-sentence accuracy on the first `eval.monitor_pairs` validation
+  pairs every `train.eval_every` steps.
+- Evaluation (`ssljax eval`, and the end of `ssljax train`) on one split's pairs, with masks
+  drawn from the fixed key `eval.seed` (the same masks for every run and every call):
+  masked-LM accuracy and loss at the predicted positions, beside always predicting the most
+  frequent ordinary token of the training split and a unigram model of the training split
+  (add-one smoothed); next-sentence accuracy beside chance (0.5) and the majority label; and a
+  few filled-in blanks.
+
+Objectives of this family supply `extras["mlm_logits"]` (params, tokens, segments, positions)
+-> (n, P, V) and `extras["nsp_logits"]` (params, tokens, segments) -> (n, 2), and read the
+config keys text.max_predictions, text.mask_rate and text.short_seq_prob.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Iterable, Iterator
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ssljax.families import text
+from ssljax.objectives.base import Family, Monitor, TrainInput
+from ssljax.text import masking, pairs
+from ssljax.text import tokenizer as tokenizer_lib
+
+CHANCE_NSP = 0.5
+
+
+def real_vocab_size(config: ml_collections.ConfigDict) -> int:
+  """Token ids the config's tokenizer can produce (below the padded embedding rows): the range of
+  BERT's random replacement tokens, known before the tokenizer is trained."""
+  t = config.text
+  if t.tokenizer == "byte":
+    return tokenizer_lib.ByteTokenizer().num_tokens
+  if t.model_file:
+    return tokenizer_lib.SentencePieceTokenizer.from_file(t.model_file).num_tokens
+  return t.vocab_size  # SentencePiece makes exactly this many pieces
+
+
+def max_predictions(config: ml_collections.ConfigDict) -> int:
+  """Masked-token predictions per sequence, a fixed shape: `text.max_predictions`, or when that
+  is 0, room for 15% of a full sequence (BERT: 20 at length 128)."""
+  t = config.text
+  return t.max_predictions or masking.default_max_predictions(t.seq_len, t.mask_rate)
+
+
+def _tokenized_documents(texts: list[str], tokenizer) -> grain.MapDataset:
+  """Random-access {"tokens", "lengths", "doc_id"} records, tokenised when read."""
+  return grain.MapDataset.source(pairs.Documents(texts)).map(pairs.TokenizeSentences(tokenizer))
+
+
+def _pair_stage(config: ml_collections.ConfigDict, negatives, seed: int):
+  return functools.partial(pairs.PairIterDataset, negatives=negatives, seq_len=config.text.seq_len, seed=seed,
+                           short_seq_prob=config.text.short_seq_prob)
+
+
+def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
+  texts = text.split_texts(config, config.data.train_split)
+  tokenizer = text.run_tokenizer(config, workdir, texts)
+  return TrainInput(
+      source=pairs.Documents(texts),
+      record_fn=pairs.TokenizeSentences(tokenizer),
+      # Negatives are drawn from every training document, whichever process reads which shard.
+      iter_stage=_pair_stage(config, _tokenized_documents(texts, tokenizer), config.seed),
+      unit="sequences",
+  )
+
+
+def split_pairs(config: ml_collections.ConfigDict, tokenizer, split: str, limit: int | None = None) -> Iterator[dict]:
+  """The evaluation pairs of a split: its documents in stored order, negatives from the same
+  split, every choice from `eval.seed`; at most `limit` (None: all)."""
+  records = _tokenized_documents(text.split_texts(config, split), tokenizer)
+  stream = _pair_stage(config, records, config.eval.seed)(records.to_iter_dataset())
+  return itertools.islice(iter(stream), limit)
+
+
+def fixed_batches(examples: Iterable[dict], batch_size: int) -> Iterator[dict]:
+  """Examples stacked into (batch_size, ...) batches, the last one padded with zero rows;
+  "mask" (batch_size,) marks the real ones and "index" (batch_size,) numbers them from 0."""
+  examples = iter(examples)
+  for start in itertools.count(0, batch_size):
+    chunk = list(itertools.islice(examples, batch_size))
+    if not chunk:
+      return
+    batch = {}
+    for key in chunk[0]:
+      stacked = np.stack([e[key] for e in chunk])
+      batch[key] = np.concatenate([stacked, np.zeros((batch_size - len(chunk),) + stacked.shape[1:], stacked.dtype)])
+    batch["mask"] = np.arange(batch_size) < len(chunk)
+    batch["index"] = np.arange(start, start + batch_size, dtype=np.int32)
+    yield batch
+
+
+def pair_scorer(objective, config: ml_collections.ConfigDict, num_tokens: int):
+  """A jitted (params, batch) -> per-prediction and per-pair results, with the masks of pair i
+  drawn from fold_in(key(eval.seed), i): fixed, whatever the batch size or the model."""
+  options = dict(max_predictions=max_predictions(config), num_tokens=num_tokens, mask_rate=config.text.mask_rate)
+  mlm_logits, nsp_logits = objective.extras["mlm_logits"], objective.extras["nsp_logits"]
+  seed = config.eval.seed
+
+  @jax.jit
+  def score(params, tokens, segments, index):
+    base = jax.random.key(seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
+    masked, positions, targets, weights = masking.mask_batch(keys, tokens, **options)
+    logits = mlm_logits(params, masked, segments, positions).astype(jnp.float32)  # (n, P, V)
+    log_probs = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # (n, P)
+    # Next-sentence prediction on the masked input, as in pretraining.
+    nsp_predicted = jnp.argmax(nsp_logits(params, masked, segments), axis=-1)  # (n,)
+    return {"masked": masked, "positions": positions, "targets": targets, "weights": weights, "nll": nll,
+            "predicted": jnp.argmax(logits, axis=-1), "nsp_predicted": nsp_predicted}
+
+  return lambda params, batch: jax.device_get(score(params, batch["tokens"], batch["segments"], batch["index"]))
+
+
+def training_token_counts(config: ml_collections.ConfigDict, tokenizer) -> np.ndarray:
+  """(num_tokens,) occurrences of every id in the training split's documents, tokenised as for
+  pairs (special ids occur there never)."""
+  counts = np.zeros(tokenizer.num_tokens, np.int64)
+  tokenize = pairs.TokenizeSentences(tokenizer)
+  for doc_id, document in enumerate(text.split_texts(config, config.data.train_split)):
+    counts += np.bincount(tokenize.map({"text": document, "doc_id": doc_id})["tokens"], minlength=len(counts))
+  return counts
+
+
+def _max_pairs(config) -> int | None:
+  return config.eval.get("max_pairs") or None
+
+
+def accuracy_monitor(objective, config: ml_collections.ConfigDict, workdir: str) -> Monitor:
+  """Masked-LM and next-sentence accuracy on the first `eval.monitor_pairs` validation pairs."""
+  cache = {}
+
+  def fn(params, model_state):
+    del model_state
+    if "batches" not in cache:
+      tokenizer = tokenizer_lib.load(workdir)
+      examples = split_pairs(config, tokenizer, config.data.eval_split, config.eval.monitor_pairs)
+      cache["batches"] = list(fixed_batches(examples, config.eval.batch_size))
+      cache["score"] = pair_scorer(objective, config, tokenizer.num_tokens)
+    totals = np.zeros(4)
+    for batch in cache["batches"]:
+      out, real = cache["score"](params, batch), batch["mask"]
+      weights = out["weights"] * real[:, None]
+      totals += [np.sum(weights * (out["predicted"] == out["targets"])), np.sum(weights),
+                 np.sum(real * (out["nsp_predicted"] == batch["nsp_label"])), np.sum(real)]
+    return {"validation_mlm_accuracy": float(totals[0] / max(totals[1], 1)),
+            "validation_nsp_accuracy": float(totals[2] / max(totals[3], 1))}
+
+  return Monitor(every=config.train.eval_every, fn=fn)
+
+
+def monitors(objective, config: ml_collections.ConfigDict, workdir: str) -> list[Monitor]:
+  if not config.train.eval_every:
+    return []
+  return [accuracy_monitor(objective, config, workdir)]
+
+
+def _readable(tokenizer, token_id: int) -> str:
+  """A token's text without surrounding space, or its piece name where that leaves nothing
+  (a space, a newline, a special token)."""
+  return tokenizer.decode([token_id]).strip() or tokenizer.id_to_piece(token_id)
+
+
+def filled_blanks(tokenizer, out: dict, row: int) -> dict:
+  """One pair as text, each predicted position shown as [model's token|true token]."""
+  masked, positions = out["masked"][row], out["positions"][row]
+  used = out["weights"][row] > 0
+  blanks = {int(p): (int(g), int(t)) for p, g, t in zip(positions[used], out["predicted"][row][used],
+                                                      out["targets"][row][used])}
+  parts, run = [], []
+  for position, token in enumerate(masked.tolist()):
+    if token == tokenizer_lib.PAD:
+      break
+    if position in blanks or token == tokenizer_lib.SEP:
+      parts.append(tokenizer.decode(run))
+      run = []
+      if token == tokenizer_lib.SEP and position not in blanks:
+        parts.append(" [SEP] ")
+      else:
+        guess, truth = (_readable(tokenizer, i) for i in blanks[position])
+        space = " " if tokenizer.decode([blanks[position][1]])[:1].isspace() else ""
+        parts.append(f"{space}[{guess}|{truth}]")
+    elif token != tokenizer_lib.CLS:
+      run.append(token)
+  parts.append(tokenizer.decode(run))
+  correct = sum(g == t for g, t in blanks.values())
+  return {"text": "".join(parts).strip(), "blanks": len(blanks), "correct": int(correct)}
+
+
+def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, workdir: str,
+             split: str) -> dict:
+  del model_state
+  tokenizer = tokenizer_lib.load(workdir)
+  counts = training_token_counts(config, tokenizer)
+  ordinary = np.arange(len(counts)) >= tokenizer_lib.NUM_SPECIAL_TOKENS
+  most_frequent = int(np.argmax(np.where(ordinary, counts, -1)))
+  # Add-one unigram over the ordinary tokens: what the masked slots hold, knowing no context.
+  unigram = np.where(ordinary, counts + 1.0, 0.0)
+  with np.errstate(divide="ignore"):
+    unigram_log_probs = np.log(unigram / unigram.sum())
+
+  score = pair_scorer(objective, config, tokenizer.num_tokens)
+  totals = dict.fromkeys(("pairs", "is_next", "nsp_correct", "predictions", "mlm_correct", "mlm_nll",
+                          "frequent_correct", "unigram_nll"), 0.0)
+  samples = []
+  examples = split_pairs(config, tokenizer, split, _max_pairs(config))
+  for batch in fixed_batches(examples, config.eval.batch_size):
+    out, real = score(params, batch), batch["mask"]
+    weights = out["weights"] * real[:, None]
+    totals["pairs"] += real.sum()
+    totals["is_next"] += np.sum(real * batch["nsp_label"])
+    totals["nsp_correct"] += np.sum(real * (out["nsp_predicted"] == batch["nsp_label"]))
+    totals["predictions"] += weights.sum()
+    totals["mlm_correct"] += np.sum(weights * (out["predicted"] == out["targets"]))
+    totals["mlm_nll"] += np.sum(weights * out["nll"])
+    totals["frequent_correct"] += np.sum(weights * (out["targets"] == most_frequent))
+    # Unused slots hold target 0, a special id of log-probability -inf: select before multiplying.
+    target_log_probs = np.where(weights > 0, unigram_log_probs[out["targets"]], 0.0)
+    totals["unigram_nll"] -= np.sum(weights * target_log_probs)
+    samples += [filled_blanks(tokenizer, out, row) for row in range(min(config.eval.num_samples - len(samples),
+                                                                        int(real.sum())))]
+  if not totals["predictions"]:
+    raise ValueError(f"the {split} split gave no masked-token predictions: is it empty?")
+  predictions, num_pairs = totals["predictions"], totals["pairs"]
+  is_next = totals["is_next"] / num_pairs
+  return {
+      "dataset": config.data.name, "split": split,
+      "tokenizer": tokenizer.settings() | {"vocab_size": tokenizer.vocab_size},
+      "pairs": int(num_pairs), "is_next_fraction": float(is_next), "predictions": int(predictions),
+      "masked_lm": {
+          "model": {"accuracy": float(totals["mlm_correct"] / predictions),
+                    "loss": float(totals["mlm_nll"] / predictions)},
+          "most_frequent_token": {"accuracy": float(totals["frequent_correct"] / predictions),
+                                  "token": tokenizer.id_to_piece(most_frequent)},
+          "unigram": {"loss": float(totals["unigram_nll"] / predictions)},
+      },
+      "next_sentence": {
+          "model": {"accuracy": float(totals["nsp_correct"] / num_pairs)},
+          "chance": CHANCE_NSP, "majority": float(max(is_next, 1 - is_next)),
+      },
+      "samples": samples,
+  }
+
+
+def format_results(report: dict) -> str:
+  mlm, nsp = report["masked_lm"], report["next_sentence"]
+  lines = [f"BERT pretraining on {report['dataset']} ({report['split']} split: {report['pairs']:,} sentence pairs, "
+           f"{report['is_next_fraction']:.1%} IsNext; {report['predictions']:,} masked-token predictions)",
+           f"{'':<32}{'masked-LM acc':>14}{'masked-LM loss':>16}{'next-sent. acc':>16}",
+           f"{'model':<32}{mlm['model']['accuracy']:>14.4f}{mlm['model']['loss']:>16.4f}"
+           f"{nsp['model']['accuracy']:>16.4f}",
+           f"{'most frequent token ' + repr(mlm['most_frequent_token']['token']):<32}"
+           f"{mlm['most_frequent_token']['accuracy']:>14.4f}{'-':>16}{'-':>16}",
+           f"{'unigram (training split)':<32}{'-':>14}{mlm['unigram']['loss']:>16.4f}{'-':>16}",
+           f"{'chance (majority label)':<32}{'-':>14}{'-':>16}{nsp['chance']:>9.4f} ({nsp['majority']:.3f})"]
+  if report["samples"]:
+    lines.append("\nFilled-in blanks, [model's token|true token]:")
+    lines += [f"  {s['correct']}/{s['blanks']} right: " + s["text"].replace("\n", "\\n") for s in report["samples"]]
+  return "\n".join(lines)
+
+
+FAMILY = Family(name="masked_text", train_input=train_input, monitors=monitors, evaluate=evaluate,
+                format_results=format_results)

@@ -1,0 +1,157 @@
+"""Task heads on a BERT encoder and their losses (Devlin et al. 2019, arXiv 1810.04805, section 4,
+figure 4).
+
+Every head reads the final hidden states of the whole encoder, which is fine-tuned with it:
+
+* sequence and sentence-pair classification: the hidden state of [CLS] goes through a pooler
+  (Dense(D) + tanh, BERT's "pooled output") and a linear layer onto the classes;
+* token tagging: every token's hidden state goes through a linear layer onto the tags; only the
+  first sub-token of each word carries a label (section 5.3);
+* span extraction (SQuAD): one linear layer gives every token a start and an end logit; the
+  softmax over the context tokens gives the probability that the answer starts (ends) there,
+  the loss is the mean of the start and end cross-entropies, and the prediction is the span
+  i <= j, j - i < max_answer_len, that maximises start_i + end_j (section 4.2).
+
+Heads run in float32 whatever the encoder's compute dtype, and new weights start as
+N(0, 0.02), BERT's initialisation. Dropout (BERT: 0.1) is applied before each output layer and,
+through the encoder's config, inside the encoder.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from ssljax.models.transformer import INIT_STD, Transformer, TransformerConfig
+from ssljax.text.tokenizer import PAD
+
+CLASSIFY, PAIR, TAG, SPAN = "classify", "pair", "tag", "span"
+KINDS = (CLASSIFY, PAIR, TAG, SPAN)
+
+# A masked logit: far below any real one, but finite, so that 0 * masked stays 0 in the loss.
+MASKED = -1e9
+
+
+def _dense(features: int, name: str) -> nn.Dense:
+  return nn.Dense(features, kernel_init=nn.initializers.normal(INIT_STD), name=name)
+
+
+class FinetuneModel(nn.Module):
+  """The encoder (parameters under "encoder", as in a BERT run) and one task head.
+
+  `__call__(batch)` takes {"tokens" (B, T), "segments" (B, T)} and returns (B, K) class
+  logits, (B, T, K) tag logits, or a (start, end) pair of (B, T) span logits.
+  """
+
+  encoder_config: TransformerConfig
+  kind: str
+  num_labels: int = 2
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, batch, train: bool = False):
+    if self.kind not in KINDS:
+      raise ValueError(f"unknown head kind {self.kind!r}; choose one of {KINDS}")
+    tokens = batch["tokens"]
+    segments = batch["segments"] if self.encoder_config.num_segments else None
+    hidden = Transformer(self.encoder_config, name="encoder")(
+        tokens, segments=segments, padding_mask=tokens != PAD, train=train)
+    hidden = hidden.astype(jnp.float32)  # (B, T, D)
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    if self.kind in (CLASSIFY, PAIR):
+      pooled = jnp.tanh(_dense(hidden.shape[-1], "pooler")(hidden[:, 0]))  # [CLS]: (B, D)
+      return _dense(self.num_labels, "classifier")(drop(pooled))  # (B, K)
+    if self.kind == TAG:
+      return _dense(self.num_labels, "tagger")(drop(hidden))  # (B, T, K)
+    logits = _dense(2, "span")(drop(hidden))  # (B, T, 2)
+    return logits[..., 0], logits[..., 1]
+
+
+def _weighted_mean(values, weights):
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def classification_loss(logits, labels, weights):
+  """Mean cross-entropy over the rows with weight 1 (0: padding rows). logits (B, K), labels (B,)."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)  # (B,)
+  return _weighted_mean(ce, weights)
+
+
+def tagging_loss(logits, tags, weights):
+  """Mean cross-entropy over the labelled tokens (tag >= 0) of the rows with weight 1.
+
+  logits (B, T, K); tags (B, T) with -1 where a token carries no label (special tokens,
+  padding, a word's later sub-tokens). Every labelled token counts once, so long sentences
+  weigh more than short ones, as in token-level training.
+  """
+  labelled = (tags >= 0) & (weights[:, None] > 0)  # (B, T)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), jnp.maximum(tags, 0))
+  return _weighted_mean(ce, labelled.astype(jnp.float32))
+
+
+def masked_log_softmax(logits, mask):
+  """log softmax over the positions where `mask` is True (the context): (B, T) -> (B, T)."""
+  return jax.nn.log_softmax(jnp.where(mask, logits.astype(jnp.float32), MASKED), axis=-1)
+
+
+def span_loss(start_logits, end_logits, starts, ends, context_mask, weights):
+  """SQuAD's loss: (CE(start) + CE(end)) / 2, each a softmax over the context tokens.
+
+  start_logits, end_logits (B, T); starts, ends (B,) token positions of the answer's first and
+  last token; context_mask (B, T) True at the passage's tokens.
+  """
+  rows = jnp.arange(starts.shape[0])
+  start_ce = -masked_log_softmax(start_logits, context_mask)[rows, starts]  # (B,)
+  end_ce = -masked_log_softmax(end_logits, context_mask)[rows, ends]
+  return _weighted_mean((start_ce + end_ce) / 2, weights)
+
+
+def best_spans(start_logits, end_logits, context_mask, max_answer_len: int):
+  """The highest-scoring legal span of every row.
+
+  score(i, j) = start_logits[i] + end_logits[j] over context positions i <= j < i + max_answer_len.
+
+  Returns:
+    starts, ends: (B,) int token positions; scores: (B,) float32 score of the chosen span
+    (comparable across the windows of one passage, as BERT ranks them).
+  """
+  length = start_logits.shape[-1]
+  i = jnp.arange(length)[:, None]
+  j = jnp.arange(length)[None, :]
+  legal = (j >= i) & (j - i < max_answer_len)  # (T, T)
+  legal = legal[None] & context_mask[:, :, None] & context_mask[:, None, :]  # (B, T, T)
+  # (B, T, 1) + (B, 1, T) -> (B, T, T)
+  scores = start_logits.astype(jnp.float32)[:, :, None] + end_logits.astype(jnp.float32)[:, None, :]
+  scores = jnp.where(legal, scores, -jnp.inf).reshape(scores.shape[0], -1)  # (B, T * T)
+  best = jnp.argmax(scores, axis=-1)
+  return best // length, best % length, jnp.max(scores, axis=-1)
+
+
+def loss_fn(kind: str):
+  """(model output, batch) -> scalar loss, for a head kind."""
+  if kind in (CLASSIFY, PAIR):
+    return lambda out, b: classification_loss(out, b["label"], b["weight"])
+  if kind == TAG:
+    return lambda out, b: tagging_loss(out, b["tags"], b["weight"])
+  if kind == SPAN:
+    return lambda out, b: span_loss(out[0], out[1], b["start"], b["end"], b["context_mask"], b["weight"])
+  raise ValueError(f"unknown head kind {kind!r}; choose one of {KINDS}")
+
+
+def predict_fn(kind: str, max_answer_len: int = 30):
+  """(model output, batch) -> what the host needs to score a batch: classes (B,), tags (B, T),
+  or a dict of span starts, ends and scores (B,)."""
+  if kind in (CLASSIFY, PAIR):
+    return lambda out, b: jnp.argmax(out, axis=-1)
+  if kind == TAG:
+    return lambda out, b: jnp.argmax(out, axis=-1)
+  if kind == SPAN:
+
+    def spans(out, b):
+      start, end, score = best_spans(out[0], out[1], b["context_mask"], max_answer_len)
+      return {"start": start, "end": end, "score": score}
+
+    return spans
+  raise ValueError(f"unknown head kind {kind!r}; choose one of {KINDS}")

@@ -1,0 +1,439 @@
+"""Fine-tuning: every head's loss and metric against float64 hand computations, input alignment,
+the bundled tasks' labels on hand-made articles and their split discipline on the corpus, the
+baselines, the public tasks' pipelines on synthetic TFDS records, a missing public dataset's
+message, and `ssljax finetune` end to end on a smoke BERT run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssljax import finetune
+from ssljax.finetune import baselines, heads, inputs, metrics, tasks, train
+from ssljax.models import transformer
+from ssljax.text import CLS, PAD, SEP, ByteTokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKENIZER = ByteTokenizer()
+
+
+def _log_softmax64(x):
+  x = np.asarray(x, np.float64)
+  x = x - x.max(axis=-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+# --- losses and span decoding -----------------------------------------------------------------
+
+
+def test_classification_loss_is_the_weighted_mean_cross_entropy():
+  logits = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3], [5.0, 5.0, -5.0]])
+  labels = np.array([0, 2, 1])
+  weights = np.array([1.0, 1.0, 0.0])  # a padding row counts for nothing
+  # By hand: -log softmax at the label, rows 0 and 1 only.
+  row0 = -(2.0 - np.log(np.exp(2.0) + np.exp(-1.0) + np.exp(0.5)))
+  row1 = -(0.3 - np.log(np.exp(0.1) + np.exp(0.2) + np.exp(0.3)))
+  got = heads.classification_loss(jnp.asarray(logits, jnp.float32), labels, weights)
+  np.testing.assert_allclose(got, (row0 + row1) / 2, rtol=1e-6)
+
+
+def test_tagging_loss_averages_over_labelled_tokens_of_real_rows():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 5, 4))
+  tags = np.array([[-1, 2, -1, 0, -1], [-1, 1, 3, 3, -1], [-1, 0, 0, 0, 0]])
+  weights = np.array([1.0, 1.0, 0.0])
+  log_p = _log_softmax64(logits)
+  picked = [-log_p[b, t, tags[b, t]] for b in range(2) for t in range(5) if tags[b, t] >= 0]
+  got = heads.tagging_loss(jnp.asarray(logits, jnp.float32), tags, weights)
+  assert len(picked) == 5
+  np.testing.assert_allclose(got, np.mean(picked), rtol=1e-6)
+
+
+def test_span_loss_is_the_mean_of_start_and_end_cross_entropies_over_the_context():
+  rng = np.random.default_rng(1)
+  start, end = rng.normal(size=(2, 6)), rng.normal(size=(2, 6))
+  start[:, 0] = end[:, 0] = 50.0  # a huge logit on [CLS], outside the context: must be ignored
+  context = np.array([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1]], bool)
+  starts, ends = np.array([2, 3]), np.array([4, 5])
+  expected = 0.0
+  for b in range(2):
+    ctx = np.flatnonzero(context[b])
+    ls, le = _log_softmax64(start[b, ctx]), _log_softmax64(end[b, ctx])
+    expected += (-ls[list(ctx).index(starts[b])] - le[list(ctx).index(ends[b])]) / 2 / 2
+  got = heads.span_loss(jnp.asarray(start, jnp.float32), jnp.asarray(end, jnp.float32), starts, ends,
+                        context, np.ones(2, np.float32))
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_best_span_respects_order_length_and_context():
+  #                 0     1    2    3    4    5    6
+  start = np.array([[9.0, 0.0, 1.0, 0.0, 3.0, 0.0, 0.0]])
+  end = np.array([[9.0, 0.0, 2.5, 0.0, 0.0, 0.0, 1.0]])
+  context = np.array([[0, 1, 1, 1, 1, 1, 1]], bool)
+  # [CLS] (position 0) is out of the context; the best pair start 4 / end 2 is backwards; so
+  # the answer is start 2, end 2 (1 + 2.5) vs start 4, end 6 (3 + 1 = 4): 4 wins with length 3,
+  # but with max_answer_len 2 it is illegal and (2, 2) wins.
+  s, e, score = heads.best_spans(jnp.asarray(start), jnp.asarray(end), context, max_answer_len=3)
+  assert (int(s[0]), int(e[0]), float(score[0])) == (4, 6, 4.0)
+  s, e, score = heads.best_spans(jnp.asarray(start), jnp.asarray(end), context, max_answer_len=2)
+  assert (int(s[0]), int(e[0]), float(score[0])) == (2, 2, 3.5)
+
+
+TINY = transformer.transformer_config("tiny", vocab_size=TOKENIZER.vocab_size, causal=False, num_segments=2,
+                                      max_len=32, num_layers=1, embed_dim=32, mlp_dim=64)
+
+
+@pytest.mark.parametrize("kind, shape", [("classify", (2, 3)), ("pair", (2, 3)), ("tag", (2, 16, 3)),
+                                         ("span", (2, 16))])
+def test_heads_output_shapes_and_every_encoder_weight_is_trained(kind, shape):
+  model = heads.FinetuneModel(TINY, kind, num_labels=3, dropout=0.0)
+  rng = np.random.default_rng(0)
+  batch = {"tokens": np.concatenate([np.full((2, 1), CLS), rng.integers(6, 200, (2, 15))], 1).astype(np.int32),
+           "segments": np.zeros((2, 16), np.int32), "label": np.array([0, 2]),
+           "tags": rng.integers(0, 3, (2, 16)), "start": np.array([1, 2]), "end": np.array([3, 2]),
+           "context_mask": np.ones((2, 16), bool), "weight": np.ones(2, np.float32)}
+  params = model.init(jax.random.key(0), batch)["params"]
+  out = model.apply({"params": params}, batch)
+  assert (out[0] if kind == "span" else out).shape == shape
+  grads = jax.grad(lambda p: heads.loss_fn(kind)(model.apply({"params": p}, batch), batch))(params)
+  # The whole encoder is fine-tuned: every block's matrices get a gradient.
+  kernels = {"/".join(str(k.key) for k in path): float(jnp.abs(g).sum())
+             for path, g in jax.tree_util.tree_leaves_with_path(grads["encoder"]) if path[-1].key == "kernel"}
+  assert kernels and all(v > 0 for v in kernels.values()), kernels
+  assert float(jnp.abs(grads["encoder"]["token_embed"]["embedding"]).sum()) > 0
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def test_tagging_scores_by_hand():
+  predicted = [[0, 1, 1, 0], [1, 0]]
+  gold = [[0, 1, 0, 0], [1, 1]]
+  # inside (1): predicted 3, gold 3, right 2 -> precision 2/3, recall 2/3, F1 2/3; 4/6 tokens right.
+  scores = metrics.tagging_scores(predicted, gold)
+  assert scores["token_accuracy"] == pytest.approx(4 / 6)
+  assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 3)
+  assert scores["f1"] == pytest.approx(2 / 3)
+
+
+def test_entity_f1_counts_whole_entities():
+  names = tasks.NER_TAGS  # O B-PER I-PER B-ORG I-ORG B-LOC I-LOC B-MISC I-MISC
+  gold = [[1, 2, 0, 5], [3, 4, 4]]  # PER(0-1), LOC(3); ORG(0-2)
+  predicted = [[1, 0, 0, 5], [3, 4, 4]]  # PER(0-0) has the wrong end; LOC and ORG are right
+  assert metrics.bio_entities([names[t] for t in gold[0]]) == {(0, 1, "PER"), (3, 3, "LOC")}
+  assert metrics.entity_f1(predicted, gold, names) == pytest.approx(2 / 3)  # P = R = 2/3
+
+
+def test_squad_exact_match_and_f1():
+  assert metrics.normalize_answer("The  Bank of England!") == "bank of england"
+  assert metrics.exact_match("the Bank of England", ["Bank of England"]) == 1.0
+  # "Robert Sinche head" vs "Robert Sinche": precision 2/3, recall 1 -> F1 0.8.
+  assert metrics.token_f1("Robert Sinche head", ["Robert Sinche"]) == pytest.approx(0.8)
+  assert metrics.token_f1("Sinche", ["nobody", "Robert Sinche"]) == pytest.approx(2 / 3)  # best gold
+  scores = metrics.span_scores(["a cat", "dog"], [["cat"], ["the bird"]])
+  assert scores == {"exact_match": 0.5, "f1": 0.5}
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def test_pairs_are_cut_from_the_longer_side_and_packed_with_segments():
+  a, b = inputs.truncate_pair(list(range(10)), list(range(3)), 8)
+  assert (a, b) == ([0, 1, 2, 3, 4], [0, 1, 2])  # the longer side loses its end
+  a, b = inputs.truncate_pair(list(range(6)), list(range(6)), 7)
+  assert (len(a), len(b)) == (4, 3)  # ties cut the second first
+  tokens, segments = inputs.pack([7, 8], [9], 8)
+  np.testing.assert_array_equal(tokens, [CLS, 7, 8, SEP, 9, SEP, PAD, PAD])
+  np.testing.assert_array_equal(segments, [0, 0, 0, 0, 1, 1, 0, 0])
+
+
+def test_tags_sit_on_each_words_first_non_blank_token():
+  enc = inputs.Encoder(TOKENIZER, "tag", 16)
+  feature, positions = enc.tagging(["ab", '"cd', "e"], [0, 1, 1])
+  # [CLS] a b ␠ " c d ␠ e [SEP]: with bytes a word's first token after the first is the space.
+  np.testing.assert_array_equal(positions, [1, 4, 8])
+  assert TOKENIZER.decode(feature["tokens"][[1, 4, 8]]) == 'a"e'
+  np.testing.assert_array_equal(np.flatnonzero(feature["tags"] >= 0), positions)
+  np.testing.assert_array_equal(feature["tags"][positions], [0, 1, 1])
+  _, positions = enc.tagging(["abcdef"] * 5, [1] * 5)
+  assert len(positions) == 2  # 6 + 7 tokens fit in 14; the third word does not
+
+
+def test_span_windows_hold_the_answer_and_map_back_to_characters():
+  context = "The chief said that Alice Smith, the boss, will speak to everyone tomorrow morning."
+  answer = {"text": "Alice Smith", "start": context.index("Alice")}
+  enc = inputs.Encoder(TOKENIZER, "span", 48, max_question_len=8, doc_stride=10)
+  windows = enc.span_windows("Who?", context, answer)
+  assert len(windows) > 2  # 84 bytes in windows of 48 - 4 - 3 = 41 tokens
+  holding = [w for w in windows if w.has_answer]
+  assert holding
+  for w in holding:
+    s, e = int(w.feature["start"]), int(w.feature["end"])
+    assert TOKENIZER.decode(w.feature["tokens"][s:e + 1]) == "Alice Smith"
+    assert w.feature["context_mask"][s] and w.feature["context_mask"][e]
+    assert not w.feature["context_mask"][0]  # [CLS] and the question are not the passage
+  assert enc.train_feature({"question": "Who?", "context": context, "answers": [answer]}) is not None
+  # Reading a prediction back: the span's words, as written in the passage.
+  w = holding[0]
+  rows = {"start": np.array([w.feature["start"]]), "end": np.array([w.feature["end"]]), "score": np.array([1.0])}
+  assert train._read_back("span", {"context": context}, rows, [w.token_word]) == "Alice Smith"
+
+
+# --- bundled tasks ----------------------------------------------------------------------------
+
+
+def _article(article_id, topic, paragraphs, split="train"):
+  return {"article_id": article_id, "topic": topic, "title": "T", "paragraphs": paragraphs,
+          "text": "T\n\n" + "\n\n".join(paragraphs), "split": split}
+
+
+def test_topic_labels():
+  examples = tasks.topic_examples([_article("sport/001", "sport", ["a"]), _article("tech/002", "tech", ["b"])])
+  assert [e["label"] for e in examples] == [3, 4] and examples[0]["text"].startswith("T\n\n")
+
+
+def test_same_article_pairs_have_same_topic_negatives():
+  articles = [_article(f"{t}/{i:03d}", t, [f"{t} {i} p{k}" for k in range(3)])
+              for t in ("business", "sport") for i in range(4)]
+  articles.append(_article("sport/009", "sport", ["sport 9 alone"]))  # can only be a negative
+  examples = tasks.same_article_examples(articles)
+  assert len(examples) == 16 and sum(e["label"] for e in examples) == 8
+  topic = {a["article_id"]: a["topic"] for a in articles}
+  paragraphs = {a["article_id"]: a["paragraphs"] for a in articles}
+  for e in examples:
+    a_id, b_id = e["article_ids"]
+    assert topic[a_id] == topic[b_id]  # topic never answers it
+    assert (a_id == b_id) == (e["label"] == 1)
+    assert e["text_a"] != e["text_b"]
+    assert e["text_a"] in paragraphs[a_id] and e["text_b"] in paragraphs[b_id]
+
+
+def test_quote_tags_by_hand():
+  words, tags = tasks.quote_tags('He said "I am here, and staying," then left. "Then" he "went')
+  assert words == ["He", "said", '"I', "am", "here,", "and", 'staying,"', "then", "left.", '"Then"', "he",
+                   '"went']
+  assert tags == [0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 0, 1]  # an open quotation runs to the end
+
+
+def test_who_said_by_hand():
+  p = ('Sales fell. "We are deeply disappointed with the figures this quarter," said chief executive John Smith, '
+       'who joined in May. "Next year will be better," Mr Brown said. "Maybe," he said.')
+  found = tasks.who_said(p)
+  assert [(q["question"], q["answer"]) for q in found] == [
+      ('Who said "We are deeply disappointed with the figures this..."?', "John Smith"),  # 8 words
+      ('Who said "Next year will be better"?', "Mr Brown")]
+  for q in found:
+    assert p[q["start"]:q["start"] + len(q["answer"])] == q["answer"]
+  # Text after a closing mark is not a quotation, even when a stray mark follows it.
+  assert tasks.who_said('"Yes" and no" said Tom Lee.') == []
+  assert [q["answer"] for q in tasks.who_said('"A," she said, "and B" said Tom Lee.')] == ["Tom Lee"]
+
+
+@pytest.fixture(scope="module")
+def corpus_ids():
+  return {split: {a["article_id"] for a in tasks.articles_of(split)} for split in tasks.ROLES}
+
+
+@pytest.mark.parametrize("name", ["bbc_topic", "bbc_same_article", "bbc_quotes", "bbc_who_said"])
+def test_each_role_reads_only_its_own_split(name, corpus_ids):
+  task = tasks.get(name)
+  for role in tasks.ROLES:
+    examples = task.read(None, role)
+    assert len(examples) > 50
+    ids = {i for e in examples for i in e.get("article_ids", (e.get("article_id"),))}
+    assert ids and ids <= corpus_ids[role], (name, role)
+
+
+def test_quote_tag_is_not_decided_by_the_word():
+  seen = {}
+  for e in tasks.get("bbc_quotes").read(None, "train"):
+    for word, tag in zip(e["words"], e["tags"]):
+      seen.setdefault(word, set()).add(tag)
+  both = {w for w, t in seen.items() if t == {0, 1}}
+  assert {"the", "said", "we"} <= both
+  # Not a handful of exceptions: most running words are of words seen with both tags.
+  words = [w for e in tasks.get("bbc_quotes").read(None, "train") for w in e["words"]]
+  assert np.mean([w in both for w in words]) > 0.5
+
+
+def test_span_answers_are_in_their_passages():
+  for role in tasks.ROLES:
+    for e in tasks.get("bbc_who_said").read(None, role):
+      a = e["answers"][0]
+      assert e["context"][a["start"]:a["start"] + len(a["text"])] == a["text"]
+      quoted = e["question"][len('Who said "'):-len('"?')].removesuffix("...")
+      assert a["text"] and quoted in e["context"]  # the question quotes this passage
+
+
+# --- baselines --------------------------------------------------------------------------------
+
+
+def test_majority_tag_per_word():
+  table = baselines.majority_tags([(["The", "cat", "said"], [0, 1, 0]), (["the", "dog"], [1, 1]),
+                                   (["the"], [1])])
+  assert baselines.tag_with_majority(table, ["THE", "cat", "said", "unseen"]) == [1, 1, 0, 1]
+
+
+def test_pair_features_start_with_the_tfidf_cosine():
+  vec = baselines._vectorizer(["red apples", "green apples", "blue sky"])
+  x = baselines.pair_features(vec, [("red apples", "green apples"), ("red apples", "blue sky")]).toarray()
+  a, b = vec.transform(["red apples"]).toarray()[0], vec.transform(["green apples"]).toarray()[0]
+  np.testing.assert_allclose(x[0, 0], a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+  assert x[1, 0] == 0.0
+
+
+def test_heuristic_span_reads_the_speaker():
+  context = 'Prices rose. "We expect more of the same next year," said Ann Lee, an analyst at Big Bank.'
+  assert baselines.heuristic_span('Who said "We expect more of the same..."?', context) == "Ann Lee"
+
+
+# --- label budgets ----------------------------------------------------------------------------
+
+
+def test_label_subsets():
+  examples = [{"label": i % 3} for i in range(30)]
+  config = finetune.with_overrides(finetune.default_config("bbc_topic"), {"labels_per_class": 2, "draws": 3})
+  task = tasks.Task("t", "classify", ("a", "b", "c"), None, "accuracy", "")
+  subsets = train.label_subsets(task, examples, config)
+  assert len(subsets) == 3
+  for s in subsets:
+    assert sorted(np.bincount([examples[i]["label"] for i in s])) == [2, 2, 2]
+  assert len({tuple(s) for s in subsets}) > 1  # the draws differ
+  config = finetune.with_overrides(config, {"labels_per_class": 0, "label_fraction": 0.1})
+  assert [len(s) for s in train.label_subsets(task, examples, config)] == [3, 3, 3]
+  tag_task = tasks.Task("t", "tag", ("o", "i"), None, "f1", "")
+  with pytest.raises(ValueError, match="label_fraction"):
+    train.label_subsets(tag_task, examples, finetune.with_overrides(config, {"labels_per_class": 2,
+                                                                             "label_fraction": 1.0}))
+
+
+# --- public tasks on synthetic TFDS records ---------------------------------------------------
+
+
+def _fake_records(name):
+  """Records as `tfds.data_source` returns them for these features: Text as bytes, Sequence(Text)
+  as a list of bytes, Sequence(ClassLabel) as a list of int64, a Sequence of dicts as a dict of
+  lists."""
+  if name == "sst2":
+    return [{"sentence": b"a gripping, funny film", "label": 1, "idx": 0},
+            {"sentence": b"dull and overlong", "label": 0, "idx": 1}]
+  if name == "mnli":
+    return [{"premise": b"The cat sat on the mat.", "hypothesis": b"A cat sat.", "label": 0, "idx": 0},
+            {"premise": b"It rained all day.", "hypothesis": b"The sun shone all day.", "label": 2, "idx": 1}]
+  if name == "conll2003":
+    return [{"tokens": [b"EU", b"rejects", b"German", b"call"], "pos": [np.int64(22)] * 4,
+             "chunks": [np.int64(11)] * 4, "ner": [np.int64(3), np.int64(0), np.int64(7), np.int64(0)]},
+            {"tokens": [b"Peter", b"Blackburn"], "pos": [np.int64(22)] * 2, "chunks": [np.int64(11)] * 2,
+             "ner": [np.int64(1), np.int64(2)]}]
+  context = "Architecturally, the school has a Catholic character. Atop the Main Building's gold dome is a statue."
+  return [{"id": b"1", "title": b"Notre Dame", "context": context.encode(),
+           "question": b"What sits on top of the Main Building?",
+           "answers": {"text": [b"a statue", b"statue"],
+                       "answer_start": [np.int32(context.index("a statue")), np.int32(context.index("statue"))]}}]
+
+
+@pytest.mark.parametrize("name", ["sst2", "mnli", "conll2003", "squad"])
+def test_public_task_pipeline_on_synthetic_records(name, monkeypatch):
+  from ssljax import data
+
+  task = tasks.get(name)
+  config = finetune.default_config(name)
+  asked = []
+
+  def fake_load(dataset, split, data_dir=None):
+    asked.append((dataset, split))
+    return _fake_records(name)
+
+  monkeypatch.setattr(data, "load", fake_load)
+  runner = train.Runner(task, TINY.replace(max_len=64), TOKENIZER, config)
+  for role in tasks.ROLES:
+    examples = task.read(config, role)
+    features = [runner.encoder.train_feature(e) for e in examples]
+    assert all(f is not None for f in features)
+    batch = inputs.collate(features, 4, features[0])
+    assert batch["tokens"].shape == (4, 64) and list(batch["weight"]) == [1.0] * len(features) + [0.0] * (
+        4 - len(features))
+    assert np.all(batch["tokens"][:len(features), 0] == CLS)
+    for e, f in zip(examples, features):
+      if task.kind in ("classify", "pair"):
+        assert f["label"] == e["label"]
+      elif task.kind == "tag":
+        labelled = f["tags"][f["tags"] >= 0]
+        np.testing.assert_array_equal(labelled, e["tags"])
+      else:
+        answer = TOKENIZER.decode(f["tokens"][f["start"]:f["end"] + 1])
+        assert answer == e["answers"][0]["text"]
+  assert asked == [(task.tfds_name, task.splits[r]) for r in tasks.ROLES]
+  if task.kind in ("tag", "span"):  # predictions read back per word / as passage text, then scored
+    params = runner.init(jax.random.key(0), features[0])
+    assert set(runner.evaluate(params, examples)) >= {task.metric}
+
+
+def test_missing_public_dataset_says_how_to_prepare_it(tmp_path):
+  config = finetune.with_overrides(finetune.default_config("sst2"), {"data_dir": str(tmp_path)})
+  with pytest.raises(tasks.TaskDataMissing, match="tfds build glue/sst2 --file_format=array_record") as error:
+    tasks.get("sst2").read(config, "train")
+  assert "'sst2'" in str(error.value) and "never downloads" in str(error.value)
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+def _cli(args, data_dir, timeout=600):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "SSLJAX_DATA_DIR": data_dir,
+         "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=env, cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def bert_run(tmp_path_factory, data_dir):
+  workdir = str(tmp_path_factory.mktemp("bert") / "run")
+  result = _cli(["train", "--config", os.path.join(REPO, "configs", "bert.py") + ":smoke", "--workdir", workdir,
+                 "--noprogress", "--config.train.evaluate=False"], data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+SMALL = ["--config.max_train_examples=48", "--config.max_eval_examples=24", "--config.batch_size=8",
+         "--config.eval_batch_size=16", "--config.epochs=1", "--config.min_steps=3", "--config.lrs=(1e-4,3e-4)"]
+
+
+def test_finetune_cli_writes_results_with_few_labels(bert_run, data_dir):
+  result = _cli(["finetune", "--workdir", bert_run, "--task", "bbc_topic", "--noprogress",
+                 "--config.labels_per_class=2", "--config.draws=2", *SMALL], data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  path = os.path.join(bert_run, "finetune", "bbc_topic-2_per_class", "finetune.json")
+  assert "tfidf_logreg" in result.stdout and path in result.stdout
+  report = json.load(open(path))
+  assert report["task"] == "bbc_topic" and report["init"] == "pretrained" and report["draws"] == 2
+  assert report["chosen"]["lr"] in (1e-4, 3e-4) and len(report["trials"]) == 4
+  assert all(t["labelled"] == 10 for t in report["trials"])  # 2 per class x 5 topics
+  assert 0.0 <= report["test"]["accuracy"] <= 1.0 and "accuracy_std" in report["test"]
+  assert report["examples"] == {"train": 48, "validation": 24, "test": 24}
+  assert "accuracy" in report["baseline"]["test"]
+
+
+def test_finetune_api_span_task_from_pretrained_and_scratch(bert_run):
+  overrides = {"max_train_examples": 32, "max_eval_examples": 16, "batch_size": 8, "eval_batch_size": 16,
+               "epochs": 1.0, "min_steps": 2, "lrs": (3e-4,), "seq_len": 64}
+  pretrained = finetune.run(bert_run, "bbc_who_said", overrides, progress=False)
+  scratch = finetune.run(bert_run, "bbc_who_said", {**overrides, "init": "scratch"}, progress=False)
+  assert pretrained["output_dir"].endswith(os.path.join("finetune", "bbc_who_said"))
+  assert scratch["output_dir"].endswith(os.path.join("finetune", "bbc_who_said-scratch"))
+  for report in (pretrained, scratch):
+    assert set(report["test"]) == {"exact_match", "f1"} and report["baseline"]["name"] == "surface_heuristic"
+    assert json.load(open(os.path.join(report["output_dir"], "finetune.json")))["init"] == report["init"]
+  assert pretrained["test"] != scratch["test"] or pretrained["trials"] != scratch["trials"]
+
+
+def test_finetune_cli_missing_dataset_and_unknown_task(bert_run, data_dir, tmp_path):
+  result = _cli(["finetune", "--workdir", bert_run, "--task", "sst2", f"--config.data_dir={tmp_path}"], data_dir)
+  assert result.returncode != 0 and "tfds build glue/sst2" in result.stderr and "Traceback" not in result.stderr
+  result = _cli(["finetune", "--workdir", bert_run, "--task", "nope"], data_dir)
+  assert result.returncode != 0 and "nope" in result.stderr and "Traceback" not in result.stderr
