@@ -349,7 +349,7 @@ def test_heldout_combinations_never_appear_in_training(data_dir):
 # --- the CLI ------------------------------------------------------------------------------------
 
 
-def test_train_eval_and_zero_shot_through_the_cli(tmp_path, data_dir, capsys):
+def test_train_eval_and_zero_shot_through_the_cli(tmp_path, data_dir):
   workdir = str(tmp_path / "clip")
   result = _cli(["train", "--config", CLIP_SMOKE, "--workdir", workdir, "--noprogress", "--config.train.steps=80",
                  "--config.train.log_every=5", "--config.train.eval_every=40", "--config.optim.lr=3e-3"], data_dir)
