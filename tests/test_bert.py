@@ -8,8 +8,6 @@ import functools
 import json
 import math
 import os
-import subprocess
-import sys
 
 import chex
 import grain
@@ -18,22 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from helpers import data_mesh, run_cli, run_steps
 from ssljax import losses, objectives
 from ssljax.objectives import DATA_AXIS
 from ssljax.text import CLS, MASK, PAD, SEP, ByteTokenizer, masking, pairs
 from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
 from ssljax.train import defaults, step as step_lib
-from ssljax.train.state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BERT = os.path.join(REPO, "configs", "bert.py")
 
 
-def _cli(args, data_dir, devices=2, timeout=600):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-         "SSLJAX_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=env, cwd=REPO, capture_output=True,
-                        text=True, timeout=timeout)
+_cli = run_cli
 
 
 def _within(count, n, p, sigmas=4.0):
@@ -304,8 +298,7 @@ def test_sharded_bert_loss_and_gradient_equal_one_device_and_a_reference_over_al
     return value, aux.metrics, jax.lax.pmean(grads, DATA_AXIS)
 
   def sharded(num_devices):
-    mesh = jax.make_mesh((num_devices,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,),
-                         devices=jax.devices()[:num_devices])
+    mesh = data_mesh(num_devices)
     fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(jax.P(), jax.P(DATA_AXIS), jax.P(DATA_AXIS)),
                                out_specs=(jax.P(), jax.P(), jax.P())))
     return fn(jax.device_put(params, jax.NamedSharding(mesh, jax.P())),
@@ -344,20 +337,8 @@ def test_sharded_bert_loss_and_gradient_equal_one_device_and_a_reference_over_al
 
 
 def _run(num_devices, batch, steps=2):
-  objective = _smoke_objective()
-  tx = optax.sgd(0.5)
-  params, model_state = jax.jit(objective.init)(jax.random.key(0), batch)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
-  mesh = jax.make_mesh((num_devices,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,),
-                       devices=jax.devices()[:num_devices])
-  state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
-  global_batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh)
-  history = []
-  for _ in range(steps):
-    state, metrics = train_step(state, global_batch)
-    history.append(float(metrics["mlm_loss"]))
-  return jax.device_get(state), history
+  state, history = run_steps(_smoke_objective(), batch, num_devices, optax.sgd(0.5), steps, jit_init=True)
+  return state, [float(metrics["mlm_loss"]) for metrics in history]
 
 
 def test_sharded_bert_step_with_dynamic_masks_equals_one_device():

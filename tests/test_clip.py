@@ -7,8 +7,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 
 import chex
 import jax
@@ -17,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import data_mesh, run_cli, run_steps
 from ssljax import augment, data
 from ssljax.data import shapes
 from ssljax.families import image_text
@@ -32,11 +31,7 @@ CLIP_SMOKE = os.path.join(REPO, "configs", "clip.py") + ":smoke"
 LOSS_VARIANTS = {"clip": {}, "clip_blockwise": {"block_size": 8}, "siglip": {"name": "siglip"}}
 
 
-def _cli(args, data_dir, devices=2, timeout=600):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-         "SSLJAX_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=env, cwd=REPO, capture_output=True,
-                        text=True, timeout=timeout)
+_cli = run_cli
 
 
 def _config(**loss):
@@ -59,26 +54,14 @@ def _batch(records):
           "tokens": image_text.tokenize(tokenizer, [r["caption"].decode() for r in records], 32)}
 
 
-def _mesh(n):
-  return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,), devices=jax.devices()[:n])
+_mesh = data_mesh
 
 
 # --- the sharded step ---------------------------------------------------------------------------
 
 
 def _run(objective, batch, num_devices, steps=2):
-  tx = optax.sgd(0.1)
-  params, model_state = objective.init(jax.random.key(0), batch)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
-  mesh = _mesh(num_devices)
-  state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
-  global_batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh)
-  history = []
-  for _ in range(steps):
-    state, metrics = train_step(state, global_batch)
-    history.append(jax.device_get(metrics))
-  return jax.device_get(state), history
+  return run_steps(objective, batch, num_devices, optax.sgd(0.1), steps)
 
 
 @pytest.mark.parametrize("variant", ["clip", "siglip"])

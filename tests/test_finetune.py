@@ -5,14 +5,13 @@ message, and `ssljax finetune` end to end on a smoke BERT run."""
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import run_cli
 from ssljax import finetune
 from ssljax.finetune import baselines, heads, inputs, metrics, tasks, train
 from ssljax.models import transformer
@@ -385,10 +384,7 @@ def test_missing_public_dataset_says_how_to_prepare_it(tmp_path):
 
 
 def _cli(args, data_dir, timeout=600):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "SSLJAX_DATA_DIR": data_dir,
-         "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=env, cwd=REPO, capture_output=True,
-                        text=True, timeout=timeout)
+  return run_cli(args, data_dir, devices=1, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

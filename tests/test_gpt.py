@@ -4,8 +4,6 @@ CLI's train / eval / generate / tokenizer commands, tokenizer checks on resume, 
 
 import json
 import os
-import subprocess
-import sys
 
 import chex
 import jax
@@ -14,20 +12,16 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import data_mesh, run_cli, run_steps
 from ssljax import objectives
 from ssljax.objectives import DATA_AXIS
-from ssljax.train import defaults, step as step_lib
-from ssljax.train.state import TrainState
+from ssljax.train import defaults
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPT_SMOKE = os.path.join(REPO, "configs", "gpt.py") + ":smoke"
 
 
-def _cli(args, data_dir, devices=2, timeout=600):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-         "SSLJAX_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=env, cwd=REPO, capture_output=True,
-                        text=True, timeout=timeout)
+_cli = run_cli
 
 
 def _smoke_objective():
@@ -42,20 +36,9 @@ def _tokens(batch=16, length=32, seed=0):
 
 
 def _run(num_devices, batch, steps=2):
-  objective = _smoke_objective()
-  tx = optax.sgd(0.5)  # SGD: Adam's sign-like first steps would turn rounding into lr-sized changes
-  params, model_state = objective.init(jax.random.key(0), batch)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
-  mesh = jax.make_mesh((num_devices,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,),
-                       devices=jax.devices()[:num_devices])
-  state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
-  global_batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh)
-  history = []
-  for _ in range(steps):
-    state, metrics = train_step(state, global_batch)
-    history.append(float(metrics["loss"]))
-  return jax.device_get(state), history
+  # SGD: Adam's sign-like first steps would turn rounding into lr-sized changes
+  state, history = run_steps(_smoke_objective(), batch, num_devices, optax.sgd(0.5), steps)
+  return state, [float(metrics["loss"]) for metrics in history]
 
 
 def test_sharded_gpt_step_equals_one_device():
@@ -75,7 +58,7 @@ def test_sharded_gpt_gradient_equals_the_single_device_gradient():
   batch = _tokens()
   params, model_state = objective.init(jax.random.key(0), batch)
   keys = jax.random.split(jax.random.key(2), 16)
-  mesh8 = jax.make_mesh((8,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,))
+  mesh8 = data_mesh(8)
 
   def per_device(params, batch, keys):
     (value, _), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, model_state, batch, keys)
@@ -88,7 +71,7 @@ def test_sharded_gpt_gradient_equals_the_single_device_gradient():
               jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS))),
               jax.device_put(keys, jax.NamedSharding(mesh, jax.P(DATA_AXIS))))
 
-  mesh1 = jax.make_mesh((1,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,), devices=jax.devices()[:1])
+  mesh1 = data_mesh(1)
   value8, grads8 = sharded(8, mesh8)
   value1, grads1 = sharded(1, mesh1)
 

@@ -1,0 +1,49 @@
+"""Shared by the objective tests: the `ssljax` command in a subprocess, and the trainer's own
+step (`train.step.make_train_step`) run on the first n fake CPU devices, for the
+sharded-equals-one-device checks."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+
+from ssljax.objectives.base import DATA_AXIS
+from ssljax.train import step as step_lib
+from ssljax.train.state import TrainState
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(args, data_dir: str, devices: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
+  """`python -m ssljax.cli ARGS` from the repository root, on `devices` fake CPU devices, reading
+  and building datasets in `data_dir`; stdout and stderr captured as text."""
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+         "SSLJAX_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=env, cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def data_mesh(num_devices: int) -> jax.sharding.Mesh:
+  """The trainer's one-axis mesh over the first `num_devices` devices."""
+  return jax.make_mesh((num_devices,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,),
+                       devices=jax.devices()[:num_devices])
+
+
+def run_steps(objective, batch, num_devices: int, tx, steps: int = 2, jit_init: bool = False):
+  """`steps` train steps of `objective` on one global `batch` split over `num_devices` devices,
+  from the params of key 0 (no online probe). Returns (final state, [metrics of each step]) on
+  the host."""
+  init = jax.jit(objective.init) if jit_init else objective.init
+  params, model_state = init(jax.random.key(0), batch)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
+  mesh = data_mesh(num_devices)
+  state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
+  global_batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
+  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh)
+  history = []
+  for _ in range(steps):
+    state, metrics = train_step(state, global_batch)
+    history.append(jax.device_get(metrics))
+  return jax.device_get(state), history
