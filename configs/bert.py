@@ -66,6 +66,7 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.data.name, c.data.text_key = "wikipedia/20230601.en", "text"
     c.data.train_split, c.data.eval_split, c.data.test_split = "train[:99%]", "train[99%:]", "train[99%:]"
     c.text.vocab_size, c.text.seq_len = 30522, 128  # BERT's vocabulary size (30,592 rows padded)
+    c.text.max_training_texts = 200_000  # documents the tokenizer is trained on
     c.model.preset, c.model.dtype, c.model.attention_impl, c.model.dropout = "bert_base", "bfloat16", "auto", 0.1
     c.train.batch_size, c.train.steps = 256, 1_000_000  # BERT: 256 x 512 tokens for 1M steps
     c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 100, 5000, 5000

@@ -71,7 +71,8 @@ def _pair_stage(config: ml_collections.ConfigDict, negatives, seed: int):
 
 def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
   texts = text.split_texts(config, config.data.train_split)
-  tokenizer = text.run_tokenizer(config, workdir, texts)
+  # The text family's tokenizer texts: at most `text.max_training_texts` documents of the split.
+  tokenizer = text.run_tokenizer(config, workdir, functools.partial(text.tokenizer_texts, config))
   return TrainInput(
       source=pairs.Documents(texts),
       record_fn=pairs.TokenizeSentences(tokenizer),
