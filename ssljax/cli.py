@@ -4,12 +4,24 @@
   ssljax eval  --workdir runs/simclr [--split validation]
   ssljax plot  --workdir runs/simclr
   ssljax bench memory
+  ssljax bench memory --config configs/gpt.py:gpt2 [--param_sharding fsdp] [--config.model.preset=gpt_1b3]
   ssljax bench step --config configs/simclr.py:cifar10 [--bench_steps 20]
+  ssljax bench step --preset gpt2_124m[,bert_base,...] [--per_device_batch 8] [--peak_tflops 989.4]
+  ssljax bench input --config configs/gpt.py [--bench_steps 50]
   ssljax table --dataset mnist5k --workdir runs/table
   ssljax generate --workdir runs/gpt --prompt "Shares in" [--num_samples 3]
   ssljax tokenizer train --config configs/gpt.py --workdir runs/gpt
   ssljax finetune --workdir runs/bert --task bbc_topic [--config.labels_per_class=10] [--config.init=scratch]
   ssljax zero-shot --workdir runs/clip --image FILE [--image FILE] --labels "red circle,blue square"
+
+`ssljax train` resumes from the latest readable checkpoint in --workdir (an unreadable one is
+skipped with a warning), and only with a config that trains the same run: a changed key that
+changes the run (anything but logging, checkpointing, monitoring, evaluation and device-layout
+keys; train.steps does change it) stops it before any compute, naming the key and both values,
+unless --allow_config_change. Exit status of `ssljax train`: 0 done; 1 a bad config, input,
+workdir or checkpoint, or a non-finite loss (config.train.nonfinite="stop"), each reported in
+one line; 75 (EX_TEMPFAIL) stopped by SIGTERM after saving a checkpoint of the step in flight:
+run the same command again to resume.
 """
 
 from __future__ import annotations
@@ -28,7 +40,21 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and eval.json.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
-_BENCH_STEPS = flags.DEFINE_integer("bench_steps", 20, "Timed steps of `ssljax bench step`.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "`ssljax train`: resume a workdir whose saved config differs from --config in keys that change the "
+    "run (e.g. a longer train.steps, another optim.lr); without it such a resume stops and names the keys.")
+_BENCH_STEPS = flags.DEFINE_integer(
+    "bench_steps", 20, "Timed steps of `ssljax bench step` (0: compile only, for FLOPs and memory); "
+    "timed batches of `ssljax bench input`.")
+_BENCH_WARMUP = flags.DEFINE_integer("bench_warmup", 3, "Untimed steps (batches) before `ssljax bench` times any.")
+_PRESET = flags.DEFINE_string(
+    "preset", None, "`ssljax bench step` presets, comma-separated: gpt2_124m, bert_base, simclr_resnet50, "
+    "clip_base, or their *_tiny sizes (ssljax/bench/presets.py).")
+_PER_DEVICE_BATCH = flags.DEFINE_integer("per_device_batch", None, "Overrides a bench preset's per-device batch.")
+_PEAK_TFLOPS = flags.DEFINE_float(
+    "peak_tflops", None, "The device's peak TFLOP/s for MFU in `ssljax bench step`; default: the bfloat16 "
+    "peak of a known GPU or TPU (none on CPU).")
 _SPLIT = flags.DEFINE_string(
     "split", None, "Split that `ssljax eval` scores: the config's test split by default; the "
     "validation split for recipe trials.")
@@ -44,9 +70,18 @@ _LABELS = flags.DEFINE_string("labels", None, 'Comma-separated class names for `
 _TEMPLATE = flags.DEFINE_string("template", "a photo of a {}.", "The zero-shot prompt; {} stands for the label.")
 _TASK = flags.DEFINE_string(
     "task", None, "Fine-tuning task of `ssljax finetune` (configs/finetune.py:TASK), e.g. bbc_topic, sst2, squad.")
+_PARAM_SHARDING = flags.DEFINE_enum(
+    "param_sharding", None, ["replicated", "fsdp"],
+    "`ssljax bench memory --config`: the per-device memory of the train step with parameters replicated "
+    "or split over the devices (FSDP); default: both.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
-    "Call jax.distributed.initialize() first: one process per host of a TPU pod or GPU cluster.")
+    "Call jax.distributed.initialize() first: one process per host of a TPU pod or GPU cluster, the "
+    "coordinator and process ids from the cluster environment (ssljax/train/distributed.py).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for processes started by hand (implies --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run (implies --distributed).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
 
 
 def _usage(message: str) -> None:
@@ -65,10 +100,11 @@ def main(argv: list[str]) -> None:
   command, rest = argv[1], argv[2:]
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every save and read at INFO
-  if _DISTRIBUTED.value:
-    import jax
+  from ssljax.train import distributed
 
-    jax.distributed.initialize()  # coordinator and process ids from the cluster environment
+  # Before any JAX computation: the config checks already count devices.
+  distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         config=_CONFIG.value)
   if command == "train":
     if _CONFIG.value is None:
       _usage("train needs --config, e.g. --config configs/simclr.py:mnist5k")
@@ -81,7 +117,18 @@ def main(argv: list[str]) -> None:
     except checks.ConfigError as error:
       sys.exit(f"ssljax: bad config: {error}")
     workdir = _require_workdir()
-    loop.train(config, workdir, progress=_PROGRESS.value)
+    from ssljax.train import checkpoint, nonfinite, preemption
+
+    try:
+      loop.train(config, workdir, progress=_PROGRESS.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+    except preemption.Preempted as stopped:
+      print(f"ssljax: {stopped}", file=sys.stderr)
+      sys.exit(preemption.PREEMPTED_EXIT_CODE)
+    except (checks.ConfigError, checkpoint.CorruptCheckpointError, checkpoint.CheckpointMismatchError,
+            nonfinite.NonFiniteError) as error:
+      if flags.FLAGS["verbosity"].present:
+        raise  # --verbosity asks for the traceback too
+      sys.exit(f"ssljax: {error}")
     if config.train.evaluate:
       evaluate_workdir(workdir)  # the test split, reported once per finished run
   elif command == "eval":
@@ -139,25 +186,32 @@ def main(argv: list[str]) -> None:
     for path in plots.plot_workdir(_require_workdir()):
       print(f"wrote {path}")
   elif command == "bench":
-    if rest[:1] == ["memory"]:
+    if rest[:1] == ["memory"] and _CONFIG.value is not None:
+      from ssljax.bench import memory
+
+      modes = [_PARAM_SHARDING.value] if _PARAM_SHARDING.value else ["replicated", "fsdp"]
+      print(memory.format_rows([memory.step_memory(_CONFIG.value, mode) for mode in modes]))
+    elif rest[:1] == ["memory"]:
       from ssljax.bench import loss_memory
 
       loss_memory.main(rest[1:])
     elif rest[:1] == ["step"]:
-      if _CONFIG.value is None:
-        _usage("bench step needs --config, e.g. --config configs/simclr.py:cifar10")
-      from ssljax.bench import throughput
-      from ssljax.train import checks
+      if _CONFIG.value is None and not _PRESET.value:
+        _usage("bench step needs --config (e.g. configs/simclr.py:cifar10) or --preset (e.g. gpt2_124m_tiny)")
+      from ssljax.bench import command as bench_command
 
-      try:
-        result = throughput.measure(_CONFIG.value, steps=_BENCH_STEPS.value)
-      except checks.ConfigError as error:
-        sys.exit(f"ssljax: bad config: {error}")
-      print(throughput.format_result(result))
-      if _WORKDIR.value:
-        throughput.append_result(result, _WORKDIR.value)
+      bench_command.bench_step(_CONFIG.value, _PRESET.value, steps=_BENCH_STEPS.value, warmup=_BENCH_WARMUP.value,
+                               peak_tflops=_PEAK_TFLOPS.value, per_device_batch=_PER_DEVICE_BATCH.value,
+                               workdir=_WORKDIR.value)
+    elif rest[:1] == ["input"]:
+      if _CONFIG.value is None:
+        _usage("bench input needs --config, e.g. --config configs/gpt.py")
+      from ssljax.bench import command as bench_command
+
+      bench_command.bench_input(_CONFIG.value, batches=_BENCH_STEPS.value, warmup=_BENCH_WARMUP.value,
+                                workdir=_WORKDIR.value)
     else:
-      _usage("bench takes a benchmark name: memory or step")
+      _usage("bench takes a benchmark name: memory, step or input")
 
 
 def _enable_compilation_cache() -> None:

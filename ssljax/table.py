@@ -102,27 +102,16 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
 
 
 def _check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Stops before `loop.train` would resume another config's checkpoints in `workdir`."""
-  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-  if not os.path.exists(path):
+  """Stops before `loop.train` would resume another config's checkpoints in `workdir`. Stricter
+  than the trainer's own check (`checks.check_resume`): a table row is the result of exactly
+  its config, so no key may differ."""
+  saved = workdir_lib.saved_config(workdir)
+  if saved is None:
     return
-  with open(path) as f:
-    saved = _flatten(json.load(f))
-  wanted = _flatten(json.loads(config.to_json_best_effort()))
-  differing = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+  differing = list(workdir_lib.config_differences(saved, config))
   if differing:
     raise ValueError(f"{workdir} holds a run of another config (it differs in {', '.join(differing)}); "
                      "remove that directory or choose another --workdir")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[prefix + key] = value
-  return flat
 
 
 def _encoder_spec(config: ml_collections.ConfigDict) -> tuple:

@@ -22,8 +22,11 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+  # Written beside and renamed into place, so a run killed mid-write leaves the old file whole.
+  path = os.path.join(workdir, CONFIG_FILE)
+  with open(path + ".tmp", "w") as f:
     f.write(config.to_json_best_effort(indent=2))
+  os.replace(path + ".tmp", path)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -32,6 +35,40 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f"{path} does not exist: is {workdir!r} the workdir of an `ssljax train` run?")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
+
+
+def saved_config(workdir: str) -> dict | None:
+  """The config a run saved in `workdir`, as plain JSON, or None when there is none."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """{"train": {"steps": 5}} -> {"train.steps": 5}: a config as its dotted keys."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+MISSING = "<missing>"  # how config_differences shows a key that one side lacks
+
+
+def config_differences(saved: dict, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
+  """{dotted key: (saved value, value in `config`)} for every key whose values differ.
+
+  `saved` is a config as `load_config`'s JSON holds it; `config` goes through the same JSON
+  (tuples become lists), so only real differences remain."""
+  old = flatten(saved)
+  new = flatten(json.loads(config.to_json_best_effort()))
+  return {k: (old.get(k, MISSING), new.get(k, MISSING))
+          for k in sorted(old.keys() | new.keys()) if old.get(k, MISSING) != new.get(k, MISSING)}
 
 
 def checkpoint_dir(workdir: str) -> str:

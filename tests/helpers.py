@@ -16,13 +16,23 @@ from ssljax.train.state import TrainState
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def cli_env(data_dir: str, devices: int = 2) -> dict:
+  """The environment of an `ssljax` subprocess: `devices` fake CPU devices, datasets in `data_dir`."""
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+          "SSLJAX_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu"}
+
+
 def run_cli(args, data_dir: str, devices: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
   """`python -m ssljax.cli ARGS` from the repository root, on `devices` fake CPU devices, reading
   and building datasets in `data_dir`; stdout and stderr captured as text."""
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-         "SSLJAX_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=env, cwd=REPO, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run([sys.executable, "-m", "ssljax.cli", *args], env=cli_env(data_dir, devices), cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def popen_cli(args, data_dir: str, devices: int = 2, python_args=("-m", "ssljax.cli"), **kwargs) -> subprocess.Popen:
+  """`run_cli` started in the background, for tests that signal or kill it; `python_args`
+  replaces `-m ssljax.cli` (e.g. `-c CODE` that patches something first)."""
+  return subprocess.Popen([sys.executable, *python_args, *args], env=cli_env(data_dir, devices), cwd=REPO, **kwargs)
 
 
 def data_mesh(num_devices: int) -> jax.sharding.Mesh:

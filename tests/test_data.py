@@ -318,10 +318,27 @@ def test_process_shards_are_disjoint_and_cover_the_data(n):
   ]
   assert len(shards[0]) == len(shards[1]) == 25  # equal steps on every host
   assert not set(shards[0]) & set(shards[1])
-  assert set(shards[0]) | set(shards[1]) == set(range(50))
+  # Whole global batches of one shuffle: 50 distinct examples (which one of 51 is left over
+  # depends on the permutation).
+  assert len(set(shards[0]) | set(shards[1])) == 50 and set(shards[0]) | set(shards[1]) <= set(range(n))
   # Default sharding comes from jax: one process here, so it sees everything.
   default = _ids(list(data.train_iterator(_IdSource(n), batch_size=5, seed=0, num_epochs=1)))
   assert len(default) == len(set(default)) == n - n % 5 and set(default) <= set(range(n))
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_process_parts_of_each_step_are_the_one_process_global_batch(processes):
+  """Process i's batch of step s is rows [i*b, (i+1)*b) of the batch one process with batch
+  n*b reads at step s, across epochs (each reshuffled), so n processes train on exactly the
+  batches of one."""
+  global_batch, n = 8, 43  # 5 steps per epoch; 3 examples left over
+  one = _take(data.train_iterator(_IdSource(n), batch_size=global_batch, seed=7, shard_index=0, shard_count=1), 12)
+  parts = [_take(data.train_iterator(_IdSource(n), batch_size=global_batch // processes, seed=7,
+                                     shard_index=k, shard_count=processes), 12) for k in range(processes)]
+  for step in range(12):
+    stitched = np.concatenate([parts[k][step]["label"] for k in range(processes)])
+    np.testing.assert_array_equal(stitched, one[step]["label"])
+  assert not np.array_equal(np.sort(_ids(one[:5])), np.sort(_ids(one[5:10])))  # another permutation
 
 
 def test_worker_process_gives_the_same_batches(built, data_dir):

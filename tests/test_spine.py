@@ -98,7 +98,8 @@ def test_a_token_objective_trains_resumes_and_restores_through_the_generic_loop(
   assert "tokens_per_sec" in history[-1] and history[-1]["seen"] == 1.0
   assert len(_monitor_calls) == 2  # steps 5 and 10
 
-  loop.train(_config(15), wd, progress=False)  # resumes at 10, 5 more steps
+  # Resumes at 10 for 5 more steps: a longer run is another schedule, so it must be allowed.
+  loop.train(_config(15), wd, progress=False, allow_config_change=True)
   assert [m["step"] for m in read_metrics(wd)] == list(range(1, 16))
   objective, params, model_state = workdir.restore_model(wd)
   assert objective.name == "test_next_token" and model_state == {}

@@ -1,13 +1,17 @@
-"""Training-step throughput of any config, on synthetic images, on whatever devices JAX sees.
+"""Training-step throughput of any config, on synthetic inputs, on whatever devices JAX sees.
 
     ssljax bench step --config configs/simclr.py:cifar10
-    ssljax bench step --config configs/simclr.py:imagenet --config.train.batch_size=256 --bench_steps 30
+    ssljax bench step --preset gpt2_124m [--bench_steps 30] [--peak_tflops 989.4]
+    ssljax bench step --preset gpt2_124m_tiny,bert_base_tiny,simclr_resnet50_tiny,clip_base_tiny
 
 It builds exactly the state and the jit(shard_map) step that `ssljax train` builds (same
-objective, optimizer, online probe, donated state), feeds it random uint8 images of the
-dataset's shape, and reports the compile time and the steady-state step time. No dataset is
-read, so the figure isolates device work (augmentation included, since it runs on the device)
-from input-pipeline speed.
+objective, optimizer, online probe, donated state), feeds it random inputs of the dataset's
+shape, and reports: the compile time; the step time, the median over the timed steps after
+warm-up, each step waited for on the device; the throughput in the objective's unit; FLOPs per
+step from XLA's cost analysis of the compiled step (and, for transformers, from the 6N + 12LdT
+formula, `flops.py`); MFU against the device's peak; and the peak device memory. No dataset is
+read, so the figures isolate device work (augmentation and masking included, since they run on
+the device) from input-pipeline speed, which `ssljax bench input` measures on its own.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import numpy as np
 import optax
 
 from ssljax import data, objectives
-from ssljax.train import checks, loop, mesh as mesh_lib, optim, step as step_lib
+from ssljax.bench import flops
+from ssljax.objectives import common
+from ssljax.train import checks, loop, mesh as mesh_lib, optim, sharding, step as step_lib
 
 # (height, width, channels, classes) of the datasets the configs name; imagenet2012's side is
 # config.data.image_size, the size the host pipeline resizes to.
@@ -90,81 +96,202 @@ def _image_text_pairs(config: ml_collections.ConfigDict, batch_size: int, rng: n
   return {"image": rng.integers(0, 256, (batch_size, side, side, 3), dtype=np.uint8), "tokens": tokens}
 
 
-def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3) -> dict:
-  """Times `steps` training steps after `warmup` untimed ones (the first of which compiles).
+# Joint-embedding objectives train on two augmented views of every image, so their throughput
+# counts views (images x views), the unit SimCLR and BYOL report; pretext objectives count images.
+VIEWS_PER_IMAGE = {"simclr": 2, "byol": 2, "vicreg": 2}
 
-  Returns:
-    {"device", "device_count", "objective", "model", "dtype", "batch_size", "input_shape",
-     "compile_seconds", "step_seconds", "unit", "per_second"}: images, tokens or (BERT)
-    sequences per second of the global batch.
+
+def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3, *,
+            peak_tflops: float | None = None, preset: str | None = None) -> dict:
+  """Compiles the train step, runs `warmup` untimed steps and times `steps` more, one by one.
+
+  `steps=0` compiles only, from the state's and batch's shapes (nothing is allocated, so a
+  published-size model can be costed on a CPU): FLOPs and planned memory, no timing.
+  `peak_tflops` overrides the device table of `flops.PEAK_BF16_TFLOPS` (needed for MFU on
+  devices it does not list, a CPU among them).
+
+  Returns a dict (one JSON line): "device", "device_count", "objective", "preset", "model",
+  "dtype" (resolved), "batch_size" (global) and "per_device_batch", "input_shape",
+  "compile_seconds", "step_seconds" (median), "step_seconds_min", "step_seconds_max",
+  "timed_steps", "unit" and "per_second" (views, images, tokens, sequences or pairs of the
+  global batch), "flops_per_step" (XLA, the global step: per device x devices),
+  "flops_per_device_step", "analytic_flops_per_step", "analytic_params" and
+  "analytic_formula" (transformers; None otherwise), "tflops_per_device" (achieved, XLA's
+  count), "peak_tflops", "mfu" and "mfu_analytic" (None where the peak is unknown),
+  "peak_memory_bytes" (the allocator's peak where the device reports one, else XLA's plan),
+  "memory_source" and "planned_memory_bytes" (XLA's plan for the step, per device).
   """
   checks.check(config)
-  if steps < 1 or warmup < 1:
-    raise ValueError(f"steps and warmup must be >= 1, got {steps} and {warmup}")
+  if steps < 0 or warmup < 0:
+    raise ValueError(f"steps and warmup must be >= 0, got {steps} and {warmup}")
   objective = objectives.build(config)
   mesh = mesh_lib.data_mesh()
   batch_size = config.train.batch_size
   example = synthetic_batch(config, batch_size)
   num_classes = None if "tokens" in example else _DATASET_SHAPES[config.data.name][3]
-  tx, _ = optim.optimizer(config.optim, config.train.steps, batch_size)
+  # The state laid out as `ssljax train` lays it out: replicated, or split (train.param_sharding).
+  fsdp = config.train.get("param_sharding", "replicated") == "fsdp"
+  tx, _ = optim.optimizer(config.optim, config.train.steps, batch_size, sharded=fsdp)
   probe_tx = optax.adam(config.train.probe_lr)
   create = loop.state_factory(objective, {k: v[:2] for k, v in example.items()}, tx, probe_tx,
                               num_classes)
-  state = jax.device_put(create(loop.init_key(config)), mesh_lib.replicated(mesh))
-  train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh)
-  # The same host batch every step: the timing is of device work, not of the input pipeline.
-  batch = data.to_global(example, mesh_lib.batch_sharded(mesh))
+  specs = sharding.state_specs(jax.eval_shape(create, loop.init_key(config)), config.train, jax.device_count())
+  state_shardings = sharding.named(mesh, specs)
+  train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh,
+                                        state_specs=specs)
+  batch_sharding = mesh_lib.batch_sharded(mesh)
+  if steps:
+    state = jax.jit(create, out_shardings=state_shardings)(loop.init_key(config))
+    # The same host batch every step: the timing is of device work, not of the input pipeline.
+    batch = data.to_global(example, batch_sharding)
+  else:
+    state = loop.abstract_state(create, config, state_shardings)
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in example.items()}
 
   start = time.perf_counter()
-  state, metrics = train_step(state, batch)
-  jax.block_until_ready(metrics)
+  compiled = train_step.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
-  for _ in range(warmup - 1):
-    state, metrics = train_step(state, batch)
-  jax.block_until_ready(metrics)
+  # Shapes only, taken before the timed steps donate (and so delete) the state's buffers.
+  params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), state.params)
+  times = _time_steps(compiled, state, batch, steps, warmup) if steps else []
 
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = train_step(state, batch)
-  jax.block_until_ready((state, metrics))
-  step_seconds = (time.perf_counter() - start) / steps
-  if not np.isfinite(float(metrics["loss"])):
-    raise FloatingPointError(f"the loss became {float(metrics['loss'])} during the benchmark")
-  result = {
+  unit, units_per_example = _unit(config, example)
+  step_seconds = float(np.median(times)) if times else None
+  count = jax.device_count()
+  return {
       "device": jax.devices()[0].device_kind,
-      "device_count": jax.device_count(),
+      "device_count": count,
       "objective": config.objective,
-      "dtype": config.model.dtype,
+      "preset": preset,
+      "model": _describe_model(config, example, params),
+      "dtype": common.resolve_dtype(config.model.dtype),
       "batch_size": batch_size,
+      "per_device_batch": batch_size // count,
+      "input_shape": list(example["image" if "image" in example else "tokens"].shape[1:]),
       "compile_seconds": round(compile_seconds, 2),
       "step_seconds": step_seconds,
+      "step_seconds_min": min(times) if times else None,
+      "step_seconds_max": max(times) if times else None,
+      "timed_steps": len(times),
+      "unit": unit,
+      "per_second": batch_size * units_per_example / step_seconds if times else None,
+      **_costs(compiled, config, params, example, step_seconds, peak_tflops),
   }
+
+
+def _costs(compiled, config, params, example, step_seconds: float | None, peak_tflops: float | None) -> dict:
+  """FLOPs (XLA's and the formula's), achieved rate, MFU and memory of the compiled step."""
+  device, count = jax.devices()[0], jax.device_count()
+  per_device = flops.xla_flops(compiled)
+  analytic = flops.analytic_flops(config, params, example)
+  peak = peak_tflops if peak_tflops is not None else flops.peak_tflops(device.device_kind)
+  planned = flops.planned_memory(compiled)
+  allocated = flops.allocator_peak(device) if step_seconds else None  # a compile-only run allocates nothing
+  return {
+      "flops_per_step": per_device * count if per_device is not None else None,
+      "flops_per_device_step": per_device,
+      "analytic_flops_per_step": analytic["flops"] if analytic else None,
+      "analytic_params": analytic["params"] if analytic else None,
+      "analytic_formula": analytic["formula"] if analytic else None,
+      "tflops_per_device": per_device / step_seconds / 1e12 if step_seconds and per_device else None,
+      "peak_tflops": peak,
+      "mfu": flops.mfu(per_device, step_seconds, peak),
+      "mfu_analytic": flops.mfu(analytic["flops"] / count if analytic else None, step_seconds, peak),
+      "peak_memory_bytes": allocated if allocated is not None else planned,
+      "memory_source": ("device.memory_stats" if allocated is not None
+                        else "compiled.memory_analysis" if planned is not None else None),
+      "planned_memory_bytes": planned,
+  }
+
+
+def _time_steps(compiled, state, batch, steps: int, warmup: int) -> list[float]:
+  """Seconds of each of `steps` steps after `warmup` untimed ones. Every step is waited for
+  on the device (`block_until_ready`), so a step's time is its own, not its dispatch's."""
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+  if not np.isfinite(float(metrics["loss"])):
+    raise FloatingPointError(f"the loss became {float(metrics['loss'])} during the benchmark")
+  return times
+
+
+def _unit(config: ml_collections.ConfigDict, example: dict) -> tuple[str, int]:
+  """What the throughput counts, and how many of it one example of the batch holds."""
+  if "image" in example and "tokens" in example:
+    return "pairs", 1
+  if "nsp_label" in example:  # sentence pairs: BERT's unit is the sequence
+    return "sequences", 1
+  if "tokens" in example:  # packed windows
+    return "tokens", example["tokens"].shape[1]
+  views = VIEWS_PER_IMAGE.get(config.objective)
+  return ("views", views) if views else ("images", 1)
+
+
+def _describe_model(config: ml_collections.ConfigDict, example: dict, params) -> str:
+  count = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  size = f"{count / 1e6:.1f}M" if count >= 1e5 else f"{count / 1e3:.1f}K"
   if "image" in example and "tokens" in example:  # image-caption pairs (CLIP)
-    params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
     tower = config.model.vit_preset if config.model.image_tower == "vit" else config.model.encoder
-    return {**result, "model": f"{tower} + text transformer ({params / 1e6:.1f}M parameters)",
-            "input_shape": list(example["image"].shape[1:]), "unit": "pairs",
-            "per_second": batch_size / step_seconds}
+    return f"{tower} + text transformer ({size} parameters)"
   if "tokens" in example:
-    params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
-    # Sentence pairs are counted as sequences (BERT's unit); packed windows as tokens.
-    pairs = "nsp_label" in example
-    unit, per_step = ("sequences", batch_size) if pairs else ("tokens", batch_size * config.text.seq_len)
-    return {**result, "model": f"transformer {config.model.preset} ({params / 1e6:.1f}M parameters)",
-            "input_shape": list(example["tokens"].shape[1:]), "unit": unit,
-            "per_second": per_step / step_seconds}
-  return {**result, "model": f"{config.model.encoder} width {config.model.width}",
-          "input_shape": list(example["image"].shape[1:]), "unit": "images",
-          "per_second": batch_size / step_seconds}
+    return f"transformer {config.model.preset} ({size} parameters)"
+  return f"{config.model.encoder} width {config.model.width} ({size} parameters)"
 
 
 def format_result(result: dict) -> str:
-  return (
-      f"{result['objective']} {result['model']} {result['dtype']}, batch {result['batch_size']} of "
-      f"{'x'.join(map(str, result['input_shape']))}, on {result['device_count']} x {result['device']}: "
-      f"{result['step_seconds'] * 1e3:.1f} ms/step, {result['per_second']:,.0f} {result['unit']}/s "
-      f"(compile {result['compile_seconds']:.1f} s)"
-  )
+  """One line: what ran, and how fast."""
+  line = (f"{result['objective']} {result['model']} {result['dtype']}, batch {result['batch_size']} of "
+          f"{'x'.join(map(str, result['input_shape']))}, on {result['device_count']} x {result['device']}: ")
+  if result["step_seconds"] is None:
+    return line + f"compiled in {result['compile_seconds']:.1f} s, {flops.format_flops(result['flops_per_step'])}/step"
+  return line + (f"{result['step_seconds'] * 1e3:.1f} ms/step, {result['per_second']:,.0f} {result['unit']}/s "
+                 f"(compile {result['compile_seconds']:.1f} s)")
+
+
+# (header, width, cell) of each column of `format_table`.
+_COLUMNS = (
+    ("run", 22, lambda r: r["preset"] or r["objective"]),
+    ("model", 24, lambda r: r["model"]),
+    ("devices", 8, lambda r: str(r["device_count"])),
+    ("batch", 6, lambda r: str(r["batch_size"])),
+    ("dtype", 9, lambda r: r["dtype"]),
+    ("compile s", 9, lambda r: f"{r['compile_seconds']:.1f}"),
+    ("step ms", 9, lambda r: _maybe(r["step_seconds"], lambda v: f"{v * 1e3:.1f}")),
+    ("throughput", 22, lambda r: _maybe(r["per_second"], lambda v: f"{v:,.0f} {r['unit']}/s")),
+    ("FLOPs/step", 13, lambda r: flops.format_flops(r["flops_per_step"])),
+    ("analytic", 13, lambda r: flops.format_flops(r["analytic_flops_per_step"])),
+    ("TFLOP/s/dev", 11, lambda r: _maybe(r["tflops_per_device"], lambda v: f"{v:.3g}")),
+    ("MFU", 6, lambda r: _maybe(r["mfu"], lambda v: f"{v:.1%}")),
+    ("peak mem", 10, lambda r: _maybe(r["peak_memory_bytes"], _bytes)),
+)
+
+
+def _maybe(value, fmt) -> str:
+  return "-" if value is None else fmt(value)
+
+
+def _bytes(n: int) -> str:
+  for unit in ("B", "KiB", "MiB"):
+    if n < 1024:
+      return f"{n:.0f} {unit}"
+    n /= 1024
+  return f"{n:,.1f} GiB"
+
+
+def format_table(results: list[dict]) -> str:
+  """A table with one row per result; "-" where a figure is unknown (MFU without a peak, step
+  time of a compile-only run)."""
+  rows = [[header for header, _, _ in _COLUMNS]]
+  rows += [[cell(r) for _, _, cell in _COLUMNS] for r in results]
+  widths = [max(width, *(len(row[i]) for row in rows)) for i, (_, width, _) in enumerate(_COLUMNS)]
+  return "\n".join("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                   for row in rows)
 
 
 def append_result(result: dict, workdir: str) -> str:

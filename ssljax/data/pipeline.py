@@ -1,18 +1,26 @@
 """Grain input pipelines: a checkpointable training iterator and streamed evaluation batches.
 
-Training order per process, for one example per record (images):
+Training order, for one example per record (images):
 
-  source -> strided shard by process -> shuffle(seed) -> map(record_fn) -> batch -> repeat
+  source -> shuffle(seed) -> map(record_fn) -> batch -> this process's batches -> repeat
 
-Batching happens before `repeat`, so an epoch is exactly
-`(len(source) // shard_count) // batch_size` batches of one fresh permutation
-(grain reseeds the shuffle each epoch); every process gets the same number of
-examples, hence the same number of steps, which multi-host training needs.
+Every process shuffles the whole source with the same seed and cuts it into batches of its
+per-process size b; the global batch of step s is the n consecutive batches s*n ... s*n + n - 1
+(n processes), and process i reads only batch s*n + i, which lands on its devices as rows
+[i*b, (i+1)*b) of the global batch. The global batches are therefore exactly those of one
+process with batch n*b, in the same order, whatever the number of processes, and each record
+is read by one process only. Batching happens before `repeat`, so an epoch is exactly
+`len(source) // (n * b)` steps of one fresh permutation (grain reseeds the shuffle each epoch),
+the same on every process, which multi-host training needs.
 
 A stage that changes the number of examples (packing documents into fixed-length sequences)
-runs on the iterator instead:
+runs on the iterator instead, after a strided shard of the documents by process:
 
   source -> shard -> shuffle(seed) -> map(record_fn) -> repeat -> iter_stage -> batch
+
+Packing is sequential, so there each process packs its own documents: the global batches
+differ from one process's (the same data, another order), but no process tokenises more than
+its share.
 
 Both are deterministic for a seed, and grain's iterator state (saved with every checkpoint)
 covers every stage, so a resumed run sees exactly the batches of an uninterrupted one.
@@ -67,6 +75,15 @@ def _shard(ds: grain.MapDataset, shard_index: int, shard_count: int) -> grain.Ma
   return ds[shard_index:per_shard * shard_count:shard_count]
 
 
+def _process_batches(batches: grain.MapDataset, shard_index: int, shard_count: int) -> grain.MapDataset:
+  """Batches shard_index, shard_index + shard_count, ...: this process's part of each global
+  batch. The slice is lazy (only these batches are ever read) and, past its end, maps into the
+  next epochs of the batches, so `repeat` after it still reshuffles per epoch. Whole global
+  batches only: the last len % shard_count batches of an epoch are dropped."""
+  steps = len(batches) // shard_count
+  return batches[shard_index:steps * shard_count:shard_count]
+
+
 def _allow_unparsed_absl_flags() -> None:
   """Lets grain worker processes start outside absl.app.run.
 
@@ -104,8 +121,8 @@ def train_iterator(
     seed: shuffle seed; the same seed gives the same batches on every run.
     shuffle: reshuffle every epoch; False keeps stored order.
     drop_remainder: drop each epoch's last incomplete batch (keeps shapes static).
-    shard_index, shard_count: which slice of the data this process reads;
-      default jax.process_index() and jax.process_count().
+    shard_index, shard_count: which part of every global batch this process reads (its
+      documents, with `iter_stage`); default jax.process_index() and jax.process_count().
     num_epochs: passes over the data; None repeats forever.
     worker_count: grain worker processes (0 reads in this process with threads).
     prefetch: batches read ahead (per worker when worker_count > 0).
@@ -126,9 +143,15 @@ def train_iterator(
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index={shard_index} not in [0, {shard_count})")
 
-  ds = _shard(grain.MapDataset.source(source), shard_index, shard_count)
-  if drop_remainder and len(ds) < batch_size:
-    raise ValueError(f"a shard has {len(ds)} examples, fewer than batch_size={batch_size}")
+  ds = grain.MapDataset.source(source)
+  if iter_stage is not None:
+    ds = _shard(ds, shard_index, shard_count)
+  global_batch = batch_size * (shard_count if iter_stage is None else 1)
+  if drop_remainder and len(ds) < global_batch:
+    raise ValueError(f"{len(ds)} examples are fewer than one batch of {global_batch}"
+                     + (f" ({shard_count} processes x {batch_size})" if global_batch != batch_size else ""))
+  if iter_stage is None and not drop_remainder and shard_count > 1:
+    raise ValueError("several processes need drop_remainder=True (equal batches on every process)")
   if shuffle:
     ds = ds.seed(seed).shuffle()
   if record_fn is not None:
@@ -136,6 +159,7 @@ def train_iterator(
   read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch)
   if iter_stage is None:
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = _process_batches(ds, shard_index, shard_count)
     ds = ds.repeat(num_epochs)  # reseeds the shuffle each epoch
     iter_ds = ds.to_iter_dataset(read_options)
   else:

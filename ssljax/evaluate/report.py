@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 
+import jax
+
 from ssljax import workdir as workdir_lib
 
 EVAL_FILE = "eval.json"
@@ -30,6 +32,10 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, verbose: bool = 
   objective, params, model_state = workdir_lib.restore_model(workdir, config)
   report = objective.family.evaluate(objective, params, model_state, config, workdir, split)
   path = os.path.join(workdir, eval_file(split, config.data.test_split))
+  # With several processes each evaluates on one of its own devices (the same report); the
+  # first writes and prints it.
+  if jax.process_index() != 0:
+    return report
   with open(path, "w") as f:
     json.dump(report, f, indent=2)
   if verbose:

@@ -131,6 +131,11 @@ PRESETS: dict[str, dict[str, int]] = {
     # BERT-base (Devlin et al. 2019): GPT-2 small's blocks with BERT's 512 positions; 110M
     # parameters with its 30,522-token vocabulary, two segments and the pretraining heads.
     "bert_base": dict(num_layers=12, num_heads=12, embed_dim=768, mlp_dim=3072, max_len=512),
+    # GPT-3 XL's depth and width (Brown et al. 2020, table 2.1; 16 heads of 128 here): 1.31B
+    # parameters with GPT-2's 50,304-row vocabulary. Replicated, its float32 parameters and
+    # AdamW moments alone take 15.7 GB per device: the size where parameter sharding
+    # (train.param_sharding="fsdp") starts to matter.
+    "gpt_1b3": dict(num_layers=24, num_heads=16, embed_dim=2048, mlp_dim=8192, max_len=1024),
 }
 
 

@@ -56,10 +56,11 @@ def text_tower_config(config: ml_collections.ConfigDict) -> transformer.Transfor
   """The causal text Transformer: `model.text_preset` with any `model.text_<field>` set."""
   m = config.model
   fields = ("num_layers", "num_heads", "embed_dim", "mlp_dim")
+  dtype = common.resolve_dtype(m.dtype)
   return transformer.transformer_config(
       m.text_preset, vocab_size=image_text.model_vocab_size(config), causal=True,
-      max_len=config.text.seq_len, dtype=m.dtype, dropout=0.0,
-      attention_impl=attention_implementation(m.attention_impl, m.dtype), remat=m.remat,
+      max_len=config.text.seq_len, dtype=dtype, dropout=0.0,
+      attention_impl=attention_implementation(m.attention_impl, dtype), remat=m.remat,
       **_overrides(m, "text_", fields))
 
 
@@ -70,8 +71,9 @@ def image_tower(config: ml_collections.ConfigDict, axis_name: str | None):
     return common.encoder(m, axis_name)
   if m.image_tower == "vit":
     fields = ("patch_size", "num_layers", "num_heads", "embed_dim", "mlp_dim")
+    dtype = common.resolve_dtype(m.dtype)
     return vit.ViT(vit.vit_config(
-        m.vit_preset, dtype=m.dtype, attention_impl=attention_implementation(m.attention_impl, m.dtype),
+        m.vit_preset, dtype=dtype, attention_impl=attention_implementation(m.attention_impl, dtype),
         remat=m.remat, **_overrides(m, "vit_", fields)))
   raise ValueError(f"config.model.image_tower must be one of {IMAGE_TOWERS}, got {m.image_tower!r}")
 

@@ -22,6 +22,7 @@ import ml_collections
 from ssljax import losses, models
 from ssljax.families import text
 from ssljax.models import generation, transformer
+from ssljax.objectives import common
 from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
 from ssljax.text import tokenizer as tokenizer_lib
 
@@ -40,10 +41,11 @@ def transformer_config(config: ml_collections.ConfigDict, *, causal: bool) -> tr
   m = config.model
   overrides = {key: m[key] for key in ("num_layers", "num_heads", "embed_dim", "mlp_dim")
                if m.get(key) is not None}
+  dtype = common.resolve_dtype(m.dtype)
   return transformer.transformer_config(
       m.preset, vocab_size=text.model_vocab_size(config), causal=causal,
-      max_len=config.text.seq_len, dropout=m.dropout, dtype=m.dtype,
-      attention_impl=attention_implementation(m.attention_impl, m.dtype), remat=m.remat, **overrides)
+      max_len=config.text.seq_len, dropout=m.dropout, dtype=dtype,
+      attention_impl=attention_implementation(m.attention_impl, dtype), remat=m.remat, **overrides)
 
 
 @register("gpt")

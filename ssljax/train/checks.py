@@ -1,16 +1,39 @@
-"""Config checks that run before anything is built, so a bad run stops at once with a message
-that names the offending key."""
+"""Checks that run before any compute, so a bad run stops at once with a message that names
+the offending key and the fix.
+
+- `check(config)`: the config alone: unknown or missing keys and wrong types (against the
+  objective's own config file), impossible values, the batch against the devices.
+- `check_resume(config, workdir)`: a workdir holding checkpoints may only be resumed with a
+  config that trains the same run (see RESUMABLE_KEYS for what may change).
+- `as_input_error`: the trainer builds the objective, opens the data and traces the model
+  through it; what goes wrong there (a dataset that is not prepared, a split or feature that
+  does not exist, an unreadable record, a model that cannot take the data) is an InputError
+  saying what was being built.
+"""
 
 from __future__ import annotations
+
+import difflib
+import os
+import warnings
 
 import jax
 import ml_collections
 
-from ssljax import objectives
+from ssljax import objectives, workdir as workdir_lib
+from ssljax.objectives import common
 
 
 class ConfigError(ValueError):
   pass
+
+
+class ResumeError(ConfigError):
+  """The workdir's checkpoints belong to a run of another config."""
+
+
+class InputError(ConfigError):
+  """The objective, its data or its model cannot be built from the config."""
 
 
 def _require(condition: bool, message: str) -> None:
@@ -23,6 +46,7 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
   _require(config.objective in objectives.names(),
            f"config.objective={config.objective!r} is not a registered objective; "
            f"choose one of {objectives.names()}")
+  check_keys(config)
   batch = config.train.batch_size
   _require(batch > 0, f"config.train.batch_size must be positive, got {batch}")
   _require(
@@ -41,6 +65,8 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
   _require(config.train.keep_checkpoints > 0,
            f"config.train.keep_checkpoints must be positive, got {config.train.keep_checkpoints}")
   _require(config.train.knn_every >= 0, f"config.train.knn_every must be >= 0, got {config.train.knn_every}")
+  _require(config.train.get("param_sharding", "replicated") in ("replicated", "fsdp"),
+           f"config.train.param_sharding must be 'replicated' or 'fsdp', got {config.train.get('param_sharding')!r}")
   _require(config.optim.lr > 0, f"config.optim.lr must be positive, got {config.optim.lr}")
   _require(config.optim.weight_decay >= 0, f"config.optim.weight_decay must be >= 0, got {config.optim.weight_decay}")
   _require(config.optim.warmup_steps >= 0, f"config.optim.warmup_steps must be >= 0, got {config.optim.warmup_steps}")
@@ -68,3 +94,206 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
     _require(config.loss.temperature > 0, f"config.loss.temperature must be positive, got {config.loss.temperature}")
   if "loss" in config and "block_size" in config.loss:
     _require(config.loss.block_size >= 0, f"config.loss.block_size must be >= 0 (0 = dense), got {config.loss.block_size}")
+  _check_values(config)
+
+
+def reference_config(objective: str) -> ml_collections.ConfigDict | None:
+  """The default config of `objective` from the configs directory, or None where there is
+  none (an objective registered in user code, an installed package without configs/)."""
+  from ssljax.train import defaults
+
+  try:
+    return defaults.load_config(objective)
+  except FileNotFoundError:
+    return None
+
+
+def _type_name(value) -> str:
+  return type(value).__name__
+
+
+def _same_type(value, reference) -> bool:
+  """Whether `value` may stand where the objective's config has `reference`."""
+  if reference is None or value is None:
+    return True  # placeholders (None: "not set") take a value of their own type
+  if isinstance(reference, bool) or isinstance(value, bool):
+    return isinstance(value, bool) and isinstance(reference, bool)
+  if isinstance(reference, float):
+    return isinstance(value, (int, float))
+  if isinstance(reference, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  return isinstance(value, type(reference))
+
+
+def check_keys(config: ml_collections.ConfigDict) -> None:
+  """Every key of `config` exists in the objective's own config (configs/<objective>.py), with
+  a value of the same type, and none of those keys is missing.
+
+  `--config.KEY=...` overrides are already refused by ml_collections for unknown keys and bad
+  types; this catches the same mistakes in configs written in Python or edited in a notebook
+  (a typo there would otherwise be a key that nothing reads)."""
+  reference = reference_config(config.objective)
+  if reference is None:
+    return
+  given = workdir_lib.flatten(config.to_dict())
+  known = workdir_lib.flatten(reference.to_dict())
+  for key in sorted(given.keys() - known.keys()):
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean config.{close[0]}?" if close else ""
+    raise ConfigError(f"config.{key} is not a key of the {config.objective} config "
+                      f"(configs/{config.objective}.py){hint} Remove it or correct its name.")
+  for key in sorted(known.keys() - given.keys()):
+    raise ConfigError(f"config.{key} is missing: the {config.objective} objective reads it. Start from "
+                      f"configs/{config.objective}.py:get_config() and override keys instead of building "
+                      "a config from scratch.")
+  for key in sorted(given):
+    if not _same_type(given[key], known[key]):
+      raise ConfigError(f"config.{key}={given[key]!r} is of type {_type_name(given[key])}; the {config.objective} "
+                        f"config's value there is of type {_type_name(known[key])} (default {known[key]!r})")
+
+
+def _check_values(config: ml_collections.ConfigDict) -> None:
+  """Values that are impossible whatever the data: each names its key and what it may be."""
+  from ssljax import augment
+  from ssljax.models.resnet import STAGE_SIZES
+  from ssljax.train import nonfinite, optim
+
+  _require(isinstance(config.seed, int) and config.seed >= 0,
+           f"config.seed must be a non-negative integer, got {config.seed!r}")
+  policy = config.train.get("nonfinite", "stop")
+  _require(policy in nonfinite.POLICIES, f"config.train.nonfinite must be one of {nonfinite.POLICIES}, got {policy!r}")
+  try:  # the optimizer and its schedule, built (no arrays) to check their keys
+    optim.optimizer(config.optim, config.train.steps, config.train.batch_size)
+    common.resolve_dtype(config.model.dtype)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
+  m = config.model
+  if "encoder" in m:
+    encoders = sorted(STAGE_SIZES)
+    _require(m.encoder in encoders, f"config.model.encoder={m.encoder!r} is not a ResNet; choose one of {encoders}")
+  if "width" in m:
+    _require(m.width > 0, f"config.model.width must be positive, got {m.width}")
+  image_size = config.data.get("image_size")
+  _require(image_size is None or image_size > 0, f"config.data.image_size must be None or positive, got {image_size}")
+  if "augment" in config:
+    views = ("view1", "view2") if "view1" in config.augment else (None,)
+    for view in views:
+      try:
+        augment.make_config(config.augment if view is None else config.augment[view])
+      except (TypeError, ValueError) as error:
+        raise ConfigError(f"config.augment{'.' + view if view else ''}: {error}") from None
+  if "text" in config and config.text.tokenizer == "sentencepiece" and config.text.model_file:
+    _require(os.path.isfile(config.text.model_file),
+             f"config.text.model_file={config.text.model_file!r} does not exist; give the path of a "
+             "SentencePiece .model file, or leave it unset to train one on the corpus")
+
+
+# Keys a resumed run may change: they decide what is logged, monitored and evaluated, where the
+# files are, and how the same computation is laid out over devices and memory, never the values
+# a step computes. Every other key changes the run (train.steps too: it is the length of the
+# cosine learning-rate schedule, so training longer changes the learning rate of every later
+# step), and resuming with it changed needs --allow_config_change.
+RESUMABLE_KEYS = frozenset({
+    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.knn_every",
+    "train.eval_every", "train.evaluate", "train.nonfinite", "train.param_sharding",
+    "train.fsdp_min_size", "train.distributed", "data.data_dir", "data.eval_split",
+    "data.test_split", "model.attention_impl", "model.remat",
+})
+RESUMABLE_PREFIXES = ("eval.",)
+
+
+def resumable(key: str) -> bool:
+  return key in RESUMABLE_KEYS or key.startswith(RESUMABLE_PREFIXES)
+
+
+def saved_steps(workdir: str) -> list[int]:
+  """The steps with a checkpoint directory in `workdir` (orbax names them by the step)."""
+  directory = workdir_lib.checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def _same_compute_dtype(key: str, old, new) -> bool:
+  """model.dtype "auto" and the name it resolves to on this machine are the same run (a run saved
+  before "auto" became the default says "float32"; on CPU that is what "auto" means)."""
+  if key != "model.dtype" or workdir_lib.MISSING in (old, new):
+    return False
+  try:
+    return common.resolve_dtype(old) == common.resolve_dtype(new)
+  except ValueError:
+    return False
+
+
+def _show(value) -> str:
+  return value if value == workdir_lib.MISSING else repr(value)
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False) -> None:
+  """Stops before a run resumes checkpoints that another config wrote.
+
+  Compares `config` with the config.json saved in `workdir` when that holds checkpoints; a
+  difference in a key that changes the run (anything outside RESUMABLE_KEYS) is a ResumeError
+  naming each key with both values, unless `allow_config_change` (then a warning). Another
+  objective is refused even then: its checkpoint cannot be restored into this one's state."""
+  _require(not os.path.exists(workdir) or os.path.isdir(workdir),
+           f"--workdir {workdir} is a file, not a directory; choose a directory (it is created if missing)")
+  saved, steps = workdir_lib.saved_config(workdir), saved_steps(workdir)
+  if saved is None or not steps:
+    return  # nothing to resume: the run starts afresh and saves this config
+  changed = {k: v for k, v in workdir_lib.config_differences(saved, config).items()
+             if not resumable(k) and not _same_compute_dtype(k, *v)}
+  if not changed:
+    return
+  listed = "; ".join(f"config.{k}: {_show(old)} in the saved run, {_show(new)} now" for k, (old, new) in changed.items())
+  where = f"{workdir} (checkpoint of step {steps[-1]})"
+  if "objective" in changed:
+    raise ResumeError(f"{where} holds a run of objective {saved.get('objective')!r}, not {config.objective!r}; "
+                      "its checkpoints cannot be restored into another objective. Use another --workdir.")
+  if allow_config_change:
+    warnings.warn(f"resuming {where} with a changed config ({listed}), as allow_config_change (--allow_config_change) permits",
+                  stacklevel=2)
+    return
+  longer = (" To train longer, pass --allow_config_change: the cosine schedule is then stretched to the "
+            "new length from this step on." if "train.steps" in changed else "")
+  raise ResumeError(
+      f"resuming {where} with a config that changes the run: {listed}. Resume with the saved config "
+      f"({os.path.join(workdir, workdir_lib.CONFIG_FILE)}), pass --allow_config_change to go on with the "
+      f"new values, or use another --workdir.{longer}")
+
+
+def as_input_error(what: str, fix: str, fn, *args, **kwargs):
+  """`fn(*args, **kwargs)`, with what it raises turned into an InputError that says `what` was
+  being done (e.g. "opening the training data (mnist5k)"), the error, and `fix`, so that the
+  CLI reports it in one line; the original error is chained as the cause. ConfigErrors pass
+  unchanged."""
+  try:
+    return fn(*args, **kwargs)
+  except ConfigError:
+    raise
+  except Exception as error:
+    raise InputError(f"{what}: {type(error).__name__}: {str(error).rstrip('.')}. {fix}") from error
+
+
+def data_fix(config: ml_collections.ConfigDict) -> str:
+  """What to check when the training data cannot be opened or read."""
+  from ssljax import data
+
+  d = config.data
+  root = data.resolve_data_dir(d.data_dir)
+  return (f"Check config.data (name={d.name!r}, train_split={d.train_split!r}, its feature keys) and "
+          f"the data dir {root!r} (config.data.data_dir or $SSLJAX_DATA_DIR); a dataset whose files are "
+          f"damaged must be prepared again: delete {os.path.join(root, d.name)} (bundled datasets are "
+          "then rebuilt on the next run).")
+
+
+MODEL_FIX = ("The model cannot take these training examples: check config.model, config.data.image_size "
+             "and the objective's own keys (e.g. config.patches, config.augment).")
+
+
+def check_batch_fits(config: ml_collections.ConfigDict, examples: int) -> None:
+  """The global batch fits the training split (for sources of one example per record)."""
+  batch = config.train.batch_size
+  _require(batch <= examples,
+           f"config.train.batch_size={batch} is larger than the {examples} training examples of "
+           f"{config.data.name} (config.data.train_split={config.data.train_split!r}); use at most {examples}")

@@ -29,7 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.data_dir = config_dict.placeholder(str)  # None: $SSLJAX_DATA_DIR or ~/tensorflow_datasets
 
   c.model = ml_collections.ConfigDict()
-  c.model.dtype = "float32"
+  # Compute dtype: "auto" is bfloat16 on GPU/TPU and float32 on CPU, resolved when the model is
+  # built (`objectives.common.resolve_dtype`); parameters, optimizer state and losses stay float32.
+  c.model.dtype = "auto"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "lars"
@@ -51,6 +53,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.knn_every = 0  # 0: no kNN monitor during training
   c.train.probe_lr = 1e-3  # the online linear probe's Adam learning rate (labelled data only)
   c.train.evaluate = True  # run `ssljax eval` on the test split when training ends
+  # A step whose loss or gradients are NaN/inf: "stop" names it and stops (the latest checkpoint
+  # is the last finite state); "skip" drops its update and counts it (ssljax/train/nonfinite.py).
+  c.train.nonfinite = "stop"
+  # "replicated": parameters and optimizer state whole on every device; "fsdp": split over the
+  # devices (ZeRO-3), for models that do not fit replicated (ssljax/train/sharding.py).
+  c.train.param_sharding = "replicated"
+  c.train.fsdp_min_size = 2**18  # fsdp: leaves with fewer elements stay replicated
+  c.train.distributed = False  # call jax.distributed.initialize() first (one process per host)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.seed = 0

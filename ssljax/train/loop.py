@@ -13,7 +13,7 @@ import ml_collections
 import optax
 
 from ssljax import data, objectives
-from ssljax.train import checkpoint, checks, mesh as mesh_lib, optim, step as step_lib
+from ssljax.train import checkpoint, checks, mesh as mesh_lib, nonfinite, optim, preemption, sharding, step as step_lib
 from ssljax.train.metrics import MetricWriter, Progress
 from ssljax.train.state import TrainState
 from ssljax.workdir import save_config
@@ -52,69 +52,106 @@ def init_key(config) -> jax.Array:
 
 
 def abstract_state(create, config, sharding) -> TrainState:
-  """Shapes, dtypes and sharding of the state `create` makes, without computing it."""
+  """Shapes, dtypes and sharding of the state `create` makes, without computing it;
+  `sharding` is one sharding for every leaf or a tree of them shaped like the state."""
   shapes = jax.eval_shape(create, init_key(config))
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+  if isinstance(sharding, jax.sharding.Sharding):
+    sharding = jax.tree.map(lambda _: sharding, shapes)
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, sharding)
 
 
 def probe_optimizer(config) -> optax.GradientTransformation:
   return optax.adam(config.train.probe_lr)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> TrainState:
-  """Pretrains `config.objective`, resuming from the latest checkpoint in `workdir`."""
+def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+          allow_config_change: bool = False) -> TrainState:
+  """Pretrains `config.objective`, resuming from the latest readable checkpoint in `workdir`.
+
+  Stops before any compute when the config, its data or the workdir's run do not fit
+  (`checks`; a workdir's checkpoints are resumed only with a config that trains the same run,
+  unless `allow_config_change`). On SIGTERM it saves the step just finished and raises
+  `preemption.Preempted`; on a non-finite loss or gradient it follows `config.train.nonfinite`."""
   checks.check(config)
+  checks.check_resume(config, workdir, allow_config_change)
   os.makedirs(workdir, exist_ok=True)
-  objective = objectives.build(config)
+  objective = checks.as_input_error("building the objective from the config", "Check the config's keys.",
+                                    objectives.build, config)
   mesh = mesh_lib.data_mesh()
   t = config.train
 
-  inp = objective.family.train_input(config, workdir)
+  inp = checks.as_input_error(f"opening the training data ({config.data.name})", checks.data_fix(config),
+                              objective.family.train_input, config, workdir)
+  if inp.iter_stage is None:  # one example per record
+    checks.check_batch_fits(config, len(inp.source))
   iterator = data.train_iterator(
       inp.source, batch_size=t.batch_size // jax.process_count(), seed=config.seed,
       record_fn=inp.record_fn, iter_stage=inp.iter_stage,
   )
-  example = data.example_batch(inp.source, inp.record_fn, inp.iter_stage)
-  tx, learning_rate = optim.optimizer(config.optim, t.steps, t.batch_size)
+  example = checks.as_input_error(f"reading the first training records of {config.data.name}",
+                                  checks.data_fix(config), data.example_batch, inp.source, inp.record_fn,
+                                  inp.iter_stage)
+  fsdp = t.get("param_sharding", "replicated") == "fsdp"
+  tx, learning_rate = optim.optimizer(config.optim, t.steps, t.batch_size, sharded=fsdp)
   probe_tx = probe_optimizer(config)
-  create = state_factory(objective, example, tx, probe_tx, inp.num_classes)
-  replicated = mesh_lib.replicated(mesh)
+  create = checks.as_input_error("building the model for the training examples", checks.MODEL_FIX, state_factory,
+                                 objective, example, tx, probe_tx, inp.num_classes)
+  shapes = checks.as_input_error("building the model for the training examples", checks.MODEL_FIX, jax.eval_shape,
+                                 create, init_key(config))
+  specs = sharding.state_specs(shapes, t, jax.device_count())
+  shardings = sharding.named(mesh, specs)
 
   mngr = checkpoint.manager(workdir, save_every=t.checkpoint_every, keep=t.keep_checkpoints)
-  restored = checkpoint.restore(mngr, abstract_state(create, config, replicated))
+  restored = checkpoint.restore(mngr, abstract_state(create, config, shardings))
   if restored is None:
-    state = jax.device_put(create(init_key(config)), replicated)
+    # Made in place, each device computing only its part: a model that does not fit one
+    # device replicated never exists whole.
+    state = jax.jit(create, out_shardings=shardings)(init_key(config))
   else:
     state, data_state = restored
     iterator.set_state(data_state)
     logging.info("resumed from step %d", int(state.step))
-  save_config(config, workdir)
+  if jax.process_index() == 0:  # one writer: the processes' configs are the same
+    save_config(config, workdir)
   start = int(state.step)
 
-  train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh)
-  writer = MetricWriter(workdir, resume_step=start)
+  train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh,
+                                        state_specs=specs, skip_nonfinite=t.get("nonfinite") == "skip")
+  watch = nonfinite.Watch(t.get("nonfinite", "stop"), state.params)
+  writer = MetricWriter(workdir, resume_step=start, enabled=jax.process_index() == 0)
   bar = Progress(t.steps, start, units_per_step=t.batch_size * inp.units_per_example, unit=inp.unit,
                  enabled=progress and jax.process_index() == 0)
   monitors = objective.family.monitors(objective, config, workdir)
   batch_sharding = mesh_lib.batch_sharded(mesh)
+  sigterm = preemption.StopOnSigterm(mngr.reached_preemption).install()
   try:
     for step in range(start, t.steps):
       batch = data.to_global(next(iterator), batch_sharding)
       state, metrics = train_step(state, batch)
       done = step + 1
-      if done % t.log_every == 0 or done == t.steps:
+      metrics = watch.add(done, metrics)
+      stop = sigterm.reached(done)
+      log = done % t.log_every == 0 or done == t.steps
+      if log or stop or mngr.should_save(done):  # no non-finite state is logged or saved
+        watch.check(last_checkpoint=mngr.latest_step())
+      if log:
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics.update(watch.metrics())
         metrics["learning_rate"] = float(learning_rate(step))
         due = [m for m in monitors if done % m.every == 0 or done == t.steps]
         if due:
-          params, model_state = jax.device_get((state.params, state.model_state))
+          params, model_state = sharding.to_host((state.params, state.model_state), mesh)
           for monitor in due:
             metrics.update(monitor.fn(params, model_state))
         metrics.update(bar.update(done, metrics))
         if jax.process_index() == 0:
           writer.write(done, metrics)
-      checkpoint.save(mngr, done, state, iterator.get_state(), force=done == t.steps)
+      checkpoint.save(mngr, done, state, iterator.get_state(), force=done == t.steps or stop)
+      if stop:
+        mngr.wait_until_finished()
+        raise preemption.Preempted(done, str(mngr.directory))
   finally:
+    sigterm.uninstall()
     mngr.wait_until_finished()
     mngr.close()
     bar.close()

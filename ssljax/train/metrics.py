@@ -18,7 +18,16 @@ def read_metrics(workdir: str) -> list[dict]:
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i < len(lines) - 1:
+        raise
+      # A run killed while appending leaves a torn last line; its step is re-run on resume.
+  return records
 
 
 class MetricWriter:
@@ -28,18 +37,26 @@ class MetricWriter:
   the file reads as if the run had never stopped.
   """
 
-  def __init__(self, workdir: str, resume_step: int, tensorboard: bool = True):
+  def __init__(self, workdir: str, resume_step: int, tensorboard: bool = True, enabled: bool = True):
+    # With several processes one writes (all hold the same metrics); `enabled=False` touches
+    # no file.
+    self.enabled = enabled
     self.path = os.path.join(workdir, METRICS_FILE)
-    kept = [m for m in read_metrics(workdir) if m["step"] <= resume_step]
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(m) + "\n" for m in kept)
     self._tb = None
+    if not enabled:
+      return
+    kept = [m for m in read_metrics(workdir) if m["step"] <= resume_step]
+    with open(self.path + ".tmp", "w") as f:  # renamed into place: a kill here loses nothing
+      f.writelines(json.dumps(m) + "\n" for m in kept)
+    os.replace(self.path + ".tmp", self.path)
     if tensorboard:
       from tensorboardX import SummaryWriter  # imported lazily: it is slow to import
 
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
     record = {"step": int(step), **{k: float(np.asarray(v)) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")

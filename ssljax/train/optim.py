@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
+from jax import lax
+
+from ssljax.objectives import DATA_AXIS
 
 
 def scaled_learning_rate(optim: ml_collections.ConfigDict, global_batch: int) -> float:
@@ -47,11 +51,68 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def _sum_of_squares(x) -> jax.Array:
+  """sum(x**2) over the whole leaf, also when each device holds only a slice of it (FSDP).
+
+  Inside the step's shard_map a slice of a split leaf has a type that varies over DATA_AXIS
+  (check_vma), a replicated leaf does not; only the slices' sums are added across devices.
+  Outside shard_map nothing varies and this is the plain sum."""
+  total = jnp.sum(jnp.square(x.astype(jnp.float32)))
+  axis_type = getattr(jax.typeof(total), "manual_axis_type", None)
+  if DATA_AXIS in getattr(axis_type, "varying", ()):
+    total = lax.psum(total, DATA_AXIS)
+  return total
+
+
+def clip_by_global_norm_sharded(max_norm: float) -> optax.GradientTransformation:
+  """optax.clip_by_global_norm with the norm of the whole gradient when it is split over
+  devices (optax's own would clip each device's slice by the slice's norm)."""
+
+  def update_fn(updates, state, params=None):
+    del params
+    g_norm = jnp.sqrt(sum(_sum_of_squares(u) for u in jax.tree.leaves(updates)))
+    trigger = g_norm < max_norm
+    updates = jax.tree.map(lambda t: lax.select(trigger, t, (t / g_norm.astype(t.dtype)) * max_norm), updates)
+    return updates, state
+
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def scale_by_trust_ratio_sharded(trust_coefficient: float) -> optax.GradientTransformation:
+  """LARS's layer-wise trust ratio (optax.scale_by_trust_ratio, min_norm 0, eps 0) with each
+  leaf's norms taken over the whole leaf when it is split over devices."""
+
+  def update_fn(updates, state, params):
+    def scale(update, param):
+      param_norm = jnp.sqrt(_sum_of_squares(param)).astype(param.dtype)
+      update_norm = jnp.sqrt(_sum_of_squares(update)).astype(param.dtype)
+      ratio = trust_coefficient * param_norm / update_norm
+      safe = jnp.where((param_norm == 0.0) | (update_norm == 0.0), jnp.ones((), param.dtype), ratio)
+      return update * safe
+
+    return jax.tree.map(scale, updates, params), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
 def optimizer(
-    optim: ml_collections.ConfigDict, total_steps: int, global_batch: int
+    optim: ml_collections.ConfigDict, total_steps: int, global_batch: int, *, sharded: bool = False
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimizer and its learning-rate schedule.
+
+  `sharded`: parameters may be split over devices (FSDP); the norms that LARS and gradient
+  clipping take are then summed over the slices. The state has the same structure either way,
+  so a checkpoint restores into both."""
   lr = schedule(optim, total_steps, global_batch)
-  if optim.name == "lars":
+  if optim.name == "lars" and sharded:
+    # optax.lars's chain, with the trust ratio's norms over whole leaves.
+    tx = optax.chain(
+        optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
+        optax.masked(scale_by_trust_ratio_sharded(optim.trust_coefficient), decay_mask),
+        optax.scale_by_learning_rate(lr),
+        optax.trace(decay=optim.momentum, nesterov=False),
+    )
+  elif optim.name == "lars":
     tx = optax.lars(
         lr,
         weight_decay=optim.weight_decay,
@@ -73,5 +134,6 @@ def optimizer(
   if optim.get("clip_norm", 0.0):
     # Clipping the global gradient norm first keeps rare large steps (early transformer
     # training) from undoing what the optimizer's moments have learned.
-    tx = optax.chain(optax.clip_by_global_norm(optim.clip_norm), tx)
+    clip = clip_by_global_norm_sharded if sharded else optax.clip_by_global_norm
+    tx = optax.chain(clip(optim.clip_norm), tx)
   return tx, lr

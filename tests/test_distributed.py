@@ -1,0 +1,155 @@
+"""Several processes (JAX's multi-controller runtime) on one machine: `ssljax train` started as
+2 processes of 4 fake CPU devices each, joined by `jax.distributed.initialize` over localhost
+(gloo collectives between CPU devices), trains exactly like 1 process of 8 devices and like 1
+device: the same losses, from disjoint per-process reads of the same global batches. Each
+process checkpoints its own iterator state; a resumed 2-process run, with parameters split
+across the processes (FSDP), continues with the same losses and evaluates once."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO, run_cli
+from ssljax.train import distributed
+
+SMOKE = os.path.join(REPO, "configs", "simclr.py") + ":smoke"
+COMMON = ["--config", SMOKE, "--noprogress", "--config.train.steps=4", "--config.train.checkpoint_every=2"]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _train_processes(args, data_dir, log_dir, processes=2, devices=4, timeout=600):
+  """`ssljax train ARGS` as `processes` processes of `devices` CPU devices each; (returncode,
+  output) per process."""
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+         "SSLJAX_DATA_DIR": data_dir, "JAX_PLATFORMS": "cpu"}
+  address = f"localhost:{_free_port()}"
+  runs = []
+  for index in range(processes):
+    log = open(os.path.join(log_dir, f"process_{index}.log"), "w+")
+    command = [sys.executable, "-m", "ssljax.cli", "train", *args, "--coordinator_address", address,
+               "--num_processes", str(processes), "--process_id", str(index)]
+    runs.append((subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log))
+  results = []
+  try:
+    for process, log in runs:
+      code = process.wait(timeout=timeout)
+      log.seek(0)
+      results.append((code, log.read()))
+  finally:
+    for process, log in runs:
+      if process.poll() is None:
+        process.kill()
+      log.close()
+  return results
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  assert len({r["step"] for r in records}) == len(records), "a step logged twice: one process writes"
+  return {r["step"]: r["loss"] for r in records}
+
+
+def _assert_same_losses(got, want):
+  assert sorted(got) == sorted(want) == [1, 2, 3, 4]
+  for step in want:
+    assert got[step] == pytest.approx(want[step], rel=1e-5), (step, got, want)
+
+
+@pytest.fixture(scope="module")
+def one_device_losses(tmp_path_factory, data_dir):
+  workdir = str(tmp_path_factory.mktemp("one_device"))
+  result = run_cli(["train", "--workdir", workdir, *COMMON, "--config.train.evaluate=False"], data_dir, devices=1)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return _losses(workdir)
+
+
+def test_two_processes_train_like_one_process_and_one_device(tmp_path, data_dir, one_device_losses):
+  workdir = str(tmp_path / "two")
+  results = _train_processes(["--workdir", workdir, *COMMON, "--config.train.evaluate=False"], data_dir, tmp_path)
+  for code, output in results:
+    assert code == 0, output[-3000:]
+  eight = str(tmp_path / "eight")
+  result = run_cli(["train", "--workdir", eight, *COMMON, "--config.train.evaluate=False"], data_dir, devices=8)
+  assert result.returncode == 0, result.stderr[-3000:]
+  _assert_same_losses(_losses(workdir), _losses(eight))
+  _assert_same_losses(_losses(workdir), one_device_losses)
+  # Each process saved its own iterator position.
+  data_item = os.path.join(workdir, "checkpoints", "4", "data")
+  assert sorted(f for f in os.listdir(data_item) if f.endswith(".json")) == ["process_0-of-2.json",
+                                                                            "process_1-of-2.json"]
+
+
+@pytest.mark.slow  # two more 2-process runs and an evaluation: about a minute on idle cores
+def test_two_processes_with_split_parameters_resume_and_evaluate_once(tmp_path, data_dir, one_device_losses):
+  """FSDP across the two processes (every leaf with a dimension divisible by 8 split), killed
+  after the checkpoint of step 2 (here: the later one deleted), resumed: the same losses as one
+  device, and the evaluation printed and written by process 0 only."""
+  workdir = str(tmp_path / "fsdp")
+  # The kNN monitor reads the split parameters whole on every process.
+  args = ["--workdir", workdir, *COMMON, "--config.train.param_sharding=fsdp", "--config.train.fsdp_min_size=0",
+          "--config.train.knn_every=2"]
+  for code, output in _train_processes([*args, "--config.train.evaluate=False"], data_dir, tmp_path):
+    assert code == 0, output[-3000:]
+  _assert_same_losses(_losses(workdir), one_device_losses)
+  knn = {r["step"]: r["knn_accuracy"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+         if "knn_accuracy" in r}
+  assert sorted(knn) == [2, 4]
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
+  results = _train_processes(args, data_dir, tmp_path)
+  for code, output in results:
+    assert code == 0, output[-3000:]
+  _assert_same_losses(_losses(workdir), one_device_losses)
+  resumed_knn = {r["step"]: r["knn_accuracy"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+                 if "knn_accuracy" in r}
+  assert resumed_knn == pytest.approx(knn)
+  assert "linear_probe" in results[0][1] and "linear_probe" not in results[1][1]
+  assert json.load(open(os.path.join(workdir, "eval.json")))["split"] == "test"
+
+
+def test_what_asks_for_several_processes():
+  assert not distributed.requested(environ={})
+  assert distributed.requested(flag=True, environ={})
+  assert distributed.requested(coordinator_address="host:1234", environ={})
+  assert distributed.requested(environ={"JAX_COORDINATOR_ADDRESS": "host:1234"})
+  assert distributed.requested(environ={"SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "16"})
+  assert not distributed.requested(environ={"SLURM_NTASKS": "16"})  # an allocation, not an srun step
+  assert not distributed.requested(environ={"SLURM_STEP_NODELIST": "n1", "SLURM_NTASKS": "1"})
+  assert distributed.requested(environ={"OMPI_COMM_WORLD_SIZE": "4"})
+  from ssljax.train import defaults
+
+  config = defaults.base_config()
+  assert not distributed.requested(config=config, environ={})
+  config.train.distributed = True
+  assert distributed.requested(config=config, environ={})
+
+
+def test_a_checkpoint_of_another_process_count_is_a_mismatch_not_corrupt(tmp_path):
+  """Each process's iterator state is its own: resuming with another number of processes is
+  refused by name (not skipped as unreadable, which would set every checkpoint aside)."""
+  import jax.numpy as jnp
+
+  from ssljax.train import checkpoint
+
+  mngr = checkpoint.manager(str(tmp_path), save_every=1, keep=2, async_save=False)
+  state = {"w": jnp.ones((4,))}
+  checkpoint.save(mngr, 1, state, {"next_index": 1}, force=True)
+  mngr.wait_until_finished()
+  assert checkpoint.restore(mngr, state)[1] == {"next_index": 1}
+  data_item = os.path.join(str(tmp_path), "checkpoints", "1", "data")
+  for index in range(2):  # as two processes would have saved it
+    shutil.copy(os.path.join(data_item, "metadata"), os.path.join(data_item, f"process_{index}-of-2.json"))
+  os.remove(os.path.join(data_item, "metadata"))
+  with pytest.raises(checkpoint.CheckpointMismatchError, match="saved by 2 process"):
+    checkpoint.restore(mngr, state)
+  mngr.close()
