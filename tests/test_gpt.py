@@ -140,12 +140,15 @@ def test_tokenizer_train_then_a_run_with_another_tokenizer_is_refused(tmp_path, 
 
 def test_gpt2_preset_train_step_in_bench(tmp_path):
   """The 124M-parameter GPT-2 preset's real train step (AdamW, clipping, donation) runs in
-  `ssljax bench step`; on CPU at a tiny batch and a short context, in float32."""
+  `ssljax bench step`; on CPU at a tiny batch and a short context, in float32. The state is
+  split over the 8 fake devices (FSDP): replicated, its 8 copies of parameters and AdamW moments
+  alone take 12 GB of the host's memory."""
   from ssljax.bench import throughput
 
   config = defaults.load_config("gpt:gpt2")
   config.unlock()
   config.model.dtype, config.text.seq_len, config.train.batch_size = "float32", 32, 8
+  config.train.param_sharding = "fsdp"
   result = throughput.measure(config, steps=1, warmup=1)
   # 124.4M at GPT-2's context of 1024; 992 fewer position rows here.
   assert result["unit"] == "tokens" and "123.7M parameters" in result["model"], result
