@@ -153,3 +153,47 @@ def test_a_checkpoint_of_another_process_count_is_a_mismatch_not_corrupt(tmp_pat
   with pytest.raises(checkpoint.CheckpointMismatchError, match="saved by 2 process"):
     checkpoint.restore(mngr, state)
   mngr.close()
+
+
+def test_only_process_0_trains_the_tokenizer_the_others_read_its_files(tmp_path, monkeypatch):
+  """In a fresh multi-process text run, process 1 neither reads training texts nor trains: it
+  waits at the barrier while process 0 saves, then loads process 0's files."""
+  from ssljax.families import text
+  from ssljax.text import tokenizer as tokenizer_lib
+  from ssljax.train import defaults
+
+  config = defaults.load_config("gpt:smoke")
+  workdir = str(tmp_path)
+  barriers = []
+
+  def barrier(name):
+    barriers.append(name)
+    if name == "ssljax: tokenizer saved":  # meanwhile, process 0 saved its tokenizer
+      tokenizer_lib.ByteTokenizer().save(workdir)
+
+  def texts():
+    raise AssertionError("process 1 read the tokenizer's training texts")
+
+  monkeypatch.setattr(text, "_barrier", barrier)
+  monkeypatch.setattr(text.jax, "process_index", lambda: 1)
+  tokenizer = text.run_tokenizer(config, workdir, texts)
+  assert barriers == ["ssljax: tokenizer lookup", "ssljax: tokenizer saved"]
+  assert tokenizer.kind == "byte" and tokenizer.encode("abc") == tokenizer_lib.ByteTokenizer().encode("abc")
+  # A resumed run (the tokenizer already saved) passes the first barrier only.
+  barriers.clear()
+  text.run_tokenizer(config, workdir, texts)
+  assert barriers == ["ssljax: tokenizer lookup"]
+
+
+def test_two_processes_share_one_freshly_trained_sentencepiece_tokenizer(tmp_path, data_dir):
+  """A fresh GPT run of 2 processes with a SentencePiece tokenizer to train: process 0 trains
+  and saves it, process 1 waits and loads it, and both train on it."""
+  workdir = str(tmp_path / "gpt")
+  args = ["--workdir", workdir, "--config", os.path.join(REPO, "configs", "gpt.py") + ":smoke", "--noprogress",
+          "--config.text.tokenizer=sentencepiece", "--config.text.vocab_size=512", "--config.train.steps=2",
+          "--config.train.evaluate=False"]
+  results = _train_processes(args, data_dir, tmp_path, devices=1)
+  for code, output in results:
+    assert code == 0, output[-3000:]
+  assert os.path.exists(os.path.join(workdir, "tokenizer.model"))
+  assert sorted(_losses(workdir)) == [1, 2]

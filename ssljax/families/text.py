@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -138,26 +139,38 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
   `training_texts`, a list or a function that reads it only when a tokenizer is trained) and
   saved there. A saved tokenizer that the config contradicts (another kind, model file or
   vocabulary size) is an error naming both."""
-  saved = os.path.exists(os.path.join(workdir, tokenizer_lib.CONFIG_FILE))
-  if saved:
-    tokenizer = tokenizer_lib.load(workdir)
-    if config.text.model_file:
-      tokenizer_lib.check_same(workdir, tokenizer_lib.SentencePieceTokenizer.from_file(config.text.model_file))
-    if tokenizer.kind != config.text.tokenizer or tokenizer.vocab_size != model_vocab_size(config):
-      raise ValueError(
-          f"the run in {workdir} was trained with a {tokenizer.kind} tokenizer of "
-          f"{tokenizer.vocab_size} embedding rows, but the config asks for a "
-          f"{config.text.tokenizer} tokenizer of {model_vocab_size(config)}; use the run's "
-          "config or a new --workdir")
-    return tokenizer
-  tokenizer = _build_tokenizer(config, training_texts)
-  if tokenizer.vocab_size != model_vocab_size(config):
-    raise ValueError(f"the tokenizer has {tokenizer.vocab_size} embedding rows, the model "
-                     f"{model_vocab_size(config)}")
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    tokenizer.save(workdir)
+  # With several processes, process 0 alone trains and saves; the others wait, then read its
+  # files (the workdir is shared, as orbax's checkpoints need). The first barrier makes every
+  # process see the workdir as it was before anyone wrote to it, so all take the same branch.
+  # (Each training its own could give different pieces: SentencePiece trains multithreaded.)
+  _barrier("ssljax: tokenizer lookup")
+  if not os.path.exists(os.path.join(workdir, tokenizer_lib.CONFIG_FILE)):
+    if jax.process_index() == 0:
+      tokenizer = _build_tokenizer(config, training_texts)
+      if tokenizer.vocab_size != model_vocab_size(config):
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} embedding rows, the model "
+                         f"{model_vocab_size(config)}")
+      os.makedirs(workdir, exist_ok=True)
+      tokenizer.save(workdir)
+    _barrier("ssljax: tokenizer saved")
+    if jax.process_index() == 0:
+      return tokenizer
+  tokenizer = tokenizer_lib.load(workdir)
+  if config.text.model_file:
+    tokenizer_lib.check_same(workdir, tokenizer_lib.SentencePieceTokenizer.from_file(config.text.model_file))
+  if tokenizer.kind != config.text.tokenizer or tokenizer.vocab_size != model_vocab_size(config):
+    raise ValueError(
+        f"the run in {workdir} was trained with a {tokenizer.kind} tokenizer of "
+        f"{tokenizer.vocab_size} embedding rows, but the config asks for a "
+        f"{config.text.tokenizer} tokenizer of {model_vocab_size(config)}; use the run's "
+        "config or a new --workdir")
   return tokenizer
+
+
+def _barrier(name: str) -> None:
+  """Waits until every process of a multi-process run gets here; nothing with one process."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
