@@ -11,7 +11,7 @@ import pytest
 from helpers import data_mesh
 from ssljax import objectives
 from ssljax.objectives import DATA_AXIS
-from ssljax.train import defaults, optim, sharding, step as step_lib
+from ssljax.train import checks, defaults, optim, sharding, step as step_lib
 from ssljax.train.state import TrainState
 
 P = jax.P
@@ -53,7 +53,7 @@ def test_parameters_and_their_adam_moments_get_the_same_specs():
   assert sizes[True] > 0.99 * (sizes[True] + sizes[False])  # almost every parameter is split
 
 
-def _run(objective, batch, num_devices, tx, mode, steps=3, min_size=0):
+def _run(objective, batch, num_devices, tx, mode, steps=3, min_size=0, gather_per_layer=False):
   """`steps` train steps with parameters `mode` ("replicated" or "fsdp") on `num_devices`;
   (state on the host, losses, the state's PartitionSpecs)."""
   params, model_state = objective.init(jax.random.key(0), batch)
@@ -64,7 +64,8 @@ def _run(objective, batch, num_devices, tx, mode, steps=3, min_size=0):
   specs = sharding.state_specs(state, train, num_devices)
   state = jax.device_put(state, sharding.named(mesh, specs))
   global_batch = jax.device_put(batch, jax.NamedSharding(mesh, P(DATA_AXIS)))
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh, state_specs=specs)
+  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh, state_specs=specs,
+                                        gather_per_layer=gather_per_layer)
   losses = []
   for _ in range(steps):
     state, metrics = train_step(state, global_batch)
@@ -109,6 +110,28 @@ def test_fsdp_gpt_step_equals_replicated_and_one_device(gpt_one_device):
   _assert_same(fsdp, _run(objective, batch, 8, _clipped_sgd(False), "replicated"))
   _assert_same(fsdp, gpt_one_device)
   assert fsdp[1][2] < fsdp[1][0]
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_fsdp_gathered_per_layer_equals_one_device(gpt_one_device, remat):
+  """fsdp_gather="layer": the step gathers only what lies outside the blocks and hands the
+  blocks their split parameters. Were a block not to gather its own, it would get 1/8-wide
+  kernels and fail, so equal results show the per-layer gathers (and their reduce-scattered
+  gradients) in place; with remat each block gathers again in the backward pass."""
+  config = defaults.load_config("gpt:smoke")
+  config.model.remat = remat
+  objective, batch = objectives.build(config), _gpt()[1]
+  per_layer = _run(objective, batch, 8, _clipped_sgd(True), "fsdp", gather_per_layer=True)
+  blocks = per_layer[2].params["blocks_0"]
+  assert any(sharding.is_sharded(s) for s in jax.tree.leaves(blocks))
+  _assert_same(per_layer, gpt_one_device)
+
+
+def test_fsdp_gather_per_layer_only_for_transformer_objectives():
+  config = defaults.load_config("simclr:smoke")
+  config.train.param_sharding, config.train.fsdp_gather = "fsdp", "layer"
+  with pytest.raises(checks.ConfigError, match="fsdp_gather='layer' needs a Transformer objective"):
+    checks.check(config, device_count=8)
 
 
 def test_fsdp_needs_the_global_norm_of_split_leaves(gpt_one_device):

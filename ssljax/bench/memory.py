@@ -51,7 +51,9 @@ def step_memory(config: ml_collections.ConfigDict, param_sharding: str = "replic
   state = loop.abstract_state(create, config, sharding.named(mesh, specs))
   batch_sharding = mesh_lib.batch_sharded(mesh)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in example.items()}
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(config.seed), mesh, state_specs=specs)
+  per_layer = param_sharding == "fsdp" and config.train.get("fsdp_gather", "model") == "layer"
+  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(config.seed), mesh, state_specs=specs,
+                                        gather_per_layer=per_layer)
   analysis = train_step.lower(state, batch).compile().memory_analysis()
   if analysis is None:
     raise RuntimeError(f"backend {jax.default_backend()!r} gives no compiled memory analysis")
@@ -62,7 +64,7 @@ def step_memory(config: ml_collections.ConfigDict, param_sharding: str = "replic
   return {
       "objective": config.objective,
       "model": _model_name(config),
-      "param_sharding": param_sharding,
+      "param_sharding": param_sharding + ("/layer" if per_layer else "") + (" remat" if config.model.get("remat") else ""),
       "device_count": count,
       "batch_size": config.train.batch_size,
       "input_shape": list(example[key].shape[1:]),

@@ -42,6 +42,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssljax.models import layer_gather
+
 ModuleDef = Any
 Array = jax.Array
 
@@ -283,10 +285,20 @@ class Transformer(nn.Module):
                                   dtype=cfg.dtype, out_init=residual_init,
                                   attention_impl=cfg.attention_impl)
     mlp = functools.partial(MLP, hidden_dim=cfg.mlp_dim, dense=dense, out_init=residual_init)
-    block = nn.remat(Block, static_argnums=(3,)) if cfg.remat else Block
-    self.blocks = [block(attention=attention, mlp=mlp, norm=norm, dropout=cfg.dropout)
-                   for _ in range(cfg.num_layers)]
+    self.blocks = [self._block_class(f"blocks_{i}")(attention=attention, mlp=mlp, norm=norm, dropout=cfg.dropout,
+                                                     name=f"blocks_{i}")
+                   for i in range(cfg.num_layers)]
     self.final_norm = norm()
+
+  def _block_class(self, name: str):
+    """Block, made to gather its own parameters when they arrive split over the devices (FSDP
+    with train.fsdp_gather="layer"; a no-op otherwise), and
+    rematerialised when `remat` (the gather then runs again in the backward pass, so only the
+    running block's parameters are ever whole). `models/layer_gather.py` says how."""
+    path = tuple(self.scope.path) + (name,)
+    block = nn.map_variables(Block, "params", functools.partial(layer_gather.gather_in_layer, path),
+                             init=self.is_initializing())
+    return nn.remat(block, static_argnums=(3,)) if self.config.remat else block
 
   def _embed(self, tokens, positions, segments, train: bool):
     """Sum of token, position and (if configured) segment embeddings: (B, T) -> (B, T, D)."""

@@ -67,6 +67,13 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
   _require(config.train.knn_every >= 0, f"config.train.knn_every must be >= 0, got {config.train.knn_every}")
   _require(config.train.get("param_sharding", "replicated") in ("replicated", "fsdp"),
            f"config.train.param_sharding must be 'replicated' or 'fsdp', got {config.train.get('param_sharding')!r}")
+  gather = config.train.get("fsdp_gather", "model")
+  _require(gather in ("model", "layer"), f"config.train.fsdp_gather must be 'model' or 'layer', got {gather!r}")
+  # Only the Transformer's blocks gather their own parameters; in any other model a block-named
+  # parameter would reach the model split.
+  _require(gather == "model" or config.objective in ("gpt", "bert"),
+           f"config.train.fsdp_gather='layer' needs a Transformer objective (gpt, bert), not "
+           f"{config.objective!r}; use 'model'")
   _require(config.optim.lr > 0, f"config.optim.lr must be positive, got {config.optim.lr}")
   _require(config.optim.weight_decay >= 0, f"config.optim.weight_decay must be >= 0, got {config.optim.weight_decay}")
   _require(config.optim.warmup_steps >= 0, f"config.optim.warmup_steps must be >= 0, got {config.optim.warmup_steps}")
@@ -196,7 +203,7 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
 RESUMABLE_KEYS = frozenset({
     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.knn_every",
     "train.eval_every", "train.evaluate", "train.nonfinite", "train.param_sharding",
-    "train.fsdp_min_size", "train.distributed", "data.data_dir", "data.eval_split",
+    "train.fsdp_min_size", "train.fsdp_gather", "train.distributed", "data.data_dir", "data.eval_split",
     "data.test_split", "model.attention_impl", "model.remat",
 })
 RESUMABLE_PREFIXES = ("eval.",)

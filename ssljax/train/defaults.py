@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
   # devices (ZeRO-3), for models that do not fit replicated (ssljax/train/sharding.py).
   c.train.param_sharding = "replicated"
   c.train.fsdp_min_size = 2**18  # fsdp: leaves with fewer elements stay replicated
+  # fsdp: "model" gathers every parameter before the forward pass; "layer" lets each Transformer
+  # block (GPT, BERT) gather its own when it runs, so with model.remat one block is whole at a time.
+  c.train.fsdp_gather = "model"
   c.train.distributed = False  # call jax.distributed.initialize() first (one process per host)
 
   c.eval = ml_collections.ConfigDict()

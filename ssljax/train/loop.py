@@ -116,7 +116,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   start = int(state.step)
 
   train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh,
-                                        state_specs=specs, skip_nonfinite=t.get("nonfinite") == "skip")
+                                        state_specs=specs, skip_nonfinite=t.get("nonfinite") == "skip",
+                                        gather_per_layer=t.get("fsdp_gather", "model") == "layer")
   watch = nonfinite.Watch(t.get("nonfinite", "stop"), state.params)
   writer = MetricWriter(workdir, resume_step=start, enabled=jax.process_index() == 0)
   bar = Progress(t.steps, start, units_per_step=t.batch_size * inp.units_per_example, unit=inp.unit,

@@ -17,15 +17,23 @@ Model state (BatchNorm statistics, BYOL's target) and the online probe stay repl
 
 from __future__ import annotations
 
+import re
+
 import jax
 import ml_collections
 import numpy as np
 
+from ssljax.models import layer_gather
 from ssljax.objectives import DATA_AXIS
 from ssljax.train.state import TrainState
 
 P = jax.P
 MODES = ("replicated", "fsdp")
+# "model": the step gathers every split parameter before the forward pass. "layer": the
+# Transformer's blocks gather their own, each when it runs (and again in the backward pass,
+# with remat), so one block's parameters are whole at a time; the rest is gathered by the step.
+GATHERS = ("model", "layer")
+_BLOCK = re.compile(r"blocks_\d+")
 
 
 def leaf_spec(shape: tuple[int, ...], num_devices: int, min_size: int) -> jax.sharding.PartitionSpec:
@@ -81,6 +89,26 @@ def gather(tree, specs):
     return jax.lax.all_gather(x, DATA_AXIS, axis=tuple(spec).index(DATA_AXIS), tiled=True)
 
   return jax.tree.map(whole, tree, specs)
+
+
+def in_block(path: tuple[str, ...]) -> bool:
+  """Whether a parameter path lies inside a Transformer block (`blocks_<i>`)."""
+  return any(_BLOCK.fullmatch(name) for name in path)
+
+
+def gather_outside_blocks(params, specs):
+  """Per device: every split leaf gathered whole except those inside a Transformer block,
+  which the block gathers itself when the loss is traced within `gathering_per_layer`."""
+  def leaf(key_path, x, spec):
+    names = tuple(getattr(k, "key", str(k)) for k in key_path)
+    return x if in_block(names) else layer_gather.whole(x, spec, DATA_AXIS)
+
+  return jax.tree_util.tree_map_with_path(leaf, params, specs)
+
+
+def gathering_per_layer(param_specs):
+  """Context for tracing the loss: the blocks find their specs here (`models/layer_gather.py`)."""
+  return layer_gather.gathering(param_specs, DATA_AXIS)
 
 
 def to_host(tree, mesh: jax.sharding.Mesh):

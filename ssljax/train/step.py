@@ -111,10 +111,13 @@ def make_per_device_step(
     seed_key: jax.Array,
     param_specs=None,
     skip_nonfinite: bool = False,
+    gather_per_layer: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """`param_specs` (a tree of PartitionSpecs like the params; None: all replicated) says which
   parameters arrive split over DATA_AXIS (FSDP, `train/sharding.py`). `skip_nonfinite` drops
-  the update of a step whose loss or gradients are not finite (`train/nonfinite.py`)."""
+  the update of a step whose loss or gradients are not finite (`train/nonfinite.py`).
+  `gather_per_layer` leaves the Transformer blocks' split parameters to the blocks, which gather
+  their own when they run (`models/layer_gather.py`); the step gathers the rest."""
 
   def per_device_step(state: TrainState, batch: dict):
     local_batch = jax.tree.leaves(batch)[0].shape[0]
@@ -124,6 +127,10 @@ def make_per_device_step(
       # Split parameters are gathered whole for the model, all at once (per model, not per
       # layer); differentiating through the gather gives each device the reduce-scattered
       # gradient of its own slice.
+      if gather_per_layer and param_specs is not None:
+        with sharding_lib.gathering_per_layer(param_specs):
+          return objective.loss(sharding_lib.gather_outside_blocks(params, param_specs), state.model_state,
+                                batch, keys)
       return objective.loss(_whole(params, param_specs), state.model_state, batch, keys)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -159,7 +166,8 @@ def make_per_device_step(
 
 
 def make_train_step(objective, tx, probe_tx, seed_key, mesh, *, check_vma: bool = True,
-                    state_specs: TrainState | None = None, skip_nonfinite: bool = False):
+                    state_specs: TrainState | None = None, skip_nonfinite: bool = False,
+                    gather_per_layer: bool = False):
   """The jitted step: (state, global batch) -> (state, metrics); the old state is donated.
 
   `state_specs` (from `sharding.state_specs`; None: all replicated) lays the state out over
@@ -171,7 +179,8 @@ def make_train_step(objective, tx, probe_tx, seed_key, mesh, *, check_vma: bool 
       # optimizer's global norms need them); without them the step would be silently wrong.
       raise ValueError("sharded parameters (train.param_sharding='fsdp') need check_vma=True")
     param_specs = state_specs.params
-  per_device_step = make_per_device_step(objective, tx, probe_tx, seed_key, param_specs, skip_nonfinite)
+  per_device_step = make_per_device_step(objective, tx, probe_tx, seed_key, param_specs, skip_nonfinite,
+                                         gather_per_layer)
   state_spec = P() if state_specs is None else state_specs
   sharded = jax.shard_map(
       per_device_step, mesh=mesh, in_specs=(state_spec, P(DATA_AXIS)), out_specs=(state_spec, P()),
