@@ -208,9 +208,13 @@ def test_remat_and_dropout():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), grads, remat_grads)
 
 
-def test_prefill_and_decode_match_full_forward():
-  config = tiny_config()
+@pytest.mark.parametrize("relative_buckets", [0, 8])
+def test_prefill_and_decode_match_full_forward(relative_buckets):
+  # With a relative-position bias the cached path computes it from each row's own position,
+  # the full pass from a (T, T) grid of offsets: both must agree.
+  config = tiny_config(relative_buckets=relative_buckets, relative_max_distance=16)
   model, params, tokens = build(config, batch=3, length=12)
+  params = _randomised_relative_bias(params)
   variables = {"params": params}
   lengths = jnp.array([3, 12, 7])
   # Garbage after each prompt must not matter.
@@ -235,3 +239,77 @@ def test_kv_cache_methods_need_a_decoder():
   model, params, tokens = build(tiny_config(causal=False))
   with pytest.raises(ValueError, match="causal"):
     jitted_apply(model)({"params": params}, tokens, jnp.array([3, 4]), method="prefill")
+
+
+def test_relative_position_buckets_by_hand():
+  buckets = lambda offsets, causal, n=32: np.asarray(
+      tfm.relative_position_buckets(jnp.array(offsets), n, 128, causal)).tolist()
+  # Causal: all 32 buckets for earlier keys; distances 0..15 exact, then log-spaced:
+  # d = 20 -> 16 + floor(log(20/16) / log(128/16) * 16) = 16 + floor(1.716) = 17.
+  assert buckets([0, -1, -2, -15, -16, -20, -127, -128, -500], True) == [0, 1, 2, 15, 16, 17, 31, 31, 31]
+  # Later keys are masked in a decoder; they share bucket 0.
+  assert buckets([3], True) == [0]
+  # Bidirectional: 16 per side, 8 exact; later keys from bucket 16 on.
+  # d = 20 -> 8 + floor(log(20/8) / log(128/8) * 8) = 8 + floor(2.644) = 10.
+  assert buckets([0, -1, -7, -20, 1, 7, 20, 1000], False) == [0, 1, 7, 10, 17, 23, 26, 31]
+
+
+def test_relative_bias_starts_as_alibi_slopes():
+  config = tiny_config(num_heads=4, relative_buckets=8, relative_max_distance=16)
+  _, params, _ = build(config)
+  table = np.asarray(params["blocks_0"]["attention"]["relative_bias"])
+  assert table.shape == (8, 4)
+  slopes = 2.0 ** (-8.0 * np.arange(1, 5) / 4)  # ALiBi's for 4 heads: 1/4, 1/16, 1/64, 1/256
+  # The smallest distance in each bucket; buckets 0-3 are the exact distances 0-3.
+  first_distance = [min(d for d in range(17) if int(tfm.relative_position_buckets(jnp.array(-d), 8, 16, True)) == b)
+                    for b in range(8)]
+  assert first_distance[:5] == [0, 1, 2, 3, 4]
+  np.testing.assert_allclose(table, -np.array(first_distance)[:, None] * slopes[None], rtol=1e-6)
+  # And the bias reaches the output: the same weights without it give other hidden states.
+  plain = tfm.Transformer(tiny_config(num_heads=4))
+  tokens = jnp.arange(2, 12)[None]
+  with_bias = jitted_apply(tfm.Transformer(config))({"params": params}, tokens)
+  without = jitted_apply(plain)({"params": _without_relative_bias(params)}, tokens)
+  assert not np.allclose(with_bias, without, atol=1e-4)
+
+
+def _without_relative_bias(params):
+  if isinstance(params, dict):
+    return {k: _without_relative_bias(v) for k, v in params.items() if k != "relative_bias"}
+  return params
+
+
+def _randomised_relative_bias(params, seed=3):
+  """The table moved away from its ALiBi start, so a test sees an arbitrary learned bias."""
+  def visit(tree, path=()):
+    if isinstance(tree, dict):
+      return {k: visit(v, path + (k,)) for k, v in tree.items()}
+    if path[-1] == "relative_bias":
+      return tree + jax.random.normal(jax.random.key(seed + len(str(path))), tree.shape)
+    return tree
+  return visit(params)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_relative_bias_keeps_causality_and_padding(causal):
+  config = tiny_config(causal=causal, relative_buckets=8, relative_max_distance=16)
+  model, params, tokens = build(config)
+  params = _randomised_relative_bias(params)
+  if causal:
+    changed = tokens.at[:, 6].set((tokens[:, 6] + 1) % VOCAB)
+    before, after = full_logits(model, params, tokens), full_logits(model, params, changed)
+    np.testing.assert_array_equal(before[:, :6], after[:, :6])
+    assert np.all(np.abs(np.asarray(before[:, 6:] - after[:, 6:])).max(axis=-1) > 1e-6)
+  else:
+    # Offsets, not absolute slots, so a padded batch's real tokens see the unpadded sequence.
+    mask = jnp.broadcast_to(jnp.arange(10)[None] < 7, tokens.shape)
+    padded = jitted_apply(model)({"params": params}, tokens, padding_mask=mask)
+    unpadded = jitted_apply(model)({"params": params}, tokens[:, :7])
+    np.testing.assert_allclose(padded[:, :7], unpadded, atol=1e-5)
+
+
+def test_relative_bias_config_validation():
+  with pytest.raises(ValueError, match="relative_buckets"):
+    tiny_config(relative_buckets=3)
+  with pytest.raises(ValueError, match="relative_max_distance"):
+    tiny_config(relative_buckets=32, relative_max_distance=16)

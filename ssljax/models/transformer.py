@@ -19,6 +19,10 @@ Architecture choices, all from GPT-2 (Section 2.3 of the paper and its released 
   output, second MLP layer) are further scaled by 1/sqrt(2 * num_layers), so the variance of
   the residual stream does not grow with depth.
 
+One addition, off unless `relative_buckets` is set (the small bundled BERT uses it): a learned
+relative-position bias on the attention logits, T5's bucketed scheme started as ALiBi's slopes
+(`relative_position_buckets`, `SelfAttention._recency_init`).
+
 The vocabulary projection is a separate method, `Transformer.logits`, that accepts hidden
 states of any leading shape: GPT projects every position, BERT gathers the masked positions
 first and projects only those ((B, M, D) instead of (B, T, D) -> fewer (.., V) logits).
@@ -77,6 +81,13 @@ class TransformerConfig:
       anywhere, "cudnn" for the fused flash-attention kernel on NVIDIA GPUs (16-bit dtype).
     remat: recompute each block's activations in the backward pass (`nn.remat`), trading
       about a third more compute for memory that no longer grows with depth.
+    relative_buckets: 0 (GPT-2 and BERT) or the number of buckets of a learned relative-position
+      bias added to every head's attention logits, as in T5 (Raffel et al. 2020, arXiv
+      1910.10683, section 2.1): one learned scalar per head, layer and bucket of the
+      key-query offset, exact for short offsets and log-spaced up to `relative_max_distance`.
+      The learned absolute position embeddings stay. See `relative_position_buckets` for why
+      the small bundled configs use it.
+    relative_max_distance: offsets at and beyond this share the last bucket.
   """
 
   vocab_size: int
@@ -91,6 +102,8 @@ class TransformerConfig:
   dtype: Any = jnp.float32
   attention_impl: str | None = None
   remat: bool = False
+  relative_buckets: int = 0
+  relative_max_distance: int = 128
 
   def __post_init__(self):
     # Canonical dtype object: "bfloat16", jnp.bfloat16 and np.dtype("bfloat16") compare and
@@ -110,6 +123,11 @@ class TransformerConfig:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
     if self.attention_impl not in (None, "xla", "cudnn"):
       raise ValueError(f"attention_impl must be None, 'xla' or 'cudnn', got {self.attention_impl!r}")
+    if self.relative_buckets and (self.relative_buckets < 4 or self.relative_buckets % 2):
+      raise ValueError(f"relative_buckets must be 0 (off) or an even number >= 4, got {self.relative_buckets}")
+    if self.relative_buckets and self.relative_max_distance < self.relative_buckets:
+      raise ValueError(f"relative_max_distance ({self.relative_max_distance}) must be at least "
+                       f"relative_buckets ({self.relative_buckets})")
     if self.attention_impl == "cudnn" and self.dtype not in (jnp.bfloat16, jnp.float16):
       raise ValueError(f"cuDNN attention needs a bfloat16 or float16 dtype, got {self.dtype}")
 
@@ -159,6 +177,44 @@ class LayerCache(NamedTuple):
 KVCache = tuple[LayerCache, ...]
 
 
+def relative_position_buckets(offset, num_buckets: int, max_distance: int, causal: bool):
+  """Bucket of each key-query offset for a learned relative-position bias (T5's scheme).
+
+  Why the option exists: the in-context lookups of the GPT recipe need a head that reads the
+  token a fixed number of positions back, and a masked LM leaves its bag-of-words plateau
+  when heads attend by local offsets. With absolute position embeddings alone, such a head
+  must line up every position's query with every other position's key; the small bundled
+  models did not get there within their CPU budget (README: "Position information"). A bias per
+  offset bucket makes it one learned number per head.
+
+  Args:
+    offset: int array, key position minus query position (negative: the key is earlier).
+    num_buckets: buckets in all. A causal model spends them all on earlier keys (later ones are
+      masked anyway); a bidirectional one gives half to each side.
+    max_distance: distances at and beyond this share the side's last bucket.
+    causal: whether only earlier keys are seen.
+
+  Returns:
+    int32 array of offset's shape, values in [0, num_buckets). Each side's first half of the
+    buckets are exact distances 0, 1, 2, ...; the second half cover the distances up to
+    max_distance in logarithmically growing ranges.
+  """
+  per_side = num_buckets if causal else num_buckets // 2
+  if causal:
+    side = jnp.zeros_like(offset)
+    distance = jnp.maximum(-offset, 0)
+  else:
+    side = jnp.where(offset > 0, per_side, 0)
+    distance = jnp.abs(offset)
+  exact = per_side // 2
+  # log(d / exact) / log(max_distance / exact) runs from 0 at d = exact to 1 at max_distance.
+  scale = math.log(max_distance / exact) if max_distance > exact else 1.0
+  fraction = jnp.log(jnp.maximum(distance, exact).astype(jnp.float32) / exact) / scale
+  far = exact + (fraction * (per_side - exact)).astype(jnp.int32)
+  bucket = jnp.where(distance < exact, distance, jnp.minimum(far, per_side - 1))
+  return (side + bucket).astype(jnp.int32)
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention through `jax.nn.dot_product_attention`.
 
@@ -176,6 +232,35 @@ class SelfAttention(nn.Module):
   kernel_init: Callable = nn.initializers.normal(INIT_STD)
   out_init: Callable = nn.initializers.normal(INIT_STD)
   attention_impl: str | None = None
+  relative_buckets: int = 0
+  relative_max_distance: int = 128
+
+  def _recency_init(self, key, shape, dtype):
+    """The bias table starts as ALiBi's (Press et al. 2022, arXiv 2108.12409): head h adds
+    -slope_h * distance, with slopes 2^(-8/N), 2^(-16/N), ..., 2^(-8) over the N heads, so some
+    heads start out local and others nearly uniform. (A zero start left every head uniform, and
+    in the in-context toy the lookup never formed: README, "Position information".) The
+    distance of a log-spaced bucket is its smallest one."""
+    del key
+    num_buckets, num_heads = shape
+    # Smallest |offset| in each bucket: offsets 0..max_distance mapped to their buckets.
+    distances = jnp.arange(self.relative_max_distance + 1)
+    first_distance = jnp.full((num_buckets,), self.relative_max_distance, jnp.int32)
+    for sign in ((-1,) if self.causal else (-1, 1)):
+      buckets = relative_position_buckets(sign * distances, num_buckets, self.relative_max_distance, self.causal)
+      first_distance = first_distance.at[buckets].min(distances)
+    slopes = 2.0 ** (-8.0 * jnp.arange(1, num_heads + 1) / num_heads)  # (N,)
+    return (-first_distance[:, None] * slopes[None, :]).astype(dtype)  # (buckets, N)
+
+  def _relative_bias(self, query_positions, key_positions):
+    """(..., T) query and (S,) key positions -> (..., N, T, S) learned bias (float32 table)."""
+    table = self.param("relative_bias", self._recency_init, (self.relative_buckets, self.num_heads),
+                       jnp.float32)
+    offset = key_positions[None, :] - query_positions[..., :, None]  # (..., T, S)
+    buckets = relative_position_buckets(offset, self.relative_buckets, self.relative_max_distance,
+                                        self.causal)
+    # (..., T, S, N) -> (..., N, T, S)
+    return jnp.moveaxis(table[buckets], -1, -3).astype(self.dtype)
 
   @nn.compact
   def __call__(self, x, mask=None, cache: LayerCache | None = None, positions=None):
@@ -188,6 +273,14 @@ class SelfAttention(nn.Module):
     query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     implementation = self.attention_impl
     is_causal = self.causal
+    bias = None
+    if self.relative_buckets:
+      if cache is None:
+        length = x.shape[1]
+        bias = self._relative_bias(jnp.arange(length), jnp.arange(length))[None]  # (1, N, T, T)
+      else:
+        # Row b's one query sits at positions[b]: (B, 1) -> (B, N, 1, max_len).
+        bias = self._relative_bias(positions[:, None], jnp.arange(cache.keys.shape[1]))
     if cache is not None:
       # Decode: one token per row, each at its own position. (B, 1, N, H) -> slot positions[b].
       rows = jnp.arange(batch)
@@ -200,7 +293,8 @@ class SelfAttention(nn.Module):
       implementation = None
     # (B, T, N, H) x (B, S, N, H) -> (B, T, N, H)
     out = jax.nn.dot_product_attention(query, key.astype(query.dtype), value.astype(query.dtype),
-                                       mask=mask, is_causal=is_causal, implementation=implementation)
+                                       bias=bias, mask=mask, is_causal=is_causal,
+                                       implementation=implementation)
     # (B, T, N, H) -> (B, T, D)
     out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
                           kernel_init=self.out_init, name="out")(out)
@@ -283,7 +377,9 @@ class Transformer(nn.Module):
                              param_dtype=jnp.float32)
     attention = functools.partial(SelfAttention, num_heads=cfg.num_heads, causal=cfg.causal,
                                   dtype=cfg.dtype, out_init=residual_init,
-                                  attention_impl=cfg.attention_impl)
+                                  attention_impl=cfg.attention_impl,
+                                  relative_buckets=cfg.relative_buckets,
+                                  relative_max_distance=cfg.relative_max_distance)
     mlp = functools.partial(MLP, hidden_dim=cfg.mlp_dim, dense=dense, out_init=residual_init)
     self.blocks = [self._block_class(f"blocks_{i}")(attention=attention, mlp=mlp, norm=norm, dropout=cfg.dropout,
                                                      name=f"blocks_{i}")

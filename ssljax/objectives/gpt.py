@@ -45,7 +45,8 @@ def transformer_config(config: ml_collections.ConfigDict, *, causal: bool) -> tr
   return transformer.transformer_config(
       m.preset, vocab_size=text.model_vocab_size(config), causal=causal,
       max_len=config.text.seq_len, dropout=m.dropout, dtype=dtype,
-      attention_impl=attention_implementation(m.attention_impl, dtype), remat=m.remat, **overrides)
+      attention_impl=attention_implementation(m.attention_impl, dtype), remat=m.remat,
+      relative_buckets=m.get("relative_buckets", 0), **overrides)
 
 
 @register("gpt")
