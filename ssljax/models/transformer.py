@@ -180,12 +180,11 @@ KVCache = tuple[LayerCache, ...]
 def relative_position_buckets(offset, num_buckets: int, max_distance: int, causal: bool):
   """Bucket of each key-query offset for a learned relative-position bias (T5's scheme).
 
-  Why the option exists: the in-context lookups of the GPT recipe need a head that reads the
-  token a fixed number of positions back, and a masked LM leaves its bag-of-words plateau
-  when heads attend by local offsets. With absolute position embeddings alone, such a head
-  must line up every position's query with every other position's key; the small bundled
-  models did not get there within their CPU budget (README: "Position information"). A bias per
-  offset bucket makes it one learned number per head.
+  Why the option exists: a masked LM leaves its bag-of-words plateau once some heads attend by
+  local offsets. With absolute position embeddings alone, such a head must line up every
+  position's query with every other position's key, and the small bundled BERT did not get there
+  within its CPU budget (README: "Position information"); a bias per offset bucket makes it one
+  learned number per head.
 
   Args:
     offset: int array, key position minus query position (negative: the key is earlier).
@@ -238,9 +237,9 @@ class SelfAttention(nn.Module):
   def _recency_init(self, key, shape, dtype):
     """The bias table starts as ALiBi's (Press et al. 2022, arXiv 2108.12409): head h adds
     -slope_h * distance, with slopes 2^(-8/N), 2^(-16/N), ..., 2^(-8) over the N heads, so some
-    heads start out local and others nearly uniform. (A zero start left every head uniform, and
-    in the in-context toy the lookup never formed: README, "Position information".) The
-    distance of a log-spaced bucket is its smallest one."""
+    heads start out local and others nearly uniform (T5 starts from zero, every head uniform; the
+    two starts were not compared on BERT). The distance of a log-spaced bucket is its smallest
+    one."""
     del key
     num_buckets, num_heads = shape
     # Smallest |offset| in each bucket: offsets 0..max_distance mapped to their buckets.
