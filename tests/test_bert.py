@@ -5,6 +5,7 @@ CLI's train / eval on the bundled corpus, and the BERT-base preset's train step 
 step`."""
 
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -16,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from helpers import data_mesh, run_cli, run_steps
+from helpers import REPO, data_mesh, run_cli, run_steps
 from ssljax import losses, objectives
 from ssljax.objectives import DATA_AXIS
+from ssljax.objectives import bert as bert_objective
 from ssljax.text import CLS, MASK, PAD, SEP, ByteTokenizer, masking, pairs
 from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
 from ssljax.train import defaults, step as step_lib
@@ -398,3 +400,13 @@ def test_synthetic_bert_batch():
   assert set(batch) == {"tokens", "segments", "nsp_label"} and batch["tokens"].shape == (4, 64)
   for row in range(4):
     _split({key: value[row] for key, value in batch.items()})
+
+
+def test_only_the_bundled_bert_config_adds_the_relative_position_bias():
+  """The bbc_news encoder trains with the learned relative-position bias (README, "Position
+  information"); the published BERT-base shape keeps absolute positions only, as in the paper."""
+  spec = importlib.util.spec_from_file_location("bert_config", os.path.join(REPO, "configs", "bert.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert bert_objective.encoder_config(module.get_config("bbc_news")).relative_buckets == 32
+  assert bert_objective.encoder_config(module.get_config("bert_base")).relative_buckets == 0
