@@ -56,7 +56,7 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.model.preset = "tiny"
     c.model.num_layers, c.model.num_heads, c.model.embed_dim, c.model.mlp_dim = 4, 4, 128, 512
     c.model.relative_buckets = 32
-    # A step of 64 pairs takes about 0.5 s on 2 CPU cores (`ssljax bench step --config
+    # A step of 64 pairs takes about 0.6 s on 2 CPU cores (`ssljax bench step --config
     # configs/bert.py`): 1,200 steps, about 7 passes over the ~11,000 training pairs.
     c.train.batch_size = 64
     c.train.steps = 1200

@@ -232,6 +232,15 @@ def _same_compute_dtype(key: str, old, new) -> bool:
     return False
 
 
+# Keys added after runs were saved, with the value that means what those runs did: a saved
+# config without the key trained exactly as this value does.
+ADDED_KEYS_DEFAULTS = {"model.relative_buckets": 0}
+
+
+def _added_key_at_its_old_meaning(key: str, old, new) -> bool:
+  return old == workdir_lib.MISSING and key in ADDED_KEYS_DEFAULTS and new == ADDED_KEYS_DEFAULTS[key]
+
+
 def _show(value) -> str:
   return value if value == workdir_lib.MISSING else repr(value)
 
@@ -249,7 +258,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, allow_config_c
   if saved is None or not steps:
     return  # nothing to resume: the run starts afresh and saves this config
   changed = {k: v for k, v in workdir_lib.config_differences(saved, config).items()
-             if not resumable(k) and not _same_compute_dtype(k, *v)}
+             if not resumable(k) and not _same_compute_dtype(k, *v) and not _added_key_at_its_old_meaning(k, *v)}
   if not changed:
     return
   listed = "; ".join(f"config.{k}: {_show(old)} in the saved run, {_show(new)} now" for k, (old, new) in changed.items())
