@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from ssljax.models import transformer as tfm
 
@@ -47,8 +48,24 @@ def full_logits(model, params, tokens, **kwargs):
   return apply({"params": params}, hidden, method="logits").astype(jnp.float32)
 
 
-def test_causal_decoder_only_looks_back():
-  model, params, tokens = build(tiny_config(causal=True))
+def relative_config(relative_buckets: int, **overrides) -> tfm.TransformerConfig:
+  """tiny_config with (8) or without (0) a relative-position bias of 16 positions' reach."""
+  return tiny_config(relative_buckets=relative_buckets, relative_max_distance=16, **overrides)
+
+
+def randomised_relative_bias(params, seed=3):
+  """Each layer's bias table moved away from its ALiBi start, so a test sees an arbitrary
+  learned bias; params without one come back unchanged."""
+  keys = iter(jax.random.split(jax.random.key(seed), 64))
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: leaf + jax.random.normal(next(keys), leaf.shape)
+      if path[-1].key == "relative_bias" else leaf, params)
+
+
+@pytest.mark.parametrize("relative_buckets", [0, 8])
+def test_causal_decoder_only_looks_back(relative_buckets):
+  model, params, tokens = build(relative_config(relative_buckets, causal=True))
+  params = randomised_relative_bias(params)
   changed = tokens.at[:, 6].set((tokens[:, 6] + 1) % VOCAB)
   before, after = full_logits(model, params, tokens), full_logits(model, params, changed)
   np.testing.assert_array_equal(before[:, :6], after[:, :6])
@@ -63,8 +80,11 @@ def test_encoder_is_bidirectional():
   assert np.all(np.abs(np.asarray(before - after)).max(axis=-1) > 1e-6)
 
 
-def test_encoder_ignores_padded_keys():
-  model, params, tokens = build(tiny_config(causal=False))
+@pytest.mark.parametrize("relative_buckets", [0, 8])
+def test_encoder_ignores_padded_keys(relative_buckets):
+  # With a relative-position bias too: it depends on offsets, not on absolute slots.
+  model, params, tokens = build(relative_config(relative_buckets, causal=False))
+  params = randomised_relative_bias(params)
   real = 7
   padding_mask = jnp.arange(tokens.shape[1])[None, :] < real
   padding_mask = jnp.broadcast_to(padding_mask, tokens.shape)
@@ -212,9 +232,9 @@ def test_remat_and_dropout():
 def test_prefill_and_decode_match_full_forward(relative_buckets):
   # With a relative-position bias the cached path computes it from each row's own position,
   # the full pass from a (T, T) grid of offsets: both must agree.
-  config = tiny_config(relative_buckets=relative_buckets, relative_max_distance=16)
+  config = relative_config(relative_buckets)
   model, params, tokens = build(config, batch=3, length=12)
-  params = _randomised_relative_bias(params)
+  params = randomised_relative_bias(params)
   variables = {"params": params}
   lengths = jnp.array([3, 12, 7])
   # Garbage after each prompt must not matter.
@@ -255,7 +275,7 @@ def test_relative_position_buckets_by_hand():
 
 
 def test_relative_bias_starts_as_alibi_slopes():
-  config = tiny_config(num_heads=4, relative_buckets=8, relative_max_distance=16)
+  config = relative_config(8, num_heads=4)
   _, params, _ = build(config)
   table = np.asarray(params["blocks_0"]["attention"]["relative_bias"])
   assert table.shape == (8, 4)
@@ -269,43 +289,10 @@ def test_relative_bias_starts_as_alibi_slopes():
   plain = tfm.Transformer(tiny_config(num_heads=4))
   tokens = jnp.arange(2, 12)[None]
   with_bias = jitted_apply(tfm.Transformer(config))({"params": params}, tokens)
-  without = jitted_apply(plain)({"params": _without_relative_bias(params)}, tokens)
+  flat = traverse_util.flatten_dict(params)
+  without_bias = traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[-1] != "relative_bias"})
+  without = jitted_apply(plain)({"params": without_bias}, tokens)
   assert not np.allclose(with_bias, without, atol=1e-4)
-
-
-def _without_relative_bias(params):
-  if isinstance(params, dict):
-    return {k: _without_relative_bias(v) for k, v in params.items() if k != "relative_bias"}
-  return params
-
-
-def _randomised_relative_bias(params, seed=3):
-  """The table moved away from its ALiBi start, so a test sees an arbitrary learned bias."""
-  def visit(tree, path=()):
-    if isinstance(tree, dict):
-      return {k: visit(v, path + (k,)) for k, v in tree.items()}
-    if path[-1] == "relative_bias":
-      return tree + jax.random.normal(jax.random.key(seed + len(str(path))), tree.shape)
-    return tree
-  return visit(params)
-
-
-@pytest.mark.parametrize("causal", [True, False])
-def test_relative_bias_keeps_causality_and_padding(causal):
-  config = tiny_config(causal=causal, relative_buckets=8, relative_max_distance=16)
-  model, params, tokens = build(config)
-  params = _randomised_relative_bias(params)
-  if causal:
-    changed = tokens.at[:, 6].set((tokens[:, 6] + 1) % VOCAB)
-    before, after = full_logits(model, params, tokens), full_logits(model, params, changed)
-    np.testing.assert_array_equal(before[:, :6], after[:, :6])
-    assert np.all(np.abs(np.asarray(before[:, 6:] - after[:, 6:])).max(axis=-1) > 1e-6)
-  else:
-    # Offsets, not absolute slots, so a padded batch's real tokens see the unpadded sequence.
-    mask = jnp.broadcast_to(jnp.arange(10)[None] < 7, tokens.shape)
-    padded = jitted_apply(model)({"params": params}, tokens, padding_mask=mask)
-    unpadded = jitted_apply(model)({"params": params}, tokens[:, :7])
-    np.testing.assert_allclose(padded[:, :7], unpadded, atol=1e-5)
 
 
 def test_relative_bias_config_validation():
