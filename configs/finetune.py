@@ -42,6 +42,9 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
   c.weight_decay = 0.01
   c.clip_norm = 1.0
   c.dropout = 0.1
+  # Classification and pair heads: "cls" pools BERT's [CLS] state; "mean" the average of the
+  # real tokens' states (ssljax.finetune.heads.pool).
+  c.pooling = "cls"
 
   # Label budget: all labels by default; or k labelled examples per class (classification),
   # or a fraction of the training examples (any task), averaged over `draws` draws.

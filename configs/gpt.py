@@ -36,8 +36,13 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.text.icl_documents = 16000
     c.model.preset = "tiny"
     c.model.num_layers, c.model.num_heads, c.model.embed_dim, c.model.mlp_dim = 4, 4, 128, 512
+    # Primer's causal depthwise convolution over queries, keys and values (width 3): without it
+    # the model never left the in-context copying plateau (word_label at k = 8: 0.53 on
+    # validation); with it, 0.97 and lower bits per byte (1.827 against 1.871), 2026-12-03.
+    # It costs about a quarter more time per step on the CPU, so 1,850 steps instead of 2,500.
+    c.model.qkv_conv_width = 3
     c.train.batch_size = 32
-    c.train.steps = 2500
+    c.train.steps = 1850
     c.train.log_every = 50
     c.train.checkpoint_every = 500
     c.train.eval_every = 1000
@@ -57,6 +62,7 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.text.icl_documents = 50
     c.model.preset = "tiny"
     c.model.num_layers, c.model.embed_dim, c.model.mlp_dim = 1, 32, 64
+    c.model.qkv_conv_width = 3  # as bbc_news, so the smoke tests run it
     c.train.batch_size, c.train.steps = 8, 4
     c.train.log_every, c.train.checkpoint_every = 1, 2
     c.eval.lm_batch_size, c.eval.few_shot_ks, c.eval.few_shot_draws = 8, (0, 2), 2

@@ -107,6 +107,24 @@ def test_heads_output_shapes_and_every_encoder_weight_is_trained(kind, shape):
   assert float(jnp.abs(grads["encoder"]["token_embed"]["embedding"]).sum()) > 0
 
 
+def test_pooling_by_hand():
+  hidden = jnp.arange(12.0).reshape(2, 3, 2)  # rows [[0,1],[2,3],[4,5]] and [[6,7],[8,9],[10,11]]
+  real = jnp.array([[True, True, False], [True, True, True]])
+  np.testing.assert_allclose(heads.pool(hidden, real, "cls"), [[0, 1], [6, 7]])
+  # Mean over the real tokens only: the first row's padded third token is left out.
+  np.testing.assert_allclose(heads.pool(hidden, real, "mean"), [[1, 2], [8, 9]])
+  with pytest.raises(ValueError, match="pooling"):
+    heads.pool(hidden, real, "max")
+  # The mean-pooled head ignores what sits in the padding.
+  model = heads.FinetuneModel(TINY, "classify", num_labels=3, dropout=0.0, pooling="mean")
+  tokens = np.array([[CLS, 7, 8, 9, 0, 0], [CLS, 10, 11, 0, 0, 0]], np.int32)
+  batch = {"tokens": tokens, "segments": np.zeros_like(tokens)}
+  params = model.init(jax.random.key(0), batch)["params"]
+  short = {"tokens": tokens[:, :4], "segments": np.zeros((2, 4), np.int32)}
+  np.testing.assert_allclose(model.apply({"params": params}, batch), model.apply({"params": params}, short),
+                             atol=1e-5)
+
+
 # --- metrics ----------------------------------------------------------------------------------
 
 

@@ -17,16 +17,20 @@ VOCAB = 128
 NEVER = -1  # an eos id no model can produce
 
 
-@pytest.fixture(scope="module")
-def decoder():
+def make_decoder(**options):
   config = tfm.TransformerConfig(vocab_size=VOCAB, num_layers=2, num_heads=2, embed_dim=32, mlp_dim=64,
-                                 max_len=24, causal=True)
+                                 max_len=24, causal=True, **options)
   model = tfm.Transformer(config)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
   # At GPT-2's init (std 0.02) a random tied model mostly echoes its last input token under
   # greedy decoding; 10x larger matrices make the blocks matter and the outputs varied.
   params = jax.tree.map_with_path(lambda path, x: x * 10 if path[-1].key == "kernel" else x, params)
   return model, params
+
+
+@pytest.fixture(scope="module")
+def decoder():
+  return make_decoder()
 
 
 @functools.cache
@@ -118,6 +122,16 @@ def test_kv_cache_greedy_equals_recomputation(decoder):
   expected = [greedy_by_recomputation(model, params, prompt, 8) for prompt in PROMPTS]
   assert out == expected
   assert all(len(set(row)) > 2 for row in out)  # not a model that repeats one token
+
+
+def test_kv_cache_greedy_equals_recomputation_with_qkv_conv():
+  # Primer's convolution: the cache also carries each row's last raw projections, and prompts
+  # of 1 token have fewer than the convolution's W - 1 = 2 before the first decoded one.
+  model, params = make_decoder(qkv_conv_width=3)
+  out = generation.generate(model, params, PROMPTS, max_new_tokens=8, key=jax.random.key(0), greedy=True,
+                            eos_id=NEVER)
+  assert out == [greedy_by_recomputation(model, params, prompt, 8) for prompt in PROMPTS]
+  assert all(len(set(row)) > 2 for row in out)
 
 
 def test_decode_step_compiles_once_per_generation(decoder):

@@ -468,21 +468,23 @@ def test_resume_compares_the_compute_dtype_after_resolving_auto(tmp_path):
     checks.check_resume(now, str(tmp_path))
 
 
-def test_a_run_saved_before_the_relative_bias_existed_resumes_without_it(tmp_path):
-  # config.json of such a run has no model.relative_buckets; 0 (off) is what it trained with.
+@pytest.mark.parametrize("key, value", [("relative_buckets", 32), ("qkv_conv_width", 3)])
+def test_a_run_saved_before_an_attention_option_existed_resumes_without_it(tmp_path, key, value):
+  # config.json of such a run has no model.<key>; 0 (off) is what it trained with.
   config = defaults.load_config("gpt:smoke")
+  config.model[key] = 0
   _fake_run(str(tmp_path), config)
   path = os.path.join(str(tmp_path), workdir_lib.CONFIG_FILE)
   with open(path) as f:
     saved = json.load(f)
-  del saved["model"]["relative_buckets"]
+  del saved["model"][key]
   with open(path, "w") as f:
     json.dump(saved, f)
   checks.check_resume(config, str(tmp_path))  # no error
-  with_bias = defaults.load_config("gpt:smoke")
-  with_bias.model.relative_buckets = 32
-  with pytest.raises(checks.ResumeError, match="config.model.relative_buckets: <missing> in the saved run, 32 now"):
-    checks.check_resume(with_bias, str(tmp_path))
+  with_option = defaults.load_config("gpt:smoke")
+  with_option.model[key] = value
+  with pytest.raises(checks.ResumeError, match=f"config.model.{key}: <missing> in the saved run, {value} now"):
+    checks.check_resume(with_option, str(tmp_path))
 
 
 def test_resume_into_another_objective_is_refused_even_when_allowed(tmp_path):

@@ -48,24 +48,29 @@ def full_logits(model, params, tokens, **kwargs):
   return apply({"params": params}, hidden, method="logits").astype(jnp.float32)
 
 
+# The attention options that change how positions interact: none, a relative-position bias of
+# 16 positions' reach, Primer's causal depthwise convolution of width 3 (decoders only).
+PLAIN, RELATIVE_BIAS, QKV_CONV = {}, dict(relative_buckets=8, relative_max_distance=16), dict(qkv_conv_width=3)
+
+
 def relative_config(relative_buckets: int, **overrides) -> tfm.TransformerConfig:
   """tiny_config with (8) or without (0) a relative-position bias of 16 positions' reach."""
   return tiny_config(relative_buckets=relative_buckets, relative_max_distance=16, **overrides)
 
 
-def randomised_relative_bias(params, seed=3):
-  """Each layer's bias table moved away from its ALiBi start, so a test sees an arbitrary
-  learned bias; params without one come back unchanged."""
+def randomised_position_parameters(params, seed=3):
+  """Each layer's relative-bias table and convolution moved away from their start (ALiBi's
+  slopes, the identity), so a test sees arbitrary learned ones; other leaves come back unchanged."""
   keys = iter(jax.random.split(jax.random.key(seed), 64))
   return jax.tree_util.tree_map_with_path(
       lambda path, leaf: leaf + jax.random.normal(next(keys), leaf.shape)
-      if path[-1].key == "relative_bias" else leaf, params)
+      if path[-1].key in ("relative_bias", "qkv_conv") else leaf, params)
 
 
-@pytest.mark.parametrize("relative_buckets", [0, 8])
-def test_causal_decoder_only_looks_back(relative_buckets):
-  model, params, tokens = build(relative_config(relative_buckets, causal=True))
-  params = randomised_relative_bias(params)
+@pytest.mark.parametrize("options", [PLAIN, RELATIVE_BIAS, QKV_CONV])
+def test_causal_decoder_only_looks_back(options):
+  model, params, tokens = build(tiny_config(causal=True, **options))
+  params = randomised_position_parameters(params)
   changed = tokens.at[:, 6].set((tokens[:, 6] + 1) % VOCAB)
   before, after = full_logits(model, params, tokens), full_logits(model, params, changed)
   np.testing.assert_array_equal(before[:, :6], after[:, :6])
@@ -80,11 +85,11 @@ def test_encoder_is_bidirectional():
   assert np.all(np.abs(np.asarray(before - after)).max(axis=-1) > 1e-6)
 
 
-@pytest.mark.parametrize("relative_buckets", [0, 8])
-def test_encoder_ignores_padded_keys(relative_buckets):
+@pytest.mark.parametrize("options", [PLAIN, RELATIVE_BIAS])
+def test_encoder_ignores_padded_keys(options):
   # With a relative-position bias too: it depends on offsets, not on absolute slots.
-  model, params, tokens = build(relative_config(relative_buckets, causal=False))
-  params = randomised_relative_bias(params)
+  model, params, tokens = build(tiny_config(causal=False, **options))
+  params = randomised_position_parameters(params)
   real = 7
   padding_mask = jnp.arange(tokens.shape[1])[None, :] < real
   padding_mask = jnp.broadcast_to(padding_mask, tokens.shape)
@@ -97,8 +102,11 @@ def test_encoder_ignores_padded_keys(relative_buckets):
   np.testing.assert_allclose(hidden[:, :real], unpadded, atol=1e-5)
 
 
-def test_decoder_padding_mask_handles_left_padding():
-  model, params, tokens = build(tiny_config(causal=True))
+@pytest.mark.parametrize("options", [PLAIN, QKV_CONV])
+def test_decoder_padding_mask_handles_left_padding(options):
+  # With the convolution too, which would otherwise mix the padding into the first real token.
+  model, params, tokens = build(tiny_config(causal=True, **options))
+  params = randomised_position_parameters(params)
   # Right padding needs no mask: causal attention never looks ahead.
   padded = tokens.at[:, 7:].set(0)
   np.testing.assert_allclose(jitted_apply(model)({"params": params}, padded)[:, :7],
@@ -228,31 +236,35 @@ def test_remat_and_dropout():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), grads, remat_grads)
 
 
-@pytest.mark.parametrize("relative_buckets", [0, 8])
-def test_prefill_and_decode_match_full_forward(relative_buckets):
+@pytest.mark.parametrize("options", [PLAIN, RELATIVE_BIAS, QKV_CONV])
+def test_prefill_and_decode_match_full_forward(options):
   # With a relative-position bias the cached path computes it from each row's own position,
-  # the full pass from a (T, T) grid of offsets: both must agree.
-  config = relative_config(relative_buckets)
-  model, params, tokens = build(config, batch=3, length=12)
-  params = randomised_relative_bias(params)
+  # the full pass from a (T, T) grid of offsets; with the convolution the cache carries each
+  # row's last raw projections (a prompt of 1 token has fewer than W - 1): both must agree.
+  config = tiny_config(**options)
+  model, params, tokens = build(config, batch=4, length=12)
+  params = randomised_position_parameters(params)
   variables = {"params": params}
-  lengths = jnp.array([3, 12, 7])
+  lengths = jnp.array([3, 12, 7, 1])
   # Garbage after each prompt must not matter.
   padded = jnp.where(jnp.arange(12)[None] < lengths[:, None], tokens, 99)
   full = full_logits(model, params, tokens)
+  rows = jnp.arange(4)
   last_logits, cache = jitted_apply(model)(variables, padded, lengths, method="prefill")
-  np.testing.assert_allclose(last_logits, full[jnp.arange(3), lengths - 1], atol=1e-5)
+  np.testing.assert_allclose(last_logits, full[rows, lengths - 1], atol=1e-5)
   assert len(cache) == config.num_layers
-  assert cache[0].keys.shape == cache[0].values.shape == (3, config.max_len, 2, 16)
+  assert cache[0].keys.shape == cache[0].values.shape == (4, config.max_len, 2, 16)
 
-  # Decode: each row appends its own next token at its own position.
-  next_tokens = jnp.array([5, 6, 7])
-  logits, cache = jitted_apply(model)(variables, cache, next_tokens, lengths, method="decode_step")
-  # Reference: the prompts with their next token appended, right-padded to one length
-  # (harmless for a causal model), read at each row's new position.
-  extended = jnp.pad(padded, ((0, 0), (0, 1))).at[jnp.arange(3), lengths].set(next_tokens)
-  expected = full_logits(model, params, extended)[jnp.arange(3), lengths]
-  np.testing.assert_allclose(logits, expected, atol=1e-5)
+  # Decode two steps: each row appends its own next tokens at its own positions.
+  extended = jnp.pad(padded, ((0, 0), (0, 2)))
+  for step, next_tokens in enumerate([jnp.array([5, 6, 7, 8]), jnp.array([9, 10, 11, 12])]):
+    positions = lengths + step
+    logits, cache = jitted_apply(model)(variables, cache, next_tokens, positions, method="decode_step")
+    # Reference: the prompts with their new tokens, right-padded to one length (harmless for
+    # a causal model), read at each row's new position.
+    extended = extended.at[rows, positions].set(next_tokens)
+    expected = full_logits(model, params, extended[:, :config.max_len])[rows, positions]
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
 
 
 def test_kv_cache_methods_need_a_decoder():
@@ -293,6 +305,47 @@ def test_relative_bias_starts_as_alibi_slopes():
   without_bias = traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[-1] != "relative_bias"})
   without = jitted_apply(plain)({"params": without_bias}, tokens)
   assert not np.allclose(with_bias, without, atol=1e-4)
+
+
+def test_qkv_conv_start_and_identity():
+  config = tiny_config(**QKV_CONV)
+  model, params, tokens = build(config)
+  kernel = np.asarray(params["blocks_0"]["attention"]["qkv_conv"])
+  assert kernel.shape == (3, 3, 2, 16)  # (W, q/k/v, heads, head_dim)
+  # The identity plus N(0, 0.3^2) noise: 96 draws per tap, so the means are within 4 standard
+  # errors (0.3 / sqrt(96) = 0.031) of 0, 0, 1 and the spread is near 0.3.
+  np.testing.assert_allclose(kernel.reshape(3, -1).mean(axis=1), [0.0, 0.0, 1.0], atol=0.125)
+  assert 0.2 < kernel.std(axis=(1, 2, 3)).mean() < 0.4
+  assert not np.allclose(kernel, np.asarray(params["blocks_1"]["attention"]["qkv_conv"]))
+  # With the taps set to the exact identity, the model is the plain one with the same weights.
+  plain = tfm.Transformer(tiny_config())
+  flat = traverse_util.flatten_dict(params)
+  exact = {k: np.concatenate([np.zeros_like(v[:-1]), np.ones_like(v[-1:])]) if k[-1] == "qkv_conv" else v
+           for k, v in flat.items()}
+  without = {k: v for k, v in flat.items() if k[-1] != "qkv_conv"}
+  np.testing.assert_allclose(jitted_apply(model)({"params": traverse_util.unflatten_dict(exact)}, tokens),
+                             jitted_apply(plain)({"params": traverse_util.unflatten_dict(without)}, tokens),
+                             atol=1e-6)
+
+
+def test_causal_depthwise_conv_by_hand():
+  # A hand-computed case of the convolution itself: w = (w0, w1, w2) per channel, zeros before
+  # the start; out[t] = w0 x[t-2] + w1 x[t-1] + w2 x[t].
+  x = jnp.arange(1.0, 5.0).reshape(1, 4, 1)  # (B, T, channels) = x[t] = t + 1
+  w = jnp.array([0.5, -1.0, 2.0]).reshape(3, 1)
+  mixed, window = tfm.causal_depthwise_conv(w, x)
+  np.testing.assert_allclose(mixed[0, :, 0], [2.0, 4.0 - 1.0, 6.0 - 2.0 + 0.5, 8.0 - 3.0 + 1.0])
+  assert window.shape == (1, 6, 1)
+  # With the two steps before given (a decode step): x[-2] = 10, x[-1] = 20.
+  mixed, _ = tfm.causal_depthwise_conv(w, x[:, :1], recent=jnp.array([10.0, 20.0]).reshape(1, 2, 1))
+  np.testing.assert_allclose(mixed[0, :, 0], [2.0 - 20.0 + 5.0])
+
+
+def test_qkv_conv_is_for_decoders():
+  with pytest.raises(ValueError, match="qkv_conv_width"):
+    tiny_config(causal=False, qkv_conv_width=3)
+  with pytest.raises(ValueError, match="qkv_conv_width"):
+    tiny_config(qkv_conv_width=1)
 
 
 def test_relative_bias_config_validation():

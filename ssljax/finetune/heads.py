@@ -4,7 +4,9 @@ figure 4).
 Every head reads the final hidden states of the whole encoder, which is fine-tuned with it:
 
 * sequence and sentence-pair classification: the hidden state of [CLS] goes through a pooler
-  (Dense(D) + tanh, BERT's "pooled output") and a linear layer onto the classes;
+  (Dense(D) + tanh, BERT's "pooled output") and a linear layer onto the classes; with
+  `pooling="mean"` the pooler reads the mean of the real (non-[PAD]) tokens' hidden states
+  instead, as Sentence-BERT pools (Reimers & Gurevych 2019, arXiv 1908.10084);
 * token tagging: every token's hidden state goes through a linear layer onto the tags; only the
   first sub-token of each word carries a label (section 5.3);
 * span extraction (SQuAD): one linear layer gives every token a start and an end logit; the
@@ -49,6 +51,7 @@ class FinetuneModel(nn.Module):
   kind: str
   num_labels: int = 2
   dropout: float = 0.1
+  pooling: str = "cls"  # classification heads: "cls" (BERT) or "mean" over the real tokens
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
@@ -61,12 +64,28 @@ class FinetuneModel(nn.Module):
     hidden = hidden.astype(jnp.float32)  # (B, T, D)
     drop = nn.Dropout(self.dropout, deterministic=not train)
     if self.kind in (CLASSIFY, PAIR):
-      pooled = jnp.tanh(_dense(hidden.shape[-1], "pooler")(hidden[:, 0]))  # [CLS]: (B, D)
+      pooled = jnp.tanh(_dense(hidden.shape[-1], "pooler")(pool(hidden, tokens != PAD, self.pooling)))  # (B, D)
       return _dense(self.num_labels, "classifier")(drop(pooled))  # (B, K)
     if self.kind == TAG:
       return _dense(self.num_labels, "tagger")(drop(hidden))  # (B, T, K)
     logits = _dense(2, "span")(drop(hidden))  # (B, T, 2)
     return logits[..., 0], logits[..., 1]
+
+
+POOLINGS = ("cls", "mean")
+
+
+def pool(hidden, real, pooling: str):
+  """One vector per sequence: (B, T, D) hidden states, (B, T) bool real tokens -> (B, D).
+
+  "cls": the first position's ([CLS]); "mean": the average over the real tokens, [CLS] and
+  [SEP] included (they are part of every input alike)."""
+  if pooling == "cls":
+    return hidden[:, 0]
+  if pooling == "mean":
+    weights = real.astype(hidden.dtype)[..., None]  # (B, T, 1)
+    return jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+  raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
 
 
 def _weighted_mean(values, weights):

@@ -19,9 +19,14 @@ Architecture choices, all from GPT-2 (Section 2.3 of the paper and its released 
   output, second MLP layer) are further scaled by 1/sqrt(2 * num_layers), so the variance of
   the residual stream does not grow with depth.
 
-One addition, off unless `relative_buckets` is set (the small bundled BERT uses it): a learned
-relative-position bias on the attention logits, T5's bucketed scheme started as ALiBi's slopes
-(`relative_position_buckets`, `SelfAttention._recency_init`).
+Two additions, both off in the published presets:
+
+* `relative_buckets` (the small bundled BERT uses it): a learned relative-position bias on the
+  attention logits, T5's bucketed scheme started as ALiBi's slopes
+  (`relative_position_buckets`, `SelfAttention._recency_init`);
+* `qkv_conv_width` (the small bundled GPT uses it): Primer's causal depthwise convolution over
+  the sequence after the query, key and value projections (`causal_depthwise_conv`,
+  `SelfAttention._causal_qkv_conv`).
 
 The vocabulary projection is a separate method, `Transformer.logits`, that accepts hidden
 states of any leading shape: GPT projects every position, BERT gathers the masked positions
@@ -89,6 +94,12 @@ class TransformerConfig:
       the small bundled BERT uses it. Exercised on CPU only; with cuDNN attention the bias goes
       through `jax.nn.dot_product_attention`'s `bias` argument, untested on a GPU.
     relative_max_distance: offsets at and beyond this share the last bucket.
+    qkv_conv_width: 0 (GPT-2 and BERT) or the width W >= 2 of a causal depthwise convolution
+      over the sequence applied to every query, key and value channel after their projection,
+      Primer's "multi-DConv-head attention" (So et al. 2021, arXiv 2109.08668, section 3; W = 3
+      there). Each channel becomes a learned mix of its own and the W - 1 preceding tokens'
+      projections, started near the identity (`noisy_identity_init`). Decoders only. See
+      `SelfAttention._causal_qkv_conv` for why the bundled GPT uses it.
   """
 
   vocab_size: int
@@ -105,6 +116,7 @@ class TransformerConfig:
   remat: bool = False
   relative_buckets: int = 0
   relative_max_distance: int = 128
+  qkv_conv_width: int = 0
 
   def __post_init__(self):
     # Canonical dtype object: "bfloat16", jnp.bfloat16 and np.dtype("bfloat16") compare and
@@ -129,6 +141,9 @@ class TransformerConfig:
     if self.relative_buckets and self.relative_max_distance < self.relative_buckets:
       raise ValueError(f"relative_max_distance ({self.relative_max_distance}) must be at least "
                        f"relative_buckets ({self.relative_buckets})")
+    if self.qkv_conv_width and (self.qkv_conv_width < 2 or not self.causal):
+      raise ValueError(f"qkv_conv_width must be 0 (off) or >= 2, and is implemented for causal decoders "
+                       f"only; got {self.qkv_conv_width} with causal={self.causal}")
     if self.attention_impl == "cudnn" and self.dtype not in (jnp.bfloat16, jnp.float16):
       raise ValueError(f"cuDNN attention needs a bfloat16 or float16 dtype, got {self.dtype}")
 
@@ -168,10 +183,16 @@ def transformer_config(preset: str, *, vocab_size: int, causal: bool, **override
 
 
 class LayerCache(NamedTuple):
-  """Keys and values of one block for every cache slot: each (B, max_len, N, H)."""
+  """Keys and values of one block for every cache slot: each (B, max_len, N, H).
+
+  With `qkv_conv_width` W, also `recent`: the W - 1 newest tokens' query/key/value projections
+  before the convolution, (B, W - 1, 3, N, H), oldest first, which the next token's convolution
+  reads. None without the convolution.
+  """
 
   keys: Array
   values: Array
+  recent: Array | None = None
 
 
 # One LayerCache per block, in block order. A plain tuple: a pytree jit passes through.
@@ -215,6 +236,38 @@ def relative_position_buckets(offset, num_buckets: int, max_distance: int, causa
   return (side + bucket).astype(jnp.int32)
 
 
+# Noise on the convolution's start, in units of the current token's weight of 1.
+QKV_CONV_INIT_NOISE = 0.3
+
+
+def noisy_identity_init(key, shape, dtype=jnp.float32):
+  """(W, ...) convolution taps: the identity (1 on the current token, the last tap) plus
+  N(0, 0.3^2) on every tap. On the in-context toy of the README a 1-layer decoder left the
+  copying plateau after about 1,000 steps from the exact identity and after about 350 steps from
+  this start (PyTorch-style convolutions, as in public Primer code, start fully random)."""
+  noise = QKV_CONV_INIT_NOISE * jax.random.normal(key, shape, dtype)
+  return noise.at[-1].add(1.0)
+
+
+def causal_depthwise_conv(kernel, x, recent=None):
+  """out[:, t] = sum_j kernel[j] * x[:, t - (W - 1) + j] per channel, with `recent` (or zeros)
+  standing for the W - 1 steps before x[:, 0].
+
+  Args:
+    kernel: (W, ...) one weight per tap and channel; kernel[-1] weighs the current step.
+    x: (B, T, ...) the sequence, channels after the time axis.
+    recent: (B, W - 1, ...) or None (zeros: the sequence starts at x[:, 0]).
+
+  Returns:
+    (B, T, ...) the convolved sequence, and the (B, T + W - 1, ...) window it read.
+  """
+  width, length = kernel.shape[0], x.shape[1]
+  if recent is None:
+    recent = jnp.zeros((x.shape[0], width - 1) + x.shape[2:], x.dtype)
+  window = jnp.concatenate([recent.astype(x.dtype), x], axis=1)
+  return sum(kernel[j] * window[:, j:j + length] for j in range(width)), window
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention through `jax.nn.dot_product_attention`.
 
@@ -234,6 +287,7 @@ class SelfAttention(nn.Module):
   attention_impl: str | None = None
   relative_buckets: int = 0
   relative_max_distance: int = 128
+  qkv_conv_width: int = 0
 
   def _recency_init(self, key, shape, dtype):
     """The bias table starts as ALiBi's (Press et al. 2022, arXiv 2108.12409): head h adds
@@ -262,6 +316,30 @@ class SelfAttention(nn.Module):
     # (..., T, S, N) -> (..., N, T, S)
     return jnp.moveaxis(table[buckets], -1, -3).astype(self.dtype)
 
+  def _causal_qkv_conv(self, qkv, recent):
+    """Primer's depthwise convolution: each query, key and value channel at position t becomes
+    sum_j w[j] * projection[t - (W - 1) + j], with w learned per channel (no bias), zeros before
+    the sequence start.
+
+    Why the bundled GPT uses it: its in-context task ("house => green ... house =>") needs the
+    query at " =>" to find the earlier line with the same input word and read the output after
+    it. With plain attention that takes two layers that must appear together (one head moving
+    each token's predecessor into it, then a lookup head; Olsson et al. 2022, "In-context
+    Learning and Induction Heads"), and the 4-layer model stayed on the plateau before them for
+    its whole CPU budget (README). With the convolution a key already carries the tokens just
+    before it, so one head can match on them.
+
+    Args:
+      qkv: (B, T, 3, N, H) projections of the new tokens.
+      recent: None (the sequence starts here) or (B, W - 1, 3, N, H), the projections of each
+        row's W - 1 tokens before the new ones (a decode step).
+
+    Returns:
+      (B, T, 3, N, H) convolved projections, and the (B, T + W - 1, 3, N, H) window it read.
+    """
+    kernel = self.param("qkv_conv", noisy_identity_init, (self.qkv_conv_width,) + qkv.shape[2:], jnp.float32)
+    return causal_depthwise_conv(kernel.astype(self.dtype), qkv, recent)
+
   @nn.compact
   def __call__(self, x, mask=None, cache: LayerCache | None = None, positions=None):
     batch, _, width = x.shape
@@ -270,6 +348,16 @@ class SelfAttention(nn.Module):
     # (B, T, D) -> (B, T, 3, N, H)
     qkv = nn.DenseGeneral((3, self.num_heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32,
                           kernel_init=self.kernel_init, name="qkv")(x)
+    recent = None
+    if self.qkv_conv_width:
+      if cache is None and mask is not None:
+        # Padded tokens' projections must not leak into their neighbours (left padding):
+        # zeroed, as before the sequence start. mask: (B, 1, 1, T) -> (B, T, 1, 1, 1).
+        qkv = jnp.where(mask[:, 0, 0, :, None, None, None], qkv, 0)
+      qkv, window = self._causal_qkv_conv(qkv, None if cache is None else cache.recent)
+      # A decode step keeps the newest W - 1 raw projections; the full pass returns all of
+      # them, (B, T + W - 1, ...), and `Transformer.prefill` picks each row's last W - 1.
+      recent = window[:, 1:] if cache is not None else window
     query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     implementation = self.attention_impl
     is_causal = self.causal
@@ -298,7 +386,7 @@ class SelfAttention(nn.Module):
     # (B, T, N, H) -> (B, T, D)
     out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
                           kernel_init=self.out_init, name="out")(out)
-    return out, LayerCache(key, value)
+    return out, LayerCache(key, value, recent)
 
 
 class MLP(nn.Module):
@@ -379,7 +467,8 @@ class Transformer(nn.Module):
                                   dtype=cfg.dtype, out_init=residual_init,
                                   attention_impl=cfg.attention_impl,
                                   relative_buckets=cfg.relative_buckets,
-                                  relative_max_distance=cfg.relative_max_distance)
+                                  relative_max_distance=cfg.relative_max_distance,
+                                  qkv_conv_width=cfg.qkv_conv_width)
     mlp = functools.partial(MLP, hidden_dim=cfg.mlp_dim, dense=dense, out_init=residual_init)
     self.blocks = [self._block_class(f"blocks_{i}")(attention=attention, mlp=mlp, norm=norm, dropout=cfg.dropout,
                                                      name=f"blocks_{i}")
@@ -470,7 +559,14 @@ class Transformer(nn.Module):
       x, kv = block(x, None, False)
       # (B, T, N, H) -> (B, max_len, N, H), zeros in the unused slots.
       pad = ((0, 0), (0, self.config.max_len - length), (0, 0), (0, 0))
-      cache.append(LayerCache(jnp.pad(kv.keys, pad), jnp.pad(kv.values, pad)))
+      recent = None
+      if kv.recent is not None:
+        # kv.recent is (B, W - 1 + T, 3, N, H) with the prompt from index W - 1 on: row b's
+        # last W - 1 prompt tokens sit at indices lengths[b] .. lengths[b] + W - 2 (zeros for
+        # a prompt shorter than W - 1). -> (B, W - 1, 3, N, H)
+        steps = lengths[:, None] + jnp.arange(self.config.qkv_conv_width - 1)[None]
+        recent = jnp.take_along_axis(kv.recent, steps[:, :, None, None, None], axis=1)
+      cache.append(LayerCache(jnp.pad(kv.keys, pad), jnp.pad(kv.values, pad), recent))
     # Project only the one position per row that predicts the next token: (B, T, D) -> (B, D).
     last_hidden = x[jnp.arange(batch), lengths - 1]
     return self.logits(self.final_norm(last_hidden), jnp.float32), tuple(cache)

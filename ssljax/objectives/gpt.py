@@ -46,7 +46,8 @@ def transformer_config(config: ml_collections.ConfigDict, *, causal: bool) -> tr
       m.preset, vocab_size=text.model_vocab_size(config), causal=causal,
       max_len=config.text.seq_len, dropout=m.dropout, dtype=dtype,
       attention_impl=attention_implementation(m.attention_impl, dtype), remat=m.remat,
-      relative_buckets=m.get("relative_buckets", 0), **overrides)
+      relative_buckets=m.get("relative_buckets", 0), qkv_conv_width=m.get("qkv_conv_width", 0),
+      **overrides)
 
 
 @register("gpt")

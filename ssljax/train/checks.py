@@ -234,7 +234,7 @@ def _same_compute_dtype(key: str, old, new) -> bool:
 
 # Keys added after runs were saved, with the value that means what those runs did: a saved
 # config without the key trained exactly as this value does.
-ADDED_KEYS_DEFAULTS = {"model.relative_buckets": 0}
+ADDED_KEYS_DEFAULTS = {"model.relative_buckets": 0, "model.qkv_conv_width": 0}
 
 
 def _added_key_at_its_old_meaning(key: str, old, new) -> bool:

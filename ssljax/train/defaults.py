@@ -123,6 +123,9 @@ def text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # 0: absolute learned positions only (GPT-2, BERT). N: also a learned T5-style relative bias
   # over N offset buckets, started as ALiBi's recency slopes (models/transformer.py).
   c.model.relative_buckets = 0
+  # 0: off. W: Primer's causal depthwise convolution of width W over each query, key and value
+  # channel (So et al. 2021; decoders only, models/transformer.py).
+  c.model.qkv_conv_width = 0
 
   c.optim.name, c.optim.lr, c.optim.lr_scaling = "adamw", 1e-3, "none"
   c.optim.b1, c.optim.b2, c.optim.weight_decay, c.optim.clip_norm = 0.9, 0.95, 0.1, 1.0
