@@ -46,7 +46,8 @@ PRESETS: dict[str, Preset] = {
         "clip:base", 256, (),
         "CLIP ViT-B/16 (224 px) + 12-layer text transformer (context 77, 49,152-piece vocabulary)"),
     "gpt2_124m_tiny": Preset(
-        "gpt:smoke", 2, (("text.seq_len", 64), ("model.num_layers", 2)),
+        # GPT-2's blocks, as gpt2_124m: without the smoke config's Primer convolution.
+        "gpt:smoke", 2, (("text.seq_len", 64), ("model.num_layers", 2), ("model.qkv_conv_width", 0)),
         "a 2-layer, 32-wide causal transformer, byte vocabulary, context 64"),
     "bert_base_tiny": Preset(
         "bert:smoke", 2, (("text.seq_len", 64),),
