@@ -17,7 +17,9 @@ VOCAB = 128
 NEVER = -1  # an eos id no model can produce
 
 
+@functools.cache
 def make_decoder(**options):
+  """A random decoder (built once per option set) and its parameters."""
   config = tfm.TransformerConfig(vocab_size=VOCAB, num_layers=2, num_heads=2, embed_dim=32, mlp_dim=64,
                                  max_len=24, causal=True, **options)
   model = tfm.Transformer(config)
@@ -115,23 +117,17 @@ def test_sampling_is_reproducible_and_traceable():
 PROMPTS = [[5, 17, 3], [9], [40, 2, 2, 7, 11, 60, 8]]  # different lengths, one padded batch
 
 
-def test_kv_cache_greedy_equals_recomputation(decoder):
-  model, params = decoder
+# Plain attention, and Primer's convolution: its cache also carries each row's last raw
+# projections, and the 1-token prompt has fewer than the convolution's W - 1 = 2 before the
+# first decoded token.
+@pytest.mark.parametrize("options", [{}, {"qkv_conv_width": 3}], ids=["plain", "qkv_conv"])
+def test_kv_cache_greedy_equals_recomputation(options):
+  model, params = make_decoder(**options)
   out = generation.generate(model, params, PROMPTS, max_new_tokens=8, key=jax.random.key(0), greedy=True,
                             eos_id=NEVER)
   expected = [greedy_by_recomputation(model, params, prompt, 8) for prompt in PROMPTS]
   assert out == expected
   assert all(len(set(row)) > 2 for row in out)  # not a model that repeats one token
-
-
-def test_kv_cache_greedy_equals_recomputation_with_qkv_conv():
-  # Primer's convolution: the cache also carries each row's last raw projections, and prompts
-  # of 1 token have fewer than the convolution's W - 1 = 2 before the first decoded one.
-  model, params = make_decoder(qkv_conv_width=3)
-  out = generation.generate(model, params, PROMPTS, max_new_tokens=8, key=jax.random.key(0), greedy=True,
-                            eos_id=NEVER)
-  assert out == [greedy_by_recomputation(model, params, prompt, 8) for prompt in PROMPTS]
-  assert all(len(set(row)) > 2 for row in out)
 
 
 def test_decode_step_compiles_once_per_generation(decoder):

@@ -53,11 +53,6 @@ def full_logits(model, params, tokens, **kwargs):
 PLAIN, RELATIVE_BIAS, QKV_CONV = {}, dict(relative_buckets=8, relative_max_distance=16), dict(qkv_conv_width=3)
 
 
-def relative_config(relative_buckets: int, **overrides) -> tfm.TransformerConfig:
-  """tiny_config with (8) or without (0) a relative-position bias of 16 positions' reach."""
-  return tiny_config(relative_buckets=relative_buckets, relative_max_distance=16, **overrides)
-
-
 def randomised_position_parameters(params, seed=3):
   """Each layer's relative-bias table and convolution moved away from their start (ALiBi's
   slopes, the identity), so a test sees arbitrary learned ones; other leaves come back unchanged."""
@@ -287,7 +282,7 @@ def test_relative_position_buckets_by_hand():
 
 
 def test_relative_bias_starts_as_alibi_slopes():
-  config = relative_config(8, num_heads=4)
+  config = tiny_config(num_heads=4, **RELATIVE_BIAS)
   _, params, _ = build(config)
   table = np.asarray(params["blocks_0"]["attention"]["relative_bias"])
   assert table.shape == (8, 4)

@@ -148,7 +148,7 @@ class Runner:
     seq_len = min(config.seq_len or encoder_config.max_len, encoder_config.max_len)
     self.task, self.config = task, config
     self.model = heads.FinetuneModel(encoder_config.replace(dropout=config.dropout), task.kind,
-                                     task.num_labels, config.dropout, config.get("pooling", "cls"))
+                                     task.num_labels, config.dropout, config.pooling)
     self.encoder = inputs.Encoder(tokenizer, task.kind, seq_len, max_question_len=config.max_question_len,
                                   doc_stride=config.doc_stride)
     self.tx = base_optimizer(config)
