@@ -74,6 +74,9 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
     # 0.448 / 0.713 (training loss still 0.70); 10 epochs at 1e-3 reached 0.897 (training loss
     # 0.017). 6 epochs at either rate keep both runs within about 4 minutes on 2 CPU cores.
     c.epochs, c.lrs = 6.0, (5e-4, 1e-3)
+    # Mean pooling, chosen on validation: with the 2,048-piece BERT it tied [CLS] with all labels
+    # (0.870) and beat it by 9 points with 10 labels per class (0.484 against 0.395).
+    c.pooling = "mean"
   if task in ("bbc_same_article", "bbc_quotes"):
     c.epochs = 1.5  # 3,562 pairs / 3,666 paragraphs
   if task == "bbc_who_said":
