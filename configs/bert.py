@@ -5,8 +5,8 @@ bbc_news (default), bert_base, smoke.
 
 - bbc_news: the bundled corpus of 2,225 BBC news articles, an 8,192-piece SentencePiece BPE
   vocabulary trained on its training split, sentence pairs of 128 tokens, and a 4-layer encoder
-  of width 128 with a learned relative-position bias, sized to pretrain within about 14 minutes
-  on 2 CPU cores.
+  of width 128 with a learned relative-position bias, sized to pretrain within 15 minutes on 2
+  CPU cores (the whole command took 14.5).
 - bert_base: BERT-base (12 layers of width 768, 12 heads, 512 positions, 110M parameters) at
   BERT's first-phase length of 128 with 20 predictions per sequence, batch 256, AdamW with
   BERT's settings (lr 1e-4, 10,000 warm-up steps, weight decay 0.01, dropout 0.1), a
@@ -44,8 +44,8 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
   c.optim.b2, c.optim.weight_decay = 0.999, 0.01  # BERT's AdamW
   if variant == "bbc_news":
     # The GPT recipe's encoder shape (configs/gpt.py) plus a learned relative-position bias (32
-    # buckets, started as ALiBi's slopes): with absolute positions alone this encoder sat on the bag-of-words
-    # plateau for the whole run (test masked-LM loss 5.95, accuracy 0.126); with the bias it
+    # buckets, started as ALiBi's slopes): with absolute positions alone this encoder sat on the
+    # bag-of-words plateau for the whole run (test masked-LM loss 5.95, accuracy 0.126); with the bias it
     # left it by step 250 (README, "BERT on the bundled BBC news corpus"). Masked-LM learns from
     # ~15% of the tokens, so pairs per step matter more than width: a 4 x 256 encoder at 32
     # pairs per step (the same time per step) was still near the unigram loss after 500 steps.
@@ -53,16 +53,17 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     # and the encoder's states carry an article's topic far better. After the same 1,200 steps,
     # `ssljax finetune --task bbc_topic --config.pooling=mean` reached 0.955 on validation with
     # all labels (2,048 pieces: 0.870) and 0.631 with 10 per class (0.484). The larger vocabulary
-    # makes a step slower (about 1.2 against 1.7 steps a second), hence 1,000 steps (README, "BERT
-    # on the bundled BBC news corpus").
+    # makes a step slower (about 1.2 against 1.7 steps a second in training), hence 1,000 steps
+    # (README, "BERT on the bundled BBC news corpus").
     c.text.vocab_size = 8192
     c.text.model_type = "bpe"
     c.text.seq_len = 128
     c.model.preset = "tiny"
     c.model.num_layers, c.model.num_heads, c.model.embed_dim, c.model.mlp_dim = 4, 4, 128, 512
     c.model.relative_buckets = 32
-    # A step of 64 pairs takes about 0.8 s on 2 CPU cores (`ssljax bench step --config
-    # configs/bert.py`): 1,000 steps, about 6 passes over the ~11,000 training pairs.
+    # A step of 64 pairs takes 0.67 s on 2 CPU cores (`ssljax bench step --config
+    # configs/bert.py`; about 0.85 s in training, input and monitor included): 1,000 steps, about
+    # 6 passes over the ~11,000 training pairs.
     c.train.batch_size = 64
     c.train.steps = 1000
     c.train.log_every = 50
