@@ -125,6 +125,32 @@ def test_pooling_by_hand():
                              atol=1e-5)
 
 
+
+def test_segment_comparison_by_hand():
+  # Two pairs of 5 positions; hidden states are scalars per feature so that the means are easy.
+  hidden = jnp.array([[[1., 0.], [3., 2.], [5., 4.], [7., 6.], [0., 0.]],
+                      [[2., 2.], [4., 0.], [6., 6.], [6., 6.], [9., 9.]]])
+  real = jnp.array([[True, True, True, True, False], [True, True, True, True, True]])
+  segments = jnp.array([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])
+  # Row 0: u = mean([1,0],[3,2]) = [2,1]; v = mean([5,4],[7,6]) = [6,5] (the padded [0,0] is left
+  # out); |u - v| = [4,4]. Row 1: u = [2,2]; v = mean of four = [25/4, 21/4]; |u - v| = [17/4, 13/4].
+  want = [[2, 1, 6, 5, 4, 4], [2, 2, 25 / 4, 21 / 4, 17 / 4, 13 / 4]]
+  np.testing.assert_allclose(heads.compare_segments(hidden, real, segments), want, rtol=1e-6)
+  # The head on top is a linear layer on those 3D features, and it is for pairs only.
+  model = heads.FinetuneModel(TINY, "pair", num_labels=2, dropout=0.0, pooling="segments")
+  tokens = np.array([[CLS, 7, SEP, 8, 9, SEP, PAD]], np.int32)
+  batch = {"tokens": tokens, "segments": np.array([[0, 0, 0, 1, 1, 1, 1]], np.int32)}
+  params = model.init(jax.random.key(0), batch)["params"]
+  assert params["classifier"]["kernel"].shape == (3 * TINY.embed_dim, 2) and "pooler" not in params
+  hidden = transformer.Transformer(TINY).apply({"params": params["encoder"]}, tokens, segments=batch["segments"],
+                                                  padding_mask=tokens != PAD)
+  features = heads.compare_segments(hidden, tokens != PAD, batch["segments"])
+  want = features @ params["classifier"]["kernel"] + params["classifier"]["bias"]
+  np.testing.assert_allclose(model.apply({"params": params}, batch), want, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="segments"):
+    single = heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pooling="segments")
+    single.init(jax.random.key(0), batch)
+
 # --- metrics ----------------------------------------------------------------------------------
 
 

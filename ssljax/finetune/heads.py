@@ -7,6 +7,10 @@ Every head reads the final hidden states of the whole encoder, which is fine-tun
   (Dense(D) + tanh, BERT's "pooled output") and a linear layer onto the classes; with
   `pooling="mean"` the pooler reads the mean of the real (non-[PAD]) tokens' hidden states
   instead, as Sentence-BERT pools (Reimers & Gurevych 2019, arXiv 1908.10084);
+* sentence pairs with `pooling="segments"`: Sentence-BERT's classification head instead, a
+  linear layer on (u, v, |u - v|) with u and v the mean hidden states of segment A and of
+  segment B (section 3 of the paper; there u and v come from two separate passes, here from
+  one joint pass, so each segment's states may also read the other);
 * token tagging: every token's hidden state goes through a linear layer onto the tags; only the
   first sub-token of each word carries a label (section 5.3);
 * span extraction (SQuAD): one linear layer gives every token a start and an end logit; the
@@ -51,7 +55,7 @@ class FinetuneModel(nn.Module):
   kind: str
   num_labels: int = 2
   dropout: float = 0.1
-  pooling: str = "cls"  # classification heads: "cls" (BERT) or "mean" over the real tokens
+  pooling: str = "cls"  # "cls" (BERT), "mean" over the real tokens, "segments" (pairs: Sentence-BERT)
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
@@ -63,6 +67,12 @@ class FinetuneModel(nn.Module):
         tokens, segments=segments, padding_mask=tokens != PAD, train=train)
     hidden = hidden.astype(jnp.float32)  # (B, T, D)
     drop = nn.Dropout(self.dropout, deterministic=not train)
+    if self.pooling == "segments":
+      if self.kind != PAIR or segments is None:
+        raise ValueError(f"pooling='segments' compares the two segments of a sentence pair; the {self.kind!r} "
+                         "head of this encoder has none")
+      features = compare_segments(hidden, tokens != PAD, segments)  # (B, 3D)
+      return _dense(self.num_labels, "classifier")(drop(features))  # (B, K)
     if self.kind in (CLASSIFY, PAIR):
       pooled = jnp.tanh(_dense(hidden.shape[-1], "pooler")(pool(hidden, tokens != PAD, self.pooling)))  # (B, D)
       return _dense(self.num_labels, "classifier")(drop(pooled))  # (B, K)
@@ -72,7 +82,7 @@ class FinetuneModel(nn.Module):
     return logits[..., 0], logits[..., 1]
 
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "segments")
 
 
 def pool(hidden, real, pooling: str):
@@ -86,6 +96,17 @@ def pool(hidden, real, pooling: str):
     weights = real.astype(hidden.dtype)[..., None]  # (B, T, 1)
     return jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
   raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+
+
+def compare_segments(hidden, real, segments):
+  """Sentence-BERT's pair features (u, v, |u - v|): (B, T, D) -> (B, 3D), with u (v) the mean
+  hidden state of segment A's (B's) real tokens. [CLS] and the first [SEP] count as A's, the
+  last [SEP] as B's, as their segment ids say."""
+  in_a = real & (segments == 0)  # (B, T)
+  in_b = real & (segments == 1)
+  u = pool(hidden, in_a, "mean")  # (B, D)
+  v = pool(hidden, in_b, "mean")
+  return jnp.concatenate([u, v, jnp.abs(u - v)], axis=-1)
 
 
 def _weighted_mean(values, weights):
