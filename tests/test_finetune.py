@@ -147,9 +147,13 @@ def test_segment_comparison_by_hand():
   features = heads.compare_segments(hidden, tokens != PAD, batch["segments"])
   want = features @ params["classifier"]["kernel"] + params["classifier"]["bias"]
   np.testing.assert_allclose(model.apply({"params": params}, batch), want, rtol=1e-5, atol=1e-6)
-  with pytest.raises(ValueError, match="segments"):
-    single = heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pooling="segments")
-    single.init(jax.random.key(0), batch)
+  with pytest.raises(ValueError, match="a 'classify' task has one text"):
+    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pooling="segments").init(jax.random.key(0), batch)
+  with pytest.raises(ValueError, match="segment embeddings"):
+    heads.FinetuneModel(TINY.replace(num_segments=0), "pair", dropout=0.0, pooling="segments").init(
+        jax.random.key(0), batch)
+  with pytest.raises(ValueError, match="unknown pooling 'max'"):
+    heads.FinetuneModel(TINY, "pair", dropout=0.0, pooling="max").init(jax.random.key(0), batch)
 
 # --- metrics ----------------------------------------------------------------------------------
 

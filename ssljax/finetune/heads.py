@@ -36,6 +36,10 @@ from ssljax.text.tokenizer import PAD
 CLASSIFY, PAIR, TAG, SPAN = "classify", "pair", "tag", "span"
 KINDS = (CLASSIFY, PAIR, TAG, SPAN)
 
+# Classification and pair heads read [CLS], the mean of the real tokens, or (pairs) both
+# segments' means.
+POOLINGS = ("cls", "mean", "segments")
+
 # A masked logit: far below any real one, but finite, so that 0 * masked stays 0 in the loss.
 MASKED = -1e9
 
@@ -61,6 +65,8 @@ class FinetuneModel(nn.Module):
   def __call__(self, batch, train: bool = False):
     if self.kind not in KINDS:
       raise ValueError(f"unknown head kind {self.kind!r}; choose one of {KINDS}")
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
     tokens = batch["tokens"]
     segments = batch["segments"] if self.encoder_config.num_segments else None
     hidden = Transformer(self.encoder_config, name="encoder")(
@@ -68,9 +74,11 @@ class FinetuneModel(nn.Module):
     hidden = hidden.astype(jnp.float32)  # (B, T, D)
     drop = nn.Dropout(self.dropout, deterministic=not train)
     if self.pooling == "segments":
-      if self.kind != PAIR or segments is None:
-        raise ValueError(f"pooling='segments' compares the two segments of a sentence pair; the {self.kind!r} "
-                         "head of this encoder has none")
+      if self.kind != PAIR:
+        raise ValueError(f"pooling='segments' compares the two texts of a sentence pair; a {self.kind!r} task "
+                         "has one text (use 'cls' or 'mean')")
+      if segments is None:
+        raise ValueError("pooling='segments' needs an encoder with segment embeddings (num_segments=2)")
       features = compare_segments(hidden, tokens != PAD, segments)  # (B, 3D)
       return _dense(self.num_labels, "classifier")(drop(features))  # (B, K)
     if self.kind in (CLASSIFY, PAIR):
@@ -80,9 +88,6 @@ class FinetuneModel(nn.Module):
       return _dense(self.num_labels, "tagger")(drop(hidden))  # (B, T, K)
     logits = _dense(2, "span")(drop(hidden))  # (B, T, 2)
     return logits[..., 0], logits[..., 1]
-
-
-POOLINGS = ("cls", "mean", "segments")
 
 
 def pool(hidden, real, pooling: str):
@@ -95,7 +100,7 @@ def pool(hidden, real, pooling: str):
   if pooling == "mean":
     weights = real.astype(hidden.dtype)[..., None]  # (B, T, 1)
     return jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
-  raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+  raise ValueError(f"unknown pooling {pooling!r} of one sequence; choose 'cls' or 'mean'")
 
 
 def compare_segments(hidden, real, segments):
