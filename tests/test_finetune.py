@@ -476,6 +476,15 @@ def test_finetune_api_span_task_from_pretrained_and_scratch(bert_run):
   assert pretrained["test"] != scratch["test"] or pretrained["trials"] != scratch["trials"]
 
 
+def test_finetune_api_pair_task_with_its_default_segment_head(bert_run):
+  config = finetune.default_config("bbc_same_article")
+  assert config.pooling == "segments"
+  overrides = {"max_train_examples": 32, "max_eval_examples": 16, "batch_size": 8, "eval_batch_size": 16,
+               "epochs": 1.0, "min_steps": 2, "lrs": (3e-4,), "seq_len": 64}
+  report = finetune.run(bert_run, config=config, config_overrides=overrides, progress=False)
+  assert report["config"]["pooling"] == "segments" and report["examples"]["train"] == 32
+  assert 0.0 <= report["test"]["accuracy"] <= 1.0 and "accuracy" in report["baseline"]["test"]
+
 def test_finetune_cli_missing_dataset_and_unknown_task(bert_run, data_dir, tmp_path):
   result = _cli(["finetune", "--workdir", bert_run, "--task", "sst2", f"--config.data_dir={tmp_path}"], data_dir)
   assert result.returncode != 0 and "tfds build glue/sst2" in result.stderr and "Traceback" not in result.stderr
