@@ -125,9 +125,8 @@ def test_pooling_by_hand():
                              atol=1e-5)
 
 
-
 def test_segment_comparison_by_hand():
-  # Two pairs of 5 positions; hidden states are scalars per feature so that the means are easy.
+  # Two pairs of 5 positions with 2 features each, small integers so that the means are exact.
   hidden = jnp.array([[[1., 0.], [3., 2.], [5., 4.], [7., 6.], [0., 0.]],
                       [[2., 2.], [4., 0.], [6., 6.], [6., 6.], [9., 9.]]])
   real = jnp.array([[True, True, True, True, False], [True, True, True, True, True]])
@@ -154,6 +153,7 @@ def test_segment_comparison_by_hand():
         jax.random.key(0), batch)
   with pytest.raises(ValueError, match="unknown pooling 'max'"):
     heads.FinetuneModel(TINY, "pair", dropout=0.0, pooling="max").init(jax.random.key(0), batch)
+
 
 # --- metrics ----------------------------------------------------------------------------------
 
@@ -463,11 +463,14 @@ def test_finetune_cli_writes_results_with_few_labels(bert_run, data_dir):
   assert "accuracy" in report["baseline"]["test"]
 
 
+# finetune.run overrides for a run of a few seconds on the smoke BERT.
+TINY_RUN = {"max_train_examples": 32, "max_eval_examples": 16, "batch_size": 8, "eval_batch_size": 16,
+            "epochs": 1.0, "min_steps": 2, "lrs": (3e-4,), "seq_len": 64}
+
+
 def test_finetune_api_span_task_from_pretrained_and_scratch(bert_run):
-  overrides = {"max_train_examples": 32, "max_eval_examples": 16, "batch_size": 8, "eval_batch_size": 16,
-               "epochs": 1.0, "min_steps": 2, "lrs": (3e-4,), "seq_len": 64}
-  pretrained = finetune.run(bert_run, "bbc_who_said", overrides, progress=False)
-  scratch = finetune.run(bert_run, "bbc_who_said", {**overrides, "init": "scratch"}, progress=False)
+  pretrained = finetune.run(bert_run, "bbc_who_said", TINY_RUN, progress=False)
+  scratch = finetune.run(bert_run, "bbc_who_said", {**TINY_RUN, "init": "scratch"}, progress=False)
   assert pretrained["output_dir"].endswith(os.path.join("finetune", "bbc_who_said"))
   assert scratch["output_dir"].endswith(os.path.join("finetune", "bbc_who_said-scratch"))
   for report in (pretrained, scratch):
@@ -479,11 +482,10 @@ def test_finetune_api_span_task_from_pretrained_and_scratch(bert_run):
 def test_finetune_api_pair_task_with_its_default_segment_head(bert_run):
   config = finetune.default_config("bbc_same_article")
   assert config.pooling == "segments"
-  overrides = {"max_train_examples": 32, "max_eval_examples": 16, "batch_size": 8, "eval_batch_size": 16,
-               "epochs": 1.0, "min_steps": 2, "lrs": (3e-4,), "seq_len": 64}
-  report = finetune.run(bert_run, config=config, config_overrides=overrides, progress=False)
+  report = finetune.run(bert_run, config=config, config_overrides=TINY_RUN, progress=False)
   assert report["config"]["pooling"] == "segments" and report["examples"]["train"] == 32
   assert 0.0 <= report["test"]["accuracy"] <= 1.0 and "accuracy" in report["baseline"]["test"]
+
 
 def test_finetune_cli_missing_dataset_and_unknown_task(bert_run, data_dir, tmp_path):
   result = _cli(["finetune", "--workdir", bert_run, "--task", "sst2", f"--config.data_dir={tmp_path}"], data_dir)
