@@ -4,9 +4,9 @@ bbc_news (default), bert_base, smoke.
   ssljax train --config configs/bert.py --workdir runs/bert
 
 - bbc_news: the bundled corpus of 2,225 BBC news articles, an 8,192-piece SentencePiece BPE
-  vocabulary trained on its training split, sentence pairs of 128 tokens, and a 4-layer encoder
-  of width 128 with a learned relative-position bias, sized to pretrain within 15 minutes on 2
-  CPU cores (the whole command took 14.5).
+  vocabulary trained on its training split, sentence pairs of 128 tokens, a 4-layer encoder of
+  width 128 with a learned relative-position bias, and 30% of the tokens masked rather than
+  BERT's 15%, sized to pretrain within 15 minutes on 2 CPU cores (13.6 minutes of training).
 - bert_base: BERT-base (12 layers of width 768, 12 heads, 512 positions, 110M parameters) at
   BERT's first-phase length of 128 with 20 predictions per sequence, batch 256, AdamW with
   BERT's settings (lr 1e-4, 10,000 warm-up steps, weight decay 0.01, dropout 0.1), a
@@ -71,6 +71,13 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.train.eval_every = 500
     c.optim.lr, c.optim.warmup_steps = 2e-3, 100
     masked_text_part(c)
+    # 30% of the ordinary tokens predicted (still 80% [MASK], 10% random, 10% kept), as Wettig et
+    # al. 2023 ("Should You Mask 15% in Masked Language Modeling?", arXiv 2202.08005) found
+    # rates above BERT's 15% as good or better. Twice the predictions per step cost little
+    # here, and the encoder came out far better: on bbc_topic's validation articles (ssljax
+    # finetune, mean pooling) 0.969 with all labels and 0.738 with 10 per class, against 0.942
+    # and 0.586 at 15% (the same 1,000 steps; README, "BERT on the bundled BBC news corpus").
+    c.text.mask_rate = 0.3
   elif variant == "bert_base":
     c.data.name, c.data.text_key = "wikipedia/20230601.en", "text"
     c.data.train_split, c.data.eval_split, c.data.test_split = "train[:99%]", "train[99%:]", "train[99%:]"

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from helpers import REPO, data_mesh, run_cli, run_steps
 from ssljax import losses, objectives
@@ -55,21 +56,24 @@ def _pair_rows(n, length=64, seed=0):
   return np.stack(rows)
 
 
-@functools.partial(jax.jit, static_argnames="max_predictions")
-def _mask_jit(keys, tokens, max_predictions):
-  return masking.mask_batch(keys, tokens, max_predictions=max_predictions, num_tokens=NUM_TOKENS)
+@functools.partial(jax.jit, static_argnames=("max_predictions", "mask_rate"))
+def _mask_jit(keys, tokens, max_predictions, mask_rate):
+  return masking.mask_batch(keys, tokens, max_predictions=max_predictions, num_tokens=NUM_TOKENS, mask_rate=mask_rate)
 
 
-def _mask(keys, tokens, max_predictions=11):
-  return jax.device_get(_mask_jit(keys, tokens, max_predictions))
+def _mask(keys, tokens, max_predictions=11, mask_rate=masking.MASK_RATE):
+  return jax.device_get(_mask_jit(keys, tokens, max_predictions, mask_rate))
 
 
-def test_masking_chooses_15_percent_of_ordinary_tokens_and_replaces_80_10_10():
+# BERT's 15% (at most 11 of a 64-token row) and the bundled bbc_news config's 30% (at most 21).
+@pytest.mark.parametrize("mask_rate, max_predictions", [(0.15, 11), (0.3, 21)])
+def test_masking_chooses_a_fixed_share_of_ordinary_tokens_and_replaces_80_10_10(mask_rate, max_predictions):
   n = 3000
   tokens = _pair_rows(n)
-  masked, positions, targets, weights = _mask(jax.random.split(jax.random.key(0), n), tokens)
+  masked, positions, targets, weights = _mask(jax.random.split(jax.random.key(0), n), tokens, max_predictions,
+                                              mask_rate)
   ordinary = tokens >= NUM_SPECIAL_TOKENS
-  expected = np.minimum(11, np.maximum(1, np.round(0.15 * ordinary.sum(1))))
+  expected = np.minimum(max_predictions, np.maximum(1, np.round(mask_rate * ordinary.sum(1))))
   np.testing.assert_array_equal(weights.sum(1), expected)  # the count is exact, not a rate
   used = weights > 0
   rows = np.nonzero(used)[0]
@@ -402,11 +406,14 @@ def test_synthetic_bert_batch():
     _split({key: value[row] for key, value in batch.items()})
 
 
-def test_only_the_bundled_bert_config_adds_the_relative_position_bias():
-  """The bbc_news encoder trains with the learned relative-position bias (README, "Position
-  information"); the published BERT-base shape keeps absolute positions only, as in the paper."""
+def test_only_the_bundled_bert_config_adds_the_relative_position_bias_and_masks_30_percent():
+  """The bbc_news encoder trains with the learned relative-position bias and 30% of the tokens
+  masked (README, "Position information", "Mask rate"); the published BERT-base keeps absolute
+  positions only and 15%, as in the paper."""
   spec = importlib.util.spec_from_file_location("bert_config", os.path.join(REPO, "configs", "bert.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   assert bert_objective.encoder_config(module.get_config("bbc_news")).relative_buckets == 32
   assert bert_objective.encoder_config(module.get_config("bert_base")).relative_buckets == 0
+  assert module.get_config("bbc_news").text.mask_rate == 0.3
+  assert module.get_config("bert_base").text.mask_rate == masking.MASK_RATE == 0.15
