@@ -57,7 +57,7 @@ def _pair_rows(n, length=64, seed=0):
 
 
 @functools.partial(jax.jit, static_argnames=("max_predictions", "mask_rate"))
-def _mask_jit(keys, tokens, max_predictions, mask_rate):
+def _mask_jit(keys, tokens, max_predictions, mask_rate=masking.MASK_RATE):
   return masking.mask_batch(keys, tokens, max_predictions=max_predictions, num_tokens=NUM_TOKENS, mask_rate=mask_rate)
 
 
