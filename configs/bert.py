@@ -47,7 +47,7 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     # buckets, started as ALiBi's slopes): with absolute positions alone this encoder sat on the
     # bag-of-words plateau for the whole run (test masked-LM loss 5.95, accuracy 0.126); with the
     # bias it left it by step 250 (README, "BERT on the bundled BBC news corpus"). Masked-LM
-    # learns from ~15% of the tokens, so pairs per step matter more than width: a 4 x 256 encoder
+    # learns only from the masked tokens, so pairs per step matter more than width: a 4 x 256 encoder
     # at 32 pairs per step (the same time per step) was still near the unigram loss after 500 steps.
     # 8,192 pieces rather than the GPT recipe's 2,048: most words of the news are then one piece,
     # and the encoder's states carry an article's topic far better. After the same 1,200 steps,

@@ -68,9 +68,10 @@ class FinetuneModel(nn.Module):
     if self.pooling not in POOLINGS:
       raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
     tokens = batch["tokens"]
+    real = tokens != PAD  # (B, T)
     segments = batch["segments"] if self.encoder_config.num_segments else None
     hidden = Transformer(self.encoder_config, name="encoder")(
-        tokens, segments=segments, padding_mask=tokens != PAD, train=train)
+        tokens, segments=segments, padding_mask=real, train=train)
     hidden = hidden.astype(jnp.float32)  # (B, T, D)
     drop = nn.Dropout(self.dropout, deterministic=not train)
     if self.pooling == "segments":
@@ -79,10 +80,10 @@ class FinetuneModel(nn.Module):
                          "has one text (use 'cls' or 'mean')")
       if segments is None:
         raise ValueError("pooling='segments' needs an encoder with segment embeddings (num_segments=2)")
-      features = compare_segments(hidden, tokens != PAD, segments)  # (B, 3D)
+      features = compare_segments(hidden, real, segments)  # (B, 3D)
       return _dense(self.num_labels, "classifier")(drop(features))  # (B, K)
     if self.kind in (CLASSIFY, PAIR):
-      pooled = jnp.tanh(_dense(hidden.shape[-1], "pooler")(pool(hidden, tokens != PAD, self.pooling)))  # (B, D)
+      pooled = jnp.tanh(_dense(hidden.shape[-1], "pooler")(pool(hidden, real, self.pooling)))  # (B, D)
       return _dense(self.num_labels, "classifier")(drop(pooled))  # (B, K)
     if self.kind == TAG:
       return _dense(self.num_labels, "tagger")(drop(hidden))  # (B, T, K)
