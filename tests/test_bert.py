@@ -65,8 +65,8 @@ def _mask(keys, tokens, max_predictions=11, mask_rate=masking.MASK_RATE):
   return jax.device_get(_mask_jit(keys, tokens, max_predictions, mask_rate))
 
 
-# BERT's 15% (at most 11 of a 64-token row) and the bundled bbc_news config's 30% (at most 21).
-@pytest.mark.parametrize("mask_rate, max_predictions", [(0.15, 11), (0.3, 21)])
+# BERT's 15% (at most 11 of a 64-token row) and the bundled bbc_news config's 50% (at most 33).
+@pytest.mark.parametrize("mask_rate, max_predictions", [(0.15, 11), (0.5, 33)])
 def test_masking_chooses_a_fixed_share_of_ordinary_tokens_and_replaces_80_10_10(mask_rate, max_predictions):
   n = 3000
   tokens = _pair_rows(n)
@@ -406,8 +406,8 @@ def test_synthetic_bert_batch():
     _split({key: value[row] for key, value in batch.items()})
 
 
-def test_only_the_bundled_bert_config_adds_the_relative_position_bias_and_masks_30_percent():
-  """The bbc_news encoder trains with the learned relative-position bias and 30% of the tokens
+def test_only_the_bundled_bert_config_adds_the_relative_position_bias_and_masks_half_the_tokens():
+  """The bbc_news encoder trains with the learned relative-position bias and half of the tokens
   masked (README, "Position information", "Mask rate"); the published BERT-base keeps absolute
   positions only and 15%, as in the paper."""
   spec = importlib.util.spec_from_file_location("bert_config", os.path.join(REPO, "configs", "bert.py"))
@@ -415,5 +415,5 @@ def test_only_the_bundled_bert_config_adds_the_relative_position_bias_and_masks_
   spec.loader.exec_module(module)
   assert bert_objective.encoder_config(module.get_config("bbc_news")).relative_buckets == 32
   assert bert_objective.encoder_config(module.get_config("bert_base")).relative_buckets == 0
-  assert module.get_config("bbc_news").text.mask_rate == 0.3
+  assert module.get_config("bbc_news").text.mask_rate == 0.5
   assert module.get_config("bert_base").text.mask_rate == masking.MASK_RATE == 0.15
