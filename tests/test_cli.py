@@ -170,3 +170,39 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, data_dir):
   assert "batch_size=3 is not divisible by the 2 devices" in result.stderr
   assert "Traceback" not in result.stderr
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+@pytest.mark.parametrize("environ, libc, thp, expected", [
+    ({}, ("glibc", "2.36"), "madvise", "glibc.malloc.hugetlb=1"),
+    ({}, ("glibc", "2.35"), "always", "glibc.malloc.hugetlb=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, ("glibc", "2.39"), "madvise",
+     "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),  # the user's tunables are kept
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, ("glibc", "2.36"), "madvise", None),  # the user's choice
+    ({"SSLJAX_HUGE_PAGES": "0"}, ("glibc", "2.36"), "madvise", None),
+    ({}, ("glibc", "2.34"), "madvise", None),  # the tunable is new in glibc 2.35
+    ({}, ("glibc", "2.36"), "never", None),
+    ({}, ("glibc", "2.36"), None, None),
+    ({}, ("", ""), "madvise", None),  # musl and others: platform.libc_ver() names no glibc
+])
+def test_huge_pages_tunables(environ, libc, thp, expected):
+  from ssljax import cli
+
+  assert cli.huge_pages_tunables(environ, libc, thp) == expected
+
+
+def test_command_restarts_once_with_huge_pages():
+  """The restart replaces the process (same pid, its code runs to the end once) and passes the
+  arguments through; the tunable is set where this machine's glibc and kernel allow it."""
+  import platform
+
+  from ssljax import cli
+
+  code = ("import os, sys; from ssljax import cli; cli._restart_with_huge_pages(); "
+          "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "SSLJAX_HUGE_PAGES")}
+  process = subprocess.Popen([sys.executable, "-c", code, "--flag", "a b"], env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, text=True)
+  out, _ = process.communicate(timeout=120)
+  assert process.returncode == 0
+  expected = cli.huge_pages_tunables({}, platform.libc_ver(), cli._transparent_huge_pages_mode())
+  assert out.splitlines() == [f"{process.pid} {expected} ['--flag', 'a b']"]

@@ -359,6 +359,17 @@ def test_label_subsets():
                                                                              "label_fraction": 1.0}))
 
 
+def test_few_label_batch_size_applies_only_under_a_label_budget():
+  topic = finetune.default_config("bbc_topic")
+  assert topic.batch_size == 32 and topic.few_label_batch_size == 16
+  assert train.for_label_budget(topic).batch_size == 32  # all labels
+  for budget in ({"labels_per_class": 10}, {"label_fraction": 0.01}):
+    few = train.for_label_budget(finetune.with_overrides(topic, budget))
+    assert few.batch_size == 16 and few.min_steps == topic.min_steps
+  quotes = finetune.with_overrides(finetune.default_config("bbc_quotes"), {"label_fraction": 0.01})
+  assert quotes.few_label_batch_size == 0 and train.for_label_budget(quotes).batch_size == 32  # unset
+
+
 # --- public tasks on synthetic TFDS records ---------------------------------------------------
 
 
