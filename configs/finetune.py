@@ -30,7 +30,9 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
 
   c.seq_len = 0  # 0: the encoder's context (its max_len); otherwise at most that
   c.batch_size = 32
-  c.few_label_batch_size = 0  # > 0: the batch size under a label budget (labels_per_class, label_fraction)
+  # > 0: the batch size under a label budget (labels_per_class, label_fraction), in place of
+  # batch_size, which then applies to all-label runs only.
+  c.few_label_batch_size = 0
   c.eval_batch_size = 64
   c.epochs = 3.0
   c.min_steps = 30  # few labels: 10 per class is under two batches; 5 draws x 2 rates x 30 steps
