@@ -456,7 +456,8 @@ def bert_run(tmp_path_factory, data_dir):
 
 
 SMALL = ["--config.max_train_examples=48", "--config.max_eval_examples=24", "--config.batch_size=8",
-         "--config.few_label_batch_size=0", "--config.eval_batch_size=16", "--config.epochs=1", "--config.min_steps=3", "--config.lrs=(1e-4,3e-4)"]
+         "--config.few_label_batch_size=0", "--config.eval_batch_size=16", "--config.epochs=1",
+         "--config.min_steps=3", "--config.lrs=(1e-4,3e-4)"]
 
 
 def test_finetune_cli_writes_results_with_few_labels(bert_run, data_dir):

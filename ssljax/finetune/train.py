@@ -31,7 +31,7 @@ import numpy as np
 import optax
 import tqdm
 
-from ssljax.finetune import baselines, heads, inputs, metrics
+from ssljax.finetune import baselines, heads, inputs, metrics, with_overrides
 from ssljax.finetune.heads import CLASSIFY, PAIR, SPAN, TAG
 from ssljax.finetune.tasks import Task
 from ssljax.models.transformer import TransformerConfig
@@ -92,7 +92,7 @@ def for_label_budget(config: ml_collections.ConfigDict) -> ml_collections.Config
   examples: 2 batches of 32, 4 of 16)."""
   if budget_name(config) == "all" or not config.get("few_label_batch_size"):
     return config
-  return ml_collections.ConfigDict({**config.to_dict(), "batch_size": config.few_label_batch_size})
+  return with_overrides(config, {"batch_size": config.few_label_batch_size})
 
 
 def label_subsets(task: Task, train: Sequence[dict], config: ml_collections.ConfigDict) -> list[np.ndarray]:
