@@ -155,6 +155,71 @@ def test_segment_comparison_by_hand():
     heads.FinetuneModel(TINY, "pair", dropout=0.0, pooling="max").init(jax.random.key(0), batch)
 
 
+def test_cosine_pair_head_by_hand():
+  # u = [3, 4] (row 0, segment A) and v = [4, 3]: cos = 24 / 25. Row 1: u = [1, 0], v = [0, 2]: cos 0.
+  hidden = jnp.array([[[3., 4.], [3., 4.], [4., 3.], [0., 0.]],
+                      [[1., 0.], [0., 2.], [0., 2.], [0., 2.]]])
+  real = jnp.array([[True, True, True, False], [True, True, True, True]])
+  segments = jnp.array([[0, 0, 1, 1], [0, 1, 1, 1]])
+  np.testing.assert_allclose(heads.segment_cosine(hidden, real, segments), [24 / 25, 0.0], atol=1e-7)
+  logits = heads.cosine_logits(jnp.array([0.96, 0.0]), 20.0, 0.5)  # z = 20 * (cos - 0.5)
+  np.testing.assert_allclose(logits, [[0.0, 9.2], [0.0, -10.0]], rtol=1e-6)
+  # The loss is the logistic loss of z: -log sigmoid(z) for class 1, -log sigmoid(-z) for class 0.
+  loss = heads.classification_loss(logits, jnp.array([1, 1]), jnp.ones(2))
+  np.testing.assert_allclose(loss, np.mean(np.log1p(np.exp(-np.array([9.2, -10.0])))), rtol=1e-6)
+  # The head: 2 parameters (scale 20, threshold 0) on the encoder's segment cosine.
+  model = heads.FinetuneModel(TINY, "pair", num_labels=2, dropout=0.0, pooling="cosine")
+  tokens = np.array([[CLS, 7, SEP, 8, 9, SEP, PAD]], np.int32)
+  batch = {"tokens": tokens, "segments": np.array([[0, 0, 0, 1, 1, 1, 1]], np.int32)}
+  params = model.init(jax.random.key(0), batch)["params"]
+  assert set(params) == {"encoder", "cosine_scale", "cosine_threshold"}
+  assert float(params["cosine_scale"]) == heads.COSINE_SCALE and float(params["cosine_threshold"]) == 0.0
+  hidden = heads.encode(TINY, params["encoder"], batch)
+  want = heads.cosine_logits(heads.segment_cosine(hidden, tokens != PAD, batch["segments"]), 20.0, 0.0)
+  np.testing.assert_allclose(model.apply({"params": params}, batch), want, rtol=1e-5, atol=1e-6)
+  # Given the states, the head runs without the encoder's parameters.
+  head_only = {k: v for k, v in params.items() if k != "encoder"}
+  np.testing.assert_allclose(model.apply({"params": head_only}, batch, hidden=hidden), want, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="2 classes"):
+    heads.FinetuneModel(TINY, "pair", num_labels=3, dropout=0.0, pooling="cosine").init(jax.random.key(0), batch)
+  with pytest.raises(ValueError, match="a 'classify' task has one text"):
+    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pooling="cosine").init(jax.random.key(0), batch)
+
+
+def test_fit_head_trains_the_head_alone_on_the_frozen_encoder():
+  # Pairs whose second text repeats the first (label 1) or is made of numbers (label 0): the cosine
+  # of a random encoder's segment means already tells them apart, once the threshold is fit.
+  rng = np.random.default_rng(0)
+  words = ["river", "stock", "match", "vote", "album", "court", "goal", "market", "film", "party"]
+  numbers = ["1984", "2005", "37", "460", "88", "1200"]  # other bytes than the words'
+  examples = []
+  for i in range(16):
+    text = " ".join(rng.choice(words, 6))
+    other = " ".join(rng.choice(numbers, 6))
+    examples.append({"text_a": text, "text_b": text if i % 2 else other, "label": i % 2})
+  config = finetune.with_overrides(finetune.default_config("bbc_same_article"),
+                                   {"pooling": "cosine", "probe_steps": 150, "probe_lr": 0.02, "eval_batch_size": 8})
+  runner = train.Runner(tasks.get("bbc_same_article"), TINY, TOKENIZER, config)
+  template = train.template_feature(runner.encoder, examples)
+  params = runner.init(jax.random.key(0), template)
+  before = jax.tree.map(np.asarray, params)
+  fitted, info = runner.fit_head(params, examples, np.arange(16), template)
+  assert info["probe_loss_end"] < info["probe_loss_start"]
+  # The threshold moved from 0 to between the two classes' mean cosines.
+  batch = inputs.collate([runner.encoder.train_feature(e) for e in examples], 16, template)
+  cosines = np.asarray(heads.segment_cosine(heads.encode(TINY, params["encoder"], batch), batch["tokens"] != PAD,
+                                            batch["segments"]))
+  labels = np.arange(16) % 2
+  assert cosines[labels == 0].mean() < float(fitted["cosine_threshold"]) < cosines[labels == 1].mean()
+  # The encoder is untouched: LP-FT's first stage trains the head only.
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, fitted["encoder"]), before["encoder"])
+  assert runner.evaluate(fitted, examples)["accuracy"] >= 0.75
+  # probe_steps=0 (the default) leaves the parameters as they are.
+  off = train.Runner(tasks.get("bbc_same_article"), TINY, TOKENIZER,
+                     finetune.with_overrides(config, {"probe_steps": 0}))
+  assert off.fit_head(params, examples, np.arange(16), template) == (params, {})
+
+
 # --- metrics ----------------------------------------------------------------------------------
 
 
@@ -491,12 +556,17 @@ def test_finetune_api_span_task_from_pretrained_and_scratch(bert_run):
   assert pretrained["test"] != scratch["test"] or pretrained["trials"] != scratch["trials"]
 
 
-def test_finetune_api_pair_task_with_its_default_segment_head(bert_run):
+def test_finetune_api_pair_task_with_its_default_cosine_head(bert_run):
   config = finetune.default_config("bbc_same_article")
-  assert config.pooling == "segments"
-  report = finetune.run(bert_run, config=config, config_overrides=TINY_RUN, progress=False)
-  assert report["config"]["pooling"] == "segments" and report["examples"]["train"] == 32
+  assert config.pooling == "cosine" and config.probe_steps > 0
+  report = finetune.run(bert_run, config=config, config_overrides={**TINY_RUN, "probe_steps": 5}, progress=False)
+  assert report["config"]["pooling"] == "cosine" and report["examples"]["train"] == 32
   assert 0.0 <= report["test"]["accuracy"] <= 1.0 and "accuracy" in report["baseline"]["test"]
+  assert all("probe_loss_end" in t for t in report["trials"])
+  # The other pair head, Sentence-BERT's linear layer on (u, v, |u - v|), without the probe.
+  report = finetune.run(bert_run, config=config, config_overrides={**TINY_RUN, "pooling": "segments", "probe_steps": 0},
+                        output_dir=os.path.join(bert_run, "segments"), progress=False)
+  assert report["config"]["pooling"] == "segments" and "probe_loss_end" not in report["trials"][0]
 
 
 def test_finetune_cli_missing_dataset_and_unknown_task(bert_run, data_dir, tmp_path):

@@ -11,6 +11,10 @@ Every head reads the final hidden states of the whole encoder, which is fine-tun
   linear layer on (u, v, |u - v|) with u and v the mean hidden states of segment A and of
   segment B (section 3 of the paper; there u and v come from two separate passes, here from
   one joint pass, so each segment's states may also read the other);
+* sentence pairs with `pooling="cosine"`: Sentence-BERT's cosine similarity of u and v (its
+  objective for similarity scores, section 3) as the one feature of a logistic regression,
+  P(class 1) = sigmoid(scale * (cos(u, v) - threshold)), two parameters, which a handful of
+  labelled pairs can fit (the TF-IDF pair baseline's strongest feature is this cosine too);
 * token tagging: every token's hidden state goes through a linear layer onto the tags; only the
   first sub-token of each word carries a label (section 5.3);
 * span extraction (SQuAD): one linear layer gives every token a start and an end logit; the
@@ -38,7 +42,12 @@ KINDS = (CLASSIFY, PAIR, TAG, SPAN)
 
 # Classification and pair heads read [CLS], the mean of the real tokens, or (pairs) both
 # segments' means.
-POOLINGS = ("cls", "mean", "segments")
+POOLINGS = ("cls", "mean", "segments", "cosine")
+PAIR_POOLINGS = ("segments", "cosine")  # these compare the two texts of a pair
+
+# The cosine head's starting scale: cosines differ by hundredths between pairs, so a unit
+# scale would start every probability near 1/2 and learn slowly.
+COSINE_SCALE = 20.0
 
 # A masked logit: far below any real one, but finite, so that 0 * masked stays 0 in the loss.
 MASKED = -1e9
@@ -52,17 +61,19 @@ class FinetuneModel(nn.Module):
   """The encoder (parameters under "encoder", as in a BERT run) and one task head.
 
   `__call__(batch)` takes {"tokens" (B, T), "segments" (B, T)} and returns (B, K) class
-  logits, (B, T, K) tag logits, or a (start, end) pair of (B, T) span logits.
+  logits, (B, T, K) tag logits, or a (start, end) pair of (B, T) span logits. Given the
+  encoder's (B, T, D) `hidden` states of the batch (`encode`), it runs the head alone, which
+  then needs no "encoder" parameters (training the head on a frozen encoder, `train.fit_head`).
   """
 
   encoder_config: TransformerConfig
   kind: str
   num_labels: int = 2
   dropout: float = 0.1
-  pooling: str = "cls"  # "cls" (BERT), "mean" over the real tokens, "segments" (pairs: Sentence-BERT)
+  pooling: str = "cls"  # "cls" (BERT), "mean" over the real tokens; pairs: "segments", "cosine" (Sentence-BERT)
 
   @nn.compact
-  def __call__(self, batch, train: bool = False):
+  def __call__(self, batch, train: bool = False, hidden=None):
     if self.kind not in KINDS:
       raise ValueError(f"unknown head kind {self.kind!r}; choose one of {KINDS}")
     if self.pooling not in POOLINGS:
@@ -70,16 +81,23 @@ class FinetuneModel(nn.Module):
     tokens = batch["tokens"]
     real = tokens != PAD  # (B, T)
     segments = batch["segments"] if self.encoder_config.num_segments else None
-    hidden = Transformer(self.encoder_config, name="encoder")(
-        tokens, segments=segments, padding_mask=real, train=train)
+    if hidden is None:
+      hidden = Transformer(self.encoder_config, name="encoder")(
+          tokens, segments=segments, padding_mask=real, train=train)
     hidden = hidden.astype(jnp.float32)  # (B, T, D)
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    if self.pooling == "segments":
+    if self.pooling in PAIR_POOLINGS:
       if self.kind != PAIR:
-        raise ValueError(f"pooling='segments' compares the two texts of a sentence pair; a {self.kind!r} task "
-                         "has one text (use 'cls' or 'mean')")
+        raise ValueError(f"pooling={self.pooling!r} compares the two texts of a sentence pair; a {self.kind!r} "
+                         "task has one text (use 'cls' or 'mean')")
       if segments is None:
-        raise ValueError("pooling='segments' needs an encoder with segment embeddings (num_segments=2)")
+        raise ValueError(f"pooling={self.pooling!r} needs an encoder with segment embeddings (num_segments=2)")
+      if self.pooling == "cosine":
+        if self.num_labels != 2:
+          raise ValueError(f"pooling='cosine' scores pairs of 2 classes (different, same); got {self.num_labels}")
+        scale = self.param("cosine_scale", nn.initializers.constant(COSINE_SCALE), (), jnp.float32)
+        threshold = self.param("cosine_threshold", nn.initializers.zeros, (), jnp.float32)
+        return cosine_logits(segment_cosine(hidden, real, segments), scale, threshold)  # (B, 2)
       features = compare_segments(hidden, real, segments)  # (B, 3D)
       return _dense(self.num_labels, "classifier")(drop(features))  # (B, K)
     if self.kind in (CLASSIFY, PAIR):
@@ -104,15 +122,41 @@ def pool(hidden, real, pooling: str):
   raise ValueError(f"unknown pooling {pooling!r} of one sequence; choose 'cls' or 'mean'")
 
 
+def segment_means(hidden, real, segments):
+  """u, v: (B, T, D) -> two (B, D), the mean hidden state of segment A's (B's) real tokens.
+  [CLS] and the first [SEP] count as A's, the last [SEP] as B's, as their segment ids say."""
+  u = pool(hidden, real & (segments == 0), "mean")
+  v = pool(hidden, real & (segments == 1), "mean")
+  return u, v
+
+
 def compare_segments(hidden, real, segments):
-  """Sentence-BERT's pair features (u, v, |u - v|): (B, T, D) -> (B, 3D), with u (v) the mean
-  hidden state of segment A's (B's) real tokens. [CLS] and the first [SEP] count as A's, the
-  last [SEP] as B's, as their segment ids say."""
-  in_a = real & (segments == 0)  # (B, T)
-  in_b = real & (segments == 1)
-  u = pool(hidden, in_a, "mean")  # (B, D)
-  v = pool(hidden, in_b, "mean")
+  """Sentence-BERT's pair features (u, v, |u - v|) of the segment means: (B, T, D) -> (B, 3D)."""
+  u, v = segment_means(hidden, real, segments)
   return jnp.concatenate([u, v, jnp.abs(u - v)], axis=-1)
+
+
+def segment_cosine(hidden, real, segments):
+  """cos(u, v) of the segment means: (B, T, D) -> (B,)."""
+  u, v = segment_means(hidden, real, segments)
+  norms = jnp.linalg.norm(u, axis=-1) * jnp.linalg.norm(v, axis=-1)
+  return jnp.sum(u * v, axis=-1) / jnp.maximum(norms, 1e-12)
+
+
+def cosine_logits(cosine, scale, threshold):
+  """(B,) cosines -> (B, 2) logits [0, scale * (cos - threshold)]: their softmax gives class 1
+  (the same source) the probability sigmoid(scale * (cos - threshold))."""
+  return jnp.stack([jnp.zeros_like(cosine), scale * (cosine - threshold)], axis=-1)
+
+
+def encode(encoder_config, encoder_params, batch):
+  """The encoder's (B, T, D) float32 hidden states of a batch, without dropout (what
+  `FinetuneModel(...)(batch, hidden=...)` takes)."""
+  tokens = batch["tokens"]
+  segments = batch["segments"] if encoder_config.num_segments else None
+  hidden = Transformer(encoder_config).apply({"params": encoder_params}, tokens, segments=segments,
+                                             padding_mask=tokens != PAD)
+  return hidden.astype(jnp.float32)
 
 
 def _weighted_mean(values, weights):

@@ -176,6 +176,18 @@ class Runner:
       return optax.apply_updates(params, updates), opt_state, loss
 
     self.step = jax.jit(step, donate_argnums=(0, 1))
+    self.encode = jax.jit(lambda encoder_params, batch: heads.encode(encoder_config, encoder_params, batch))
+    self.head_tx = optax.adam(config.probe_lr)
+
+    def head_step(head_params, opt_state, batch, hidden):
+      def objective(p):  # the head alone on the frozen encoder's states, without dropout
+        return loss_of(model.apply({"params": p}, batch, hidden=hidden), batch)
+
+      loss, grads = jax.value_and_grad(objective)(head_params)
+      updates, opt_state = self.head_tx.update(grads, opt_state, head_params)
+      return optax.apply_updates(head_params, updates), opt_state, loss
+
+    self.head_step = jax.jit(head_step)
     self.init_params = jax.jit(lambda key, batch: model.init({"params": key}, batch)["params"])
     # Every parameter lives on this device, committed: the pretrained ones arrive committed from
     # the checkpoint, and a mix of committed and uncommitted arguments would compile the step
@@ -198,6 +210,34 @@ class Runner:
         raise ValueError(f"the pretrained {name!r} parameters do not match the {name!r} built from its config")
       params = {**params, name: jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), value)}
     return jax.device_put(params, self.device)
+
+  def fit_head(self, params, train: Sequence[dict], indices: np.ndarray, template: dict) -> tuple[Any, dict]:
+    """LP-FT's first stage (Kumar et al. 2022, arXiv 2202.10054): `probe_steps` full-batch Adam
+    steps on the head alone, over the frozen encoder's states of the labelled examples, so that
+    fine-tuning starts from a head that already fits them rather than a random one (which with
+    a few labels moves too little in a few dozen steps: the cosine pair head's threshold must
+    travel to where the pairs' cosines lie). No-op when probe_steps is 0."""
+    c = self.config
+    if c.probe_steps < 0:
+      raise ValueError(f"config.probe_steps must be >= 0, got {c.probe_steps}")
+    if not c.probe_steps:
+      return params, {}
+    size = c.eval_batch_size
+    batches, hidden = [], []
+    for start in range(0, len(indices), size):  # (N, T, D) states, encoded a batch at a time
+      features = [self.encoder.train_feature(e) for e in _read(train, indices[start:start + size])]
+      batch = inputs.collate(features, size, template)
+      batches.append(batch)
+      hidden.append(self.encode(params["encoder"], batch))
+    batch = jax.tree.map(lambda *xs: np.concatenate(xs), *batches)
+    hidden = jnp.concatenate(hidden)
+    head = {name: value for name, value in params.items() if name != "encoder"}
+    opt_state = self.head_tx.init(head)
+    first = None
+    for _ in range(c.probe_steps):
+      head, opt_state, loss = self.head_step(head, opt_state, batch, hidden)
+      first = float(loss) if first is None else first
+    return {**params, **head}, {"probe_loss_start": first, "probe_loss_end": float(loss)}
 
   def steps_for(self, labelled: int) -> int:
     c = self.config
@@ -388,13 +428,15 @@ def finetune(task: Task, encoder_config: TransformerConfig, pretrained: dict | N
     for lr in config.lrs:
       key = jax.random.fold_in(root, draw)  # one head init per draw: learning rates compared fairly
       params = runner.init(key, template, pretrained)
+      params, probe = runner.fit_head(params, data["train"], indices, template)
       desc = f"{task.name} lr={lr:g}" + (f" draw {draw + 1}/{len(subsets)}" if len(subsets) > 1 else "")
       params, info = runner.train(params, data["train"], indices, lr, jax.random.fold_in(key, 1),
                                   order_seed=[config.seed, draw], template=template, progress=progress, desc=desc)
       validation = runner.evaluate(params, data["validation"], progress=progress, desc="validation")
       # Scored now so that the parameters need not be kept; reported only for the chosen rate.
       test_scores[(draw, lr)] = runner.evaluate(params, data["test"], progress=progress, desc="test")
-      trials.append({"draw": draw, "lr": lr, "labelled": int(len(indices)), **info, "validation": validation})
+      trials.append({"draw": draw, "lr": lr, "labelled": int(len(indices)), **probe, **info,
+                     "validation": validation})
       del params
   chosen = max(config.lrs, key=lambda lr: np.mean([t["validation"][task.metric] for t in trials if t["lr"] == lr]))
   results = {
