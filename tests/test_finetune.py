@@ -186,7 +186,7 @@ def test_cosine_pair_head_by_hand():
     heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pooling="cosine").init(jax.random.key(0), batch)
 
 
-def test_fit_head_trains_the_head_alone_on_the_frozen_encoder():
+def test_fit_head_trains_the_head_alone_on_the_frozen_encoder(monkeypatch):
   # Pairs whose second text repeats the first (label 1) or is made of numbers (label 0): the cosine
   # of a random encoder's segment means already tells them apart, once the threshold is fit.
   rng = np.random.default_rng(0)
@@ -214,6 +214,10 @@ def test_fit_head_trains_the_head_alone_on_the_frozen_encoder():
   # The encoder is untouched: LP-FT's first stage trains the head only.
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, fitted["encoder"]), before["encoder"])
   assert runner.evaluate(fitted, examples)["accuracy"] >= 0.75
+  assert info["probe_examples"] == 16
+  # Over PROBE_MAX_EXAMPLES labelled examples, a subset of that many fits the head.
+  monkeypatch.setattr(train, "PROBE_MAX_EXAMPLES", 8)
+  assert runner.fit_head(params, examples, np.arange(16), template)[1]["probe_examples"] == 8
   # probe_steps=0 (the default) leaves the parameters as they are.
   off = train.Runner(tasks.get("bbc_same_article"), TINY, TOKENIZER,
                      finetune.with_overrides(config, {"probe_steps": 0}))
