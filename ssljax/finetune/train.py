@@ -435,10 +435,10 @@ def finetune(task: Task, encoder_config: TransformerConfig, pretrained: dict | N
   trials, test_scores = [], {}
   root = jax.random.key(config.seed)
   for draw, indices in enumerate(subsets):
+    key = jax.random.fold_in(root, draw)  # one head init (and probe) per draw: learning rates compared fairly
+    start, probe = runner.fit_head(runner.init(key, template, pretrained), data["train"], indices, template)
     for lr in config.lrs:
-      key = jax.random.fold_in(root, draw)  # one head init per draw: learning rates compared fairly
-      params = runner.init(key, template, pretrained)
-      params, probe = runner.fit_head(params, data["train"], indices, template)
+      params = jax.device_put(jax.tree.map(jnp.copy, start), runner.device)  # the step donates its parameters
       desc = f"{task.name} lr={lr:g}" + (f" draw {draw + 1}/{len(subsets)}" if len(subsets) > 1 else "")
       params, info = runner.train(params, data["train"], indices, lr, jax.random.fold_in(key, 1),
                                   order_seed=[config.seed, draw], template=template, progress=progress, desc=desc)
