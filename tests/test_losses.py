@@ -281,6 +281,19 @@ def test_classification_loss_and_accuracy():
   np.testing.assert_allclose(accuracy(logits, np.argmax(logits, -1)), 1.0)
 
 
+def test_accuracy_by_hand_with_ties_and_weights():
+  logits = jnp.array([[0.0, 2.0, 1.0], [3.0, 3.0, -1.0], [0.5, 0.1, 0.2], [1.0, 1.0, 1.0]])
+  # Row 0 right (label 1 is the largest); row 1 a tie at the top: either tied label counts as
+  # right, the other label not; row 2 wrong; row 3 all equal.
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, 0, 2, 2])), 3 / 4)
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, 1, 2, 0])), 3 / 4)
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([0, 2, 1, 0])), 1 / 4)
+  # Weighted: row 2 (wrong) and row 3 (right) left out -> 1 of the 2 counted rows is right.
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, 2, 2, 0]), weights=jnp.array([1.0, 1.0, 0.0, 0.0])), 1 / 2)
+  # Labels outside [0, C) at weight 0 (ignored slots) change nothing.
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, -100, 2, 99]), weights=jnp.array([1.0, 0.0, 1.0, 0.0])), 1 / 2)
+
+
 # ---------------------------------------------------------------------------------------------
 # blockwise == dense, including blocks that do not divide N
 # ---------------------------------------------------------------------------------------------

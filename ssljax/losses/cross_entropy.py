@@ -136,8 +136,9 @@ def classification_loss(logits: Array, labels: Array, *,
 
 def accuracy(logits: Array, labels: Array, *, weights: Array | None = None,
              axis_name: AxisName | None = None) -> Array:
-  """Fraction of rows whose argmax is the label: mean(argmax(logits, -1) == labels), or with
-  weights sum(w * [argmax == label]) / sum(w) (masked-LM accuracy over the predicted slots).
+  """Fraction of rows whose largest logit is the label's: mean(logits[label] == max(logits)),
+  or with weights sum(w * [logits[label] == max]) / sum(w) (masked-LM accuracy over the
+  predicted slots). The same as argmax(logits) == label except on exact ties, counted right.
 
   Args:
     logits: (..., C) class scores.
@@ -155,5 +156,10 @@ def accuracy(logits: Array, labels: Array, *, weights: Array | None = None,
   if weights.shape != labels.shape:
     raise ValueError(f"accuracy: weights must have the shape of labels {tuple(labels.shape)}, got "
                      f"{_common.describe(weights)}")
-  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  # Right when the label's logit is the largest: one max per row rather than an argmax, whose
+  # (value, index) reduction XLA:CPU ran 20x slower (39 ms of a 680 ms BERT step). It differs
+  # from argmax == label only on exact ties, which count as right here.
+  safe_labels = jnp.clip(labels, 0, logits.shape[-1] - 1)
+  label_logit = jnp.take_along_axis(logits, safe_labels[..., None], axis=-1)[..., 0]
+  correct = (label_logit >= jnp.max(logits, axis=-1)).astype(jnp.float32)
   return _weighted_mean(correct, weights.astype(jnp.float32), axis_name)

@@ -51,7 +51,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssljax.models import layer_gather
+from ssljax.models import grad_routes, layer_gather
 
 ModuleDef = Any
 Array = jax.Array
@@ -366,6 +366,10 @@ class SelfAttention(nn.Module):
       if cache is None:
         length = x.shape[1]
         bias = self._relative_bias(jnp.arange(length), jnp.arange(length))[None]  # (1, N, T, T)
+        if jax.default_backend() == "cpu":
+          # (1, N, T, T) -> (B, N, T, T) with its gradient's sum over B as a matrix product:
+          # XLA:CPU's own sum took 25 ms a layer in the bundled BERT's step (grad_routes.py).
+          bias = grad_routes.broadcast_over_batch(bias, batch, like=x)
       else:
         # Row b's one query sits at positions[b]: (B, 1) -> (B, N, 1, max_len).
         bias = self._relative_bias(positions[:, None], jnp.arange(cache.keys.shape[1]))
@@ -532,9 +536,10 @@ class Transformer(nn.Module):
     in float32 instead, for scoring where bfloat16's ~3 significant digits on logits matter
     (at the cost of a float32 (..., V) array).
     """
-    if dtype is None:
-      return self.token_embed.attend(hidden)
-    return jnp.dot(hidden.astype(dtype), self.token_embed.embedding.astype(dtype).T)
+    dtype = self.config.dtype if dtype is None else dtype
+    # hidden @ embedding.T, with the embedding's gradient taken without transposing the large
+    # (..., V) logit gradient (grad_routes.py).
+    return grad_routes.tied_logits(hidden.astype(dtype), self.token_embed.embedding.astype(dtype))
 
   def prefill(self, tokens, lengths):
     """Runs right-padded prompts and builds their KV cache.
