@@ -76,7 +76,7 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     # (README, "BERT on the bundled BBC news corpus"), hence 48 pairs a step. Then the step
     # became 1.3x faster (0.52 s against 0.68 s in `ssljax bench step`, 2026-12-05): two
     # gradients that XLA:CPU computed slowly take other routes (models/grad_routes.py) and the
-    # masked-LM accuracy is a max rather than an argmax. 1,400 steps took 13.1 minutes (12.8
+    # masked-LM accuracy takes maxima rather than an argmax. 1,400 steps took 13.1 minutes (12.8
     # for the steps, 0.55 s each) and lifted bbc_topic with 10 labels per class from 0.778 to
     # 0.847 on validation (README, "BERT on the bundled BBC news corpus").
     c.train.batch_size = 48

@@ -283,15 +283,24 @@ def test_classification_loss_and_accuracy():
 
 def test_accuracy_by_hand_with_ties_and_weights():
   logits = jnp.array([[0.0, 2.0, 1.0], [3.0, 3.0, -1.0], [0.5, 0.1, 0.2], [1.0, 1.0, 1.0]])
-  # Row 0 right (label 1 is the largest); row 1 a tie at the top: either tied label counts as
-  # right, the other label not; row 2 wrong; row 3 all equal.
-  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, 0, 2, 2])), 3 / 4)
-  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, 1, 2, 0])), 3 / 4)
-  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([0, 2, 1, 0])), 1 / 4)
-  # Weighted: row 2 (wrong) and row 3 (right) left out -> 1 of the 2 counted rows is right.
-  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, 2, 2, 0]), weights=jnp.array([1.0, 1.0, 0.0, 0.0])), 1 / 2)
-  # Labels outside [0, C) at weight 0 (ignored slots) change nothing.
+  # Row 0's argmax is 1; rows 1 and 3 tie at the top, and the first tied class is the argmax
+  # (as jnp.argmax picks it): 0 in both; row 2's is 0.
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, 0, 2, 2])), 2 / 4)
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, 1, 0, 0])), 3 / 4)
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([0, 2, 1, 1])), 0 / 4)
+  # Weighted: rows 2 (right) and 3 (wrong) left out -> 1 of the 2 counted rows is right.
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, 2, 0, 2]), weights=jnp.array([1.0, 1.0, 0.0, 0.0])), 1 / 2)
+  # A label outside [0, C) is never the argmax; at weight 0 (ignored slots) it changes nothing.
   np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, -100, 2, 99]), weights=jnp.array([1.0, 0.0, 1.0, 0.0])), 1 / 2)
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1, -100, 0, 99])), 2 / 4)
+
+
+def test_accuracy_equals_numpy_argmax_with_many_ties():
+  rng = np.random.default_rng(0)
+  logits = np.round(rng.normal(size=(400, 6)))  # integers: ties at the top in many rows
+  labels = rng.integers(0, 6, size=400)
+  assert np.mean(np.sort(logits, -1)[:, -1] == np.sort(logits, -1)[:, -2]) > 0.1
+  np.testing.assert_allclose(jax.jit(losses.accuracy)(logits, labels), np.mean(np.argmax(logits, -1) == labels))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     logits = model.apply({"params": params}, hidden, method="logits")  # (n, T, V)
     real = (tokens != tokenizer_lib.PAD).astype(jnp.float32)
     value = losses.next_token_loss(logits, tokens, real, axis_name=DATA_AXIS)
-    # This device's share (the step averages the devices' metrics), as a max, not an argmax.
+    # This device's share (the step averages the devices' metrics); by maxima, not an argmax.
     accuracy = losses.accuracy(logits[:, :-1], tokens[:, 1:], weights=real[:, 1:])
     return value, LossAux(model_state=model_state, metrics={"next_token_accuracy": accuracy})
 
