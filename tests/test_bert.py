@@ -20,6 +20,7 @@ import pytest
 
 from helpers import REPO, data_mesh, run_cli, run_steps
 from ssljax import losses, objectives
+from ssljax.evaluate import word_overlap
 from ssljax.objectives import DATA_AXIS
 from ssljax.objectives import bert as bert_objective
 from ssljax.text import CLS, MASK, PAD, SEP, ByteTokenizer, masking, pairs
@@ -342,6 +343,40 @@ def test_sharded_bert_loss_and_gradient_equal_one_device_and_a_reference_over_al
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads_ref))
 
 
+def test_nsp_weight_scales_the_next_sentence_term_of_loss_and_gradient():
+  """loss = masked-LM + w * next-sentence: the value from the metrics, and the gradient as the
+  same combination of the w=0 (masked-LM alone) and w=1 (BERT's sum) gradients."""
+  batch, keys = _batch(8), jax.random.split(jax.random.key(2), 8)
+
+  def value_metrics_grads(weight):
+    config = defaults.load_config("bert:smoke")
+    with config.unlocked():
+      config.loss.nsp_weight = weight
+    objective = objectives.build(config)
+    params, state = jax.jit(objective.init)(jax.random.key(0), batch)
+
+    def per_device(params, batch, keys):
+      (value, aux), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, state, batch, keys)
+      return value, aux.metrics, grads
+
+    mesh = data_mesh(1)
+    fn = jax.shard_map(per_device, mesh=mesh, in_specs=(jax.P(), jax.P(DATA_AXIS), jax.P(DATA_AXIS)),
+                       out_specs=(jax.P(), jax.P(), jax.P()))
+    split = jax.NamedSharding(mesh, jax.P(DATA_AXIS))
+    return jax.jit(fn)(jax.device_put(params, jax.NamedSharding(mesh, jax.P())), jax.device_put(batch, split),
+                       jax.device_put(keys, split))
+
+  value3, metrics3, grads3 = value_metrics_grads(3.0)
+  np.testing.assert_allclose(value3, metrics3["mlm_loss"] + 3.0 * metrics3["nsp_loss"], rtol=1e-6)
+  _, _, grads0 = value_metrics_grads(0.0)
+  _, _, grads1 = value_metrics_grads(1.0)
+  expected = jax.tree.map(lambda g0, g1: g0 + 3.0 * (g1 - g0), grads0, grads1)
+  chex.assert_trees_all_close(grads3, expected, rtol=1e-4, atol=1e-6)
+  assert float(jnp.abs(grads3["nsp_classifier"]["kernel"] - grads1["nsp_classifier"]["kernel"]).max()) > 0
+  with pytest.raises(ValueError, match="nsp_weight"):
+    value_metrics_grads(-1.0)
+
+
 def _run(num_devices, batch, steps=2):
   state, history = run_steps(_smoke_objective(), batch, num_devices, optax.sgd(0.5), steps, jit_init=True)
   return state, [float(metrics["mlm_loss"]) for metrics in history]
@@ -356,6 +391,61 @@ def test_sharded_bert_step_with_dynamic_masks_equals_one_device():
 
 
 # --- the CLI ----------------------------------------------------------------------------------
+
+
+# --- the word-overlap next-sentence baseline ---------------------------------------------------
+
+
+def test_word_overlap_cosines_by_hand():
+  """A = (x, y, x), B = (x, z) with idf 1, 2, 3 for x, y, z: tf-idf A = (2, 2, 0), B = (1, 0, 3),
+  cosine 2 / (sqrt(8) sqrt(10)). Special tokens ([CLS], [SEP], [MASK], [PAD]) do not count, and
+  a segment of specials only has cosine 0."""
+  x, y, z = NUM_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS + 1, NUM_SPECIAL_TOKENS + 2
+  idf = np.zeros(NUM_SPECIAL_TOKENS + 3)
+  idf[[x, y, z]] = 1.0, 2.0, 3.0
+  tokens = np.array([[CLS, x, y, MASK, x, SEP, x, z, SEP, PAD],
+                     [CLS, x, SEP, MASK, MASK, SEP, PAD, PAD, PAD, PAD]])
+  segments = np.array([[0, 0, 0, 0, 0, 0, 1, 1, 1, 0],
+                       [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]])
+  np.testing.assert_allclose(word_overlap.segment_cosines(tokens, segments, idf),
+                             [2 / (np.sqrt(8) * np.sqrt(10)), 0.0], rtol=1e-12)
+
+
+def test_word_overlap_cosines_equal_scikit_learn_tfidf():
+  """Against sklearn's TfidfTransformer (raw counts, smooth idf, l2 rows) fit on the same
+  documents' term counts."""
+  from sklearn.feature_extraction.text import TfidfTransformer
+
+  rng = np.random.default_rng(0)
+  vocab = NUM_SPECIAL_TOKENS + 40
+  documents = [rng.integers(NUM_SPECIAL_TOKENS, vocab, rng.integers(5, 60)) for _ in range(30)]
+  doc_term = np.stack([np.bincount(d, minlength=vocab) for d in documents])
+  holding = np.sum(doc_term > 0, axis=0)
+  idf = word_overlap.inverse_document_frequency(holding, len(documents))
+  tokens = rng.integers(0, vocab, (12, 50))  # specials included
+  segments = (np.arange(50) >= rng.integers(5, 45, (12, 1))).astype(np.int32)
+
+  ordinary = tokens >= NUM_SPECIAL_TOKENS
+  counts = [np.stack([np.bincount(t[ordinary[i] & (segments[i] == s)], minlength=vocab)
+                      for i, t in enumerate(tokens)]) for s in (0, 1)]
+  tfidf = TfidfTransformer().fit(doc_term[:, NUM_SPECIAL_TOKENS:])  # specials occur in no document
+  np.testing.assert_allclose(tfidf.idf_, idf[NUM_SPECIAL_TOKENS:], rtol=1e-12)
+  a, b = (tfidf.transform(c[:, NUM_SPECIAL_TOKENS:]).toarray() for c in counts)
+  np.testing.assert_allclose(word_overlap.segment_cosines(tokens, segments, idf), np.sum(a * b, axis=1),
+                             rtol=1e-10, atol=1e-12)
+
+
+def test_word_overlap_threshold_is_the_best_by_brute_force():
+  rng = np.random.default_rng(1)
+  for n in (1, 2, 7, 200):
+    scores = np.round(rng.random(n), 1)  # many ties
+    labels = (rng.random(n) < np.clip(scores + 0.2, 0, 1)).astype(np.int32)
+    candidates = np.concatenate([np.unique(scores), [np.inf]])
+    accuracies = [word_overlap.accuracy(scores, labels, t) for t in candidates]
+    chosen = word_overlap.best_threshold(scores, labels)
+    assert chosen == candidates[int(np.argmax(accuracies))]  # the lowest of the best
+  assert word_overlap.best_threshold(np.array([0.1, 0.5, 0.9]), np.array([0, 1, 1])) == 0.5
+  assert word_overlap.best_threshold(np.array([0.1, 0.5]), np.array([0, 0])) == np.inf
 
 
 def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
@@ -376,6 +466,9 @@ def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
   assert 0 < mlm["most_frequent_token"]["accuracy"] < 1 and mlm["unigram"]["loss"] > 0
   assert 0 <= mlm["model"]["accuracy"] <= 1 and 0 <= report["next_sentence"]["model"]["accuracy"] <= 1
   assert report["next_sentence"]["chance"] == 0.5 and len(report["samples"]) == 2
+  overlap = report["next_sentence"]["word_overlap"]
+  assert 0 <= overlap["accuracy"] <= 1 and overlap["chosen_on"] == "validation"
+  assert "word overlap (TF-IDF cosine)" in result.stdout
   assert "masked-LM acc" in result.stdout and "Filled-in blanks" in result.stdout
 
   evaluated = _cli(["eval", "--workdir", workdir], data_dir, devices=1)

@@ -13,8 +13,9 @@
   drawn from the fixed key `eval.seed` (the same masks for every run and every call):
   masked-LM accuracy and loss at the predicted positions, beside always predicting the most
   frequent ordinary token of the training split and a unigram model of the training split
-  (add-one smoothed); next-sentence accuracy beside chance (0.5) and the majority label; and a
-  few filled-in blanks.
+  (add-one smoothed); next-sentence accuracy beside chance (0.5), the majority label and word
+  overlap (`evaluate.word_overlap`: the TF-IDF cosine of A and B on the same masked input, its
+  threshold chosen on the `data.eval_split` pairs); and a few filled-in blanks.
 
 Objectives of this family supply `extras["mlm_logits"]` (params, tokens, segments, positions)
 -> (n, P, V) and `extras["nsp_logits"]` (params, tokens, segments) -> (n, 2), and read the
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ssljax.evaluate import word_overlap
 from ssljax.families import text
 from ssljax.objectives.base import Family, Monitor, TrainInput
 from ssljax.text import masking, pairs
@@ -107,18 +109,29 @@ def fixed_batches(examples: Iterable[dict], batch_size: int) -> Iterator[dict]:
     yield batch
 
 
-def pair_scorer(objective, config: ml_collections.ConfigDict, num_tokens: int):
-  """A jitted (params, batch) -> per-prediction and per-pair results, with the masks of pair i
-  drawn from fold_in(key(eval.seed), i): fixed, whatever the batch size or the model."""
+def fixed_masks(config: ml_collections.ConfigDict, num_tokens: int):
+  """(tokens (n, T), index (n,)) -> `masking.mask_batch`'s masked tokens, positions, targets and
+  weights, the masks of pair i drawn from fold_in(key(eval.seed), i): fixed, whatever the batch
+  size or the model."""
   options = dict(max_predictions=max_predictions(config), num_tokens=num_tokens, mask_rate=config.text.mask_rate)
-  mlm_logits, nsp_logits = objective.extras["mlm_logits"], objective.extras["nsp_logits"]
   seed = config.eval.seed
+
+  def draw(tokens, index):
+    base = jax.random.key(seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
+    return masking.mask_batch(keys, tokens, **options)
+
+  return draw
+
+
+def pair_scorer(objective, config: ml_collections.ConfigDict, num_tokens: int):
+  """A jitted (params, batch) -> per-prediction and per-pair results, with `fixed_masks`."""
+  mlm_logits, nsp_logits = objective.extras["mlm_logits"], objective.extras["nsp_logits"]
+  draw_masks = fixed_masks(config, num_tokens)
 
   @jax.jit
   def score(params, tokens, segments, index):
-    base = jax.random.key(seed)
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
-    masked, positions, targets, weights = masking.mask_batch(keys, tokens, **options)
+    masked, positions, targets, weights = draw_masks(tokens, index)
     logits = mlm_logits(params, masked, segments, positions).astype(jnp.float32)  # (n, P, V)
     log_probs = jax.nn.log_softmax(logits)
     nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # (n, P)
@@ -130,14 +143,25 @@ def pair_scorer(objective, config: ml_collections.ConfigDict, num_tokens: int):
   return lambda params, batch: jax.device_get(score(params, batch["tokens"], batch["segments"], batch["index"]))
 
 
-def training_token_counts(config: ml_collections.ConfigDict, tokenizer) -> np.ndarray:
-  """(num_tokens,) occurrences of every id in the training split's documents, tokenised as for
-  pairs (special ids occur there never)."""
-  counts = np.zeros(tokenizer.num_tokens, np.int64)
+def training_documents(config: ml_collections.ConfigDict, tokenizer) -> Iterator[np.ndarray]:
+  """The training split's documents as token ids, tokenised as for pairs (special ids occur
+  there never)."""
   tokenize = pairs.TokenizeSentences(tokenizer)
   for doc_id, document in enumerate(text.split_texts(config, config.data.train_split)):
-    counts += np.bincount(tokenize.map({"text": document, "doc_id": doc_id})["tokens"], minlength=len(counts))
-  return counts
+    yield tokenize.map({"text": document, "doc_id": doc_id})["tokens"]
+
+
+def overlap_cosines(config: ml_collections.ConfigDict, tokenizer, split: str, idf: np.ndarray):
+  """(cosines, labels), each (pairs,): `word_overlap.segment_cosines` of the split's evaluation
+  pairs with the evaluation's fixed masks applied, so that it reads what the model reads."""
+  draw_masks = jax.jit(fixed_masks(config, tokenizer.num_tokens))
+  cosines, labels = [], []
+  for batch in fixed_batches(split_pairs(config, tokenizer, split, _max_pairs(config)), config.eval.batch_size):
+    masked = np.asarray(draw_masks(batch["tokens"], batch["index"])[0])
+    real = batch["mask"]
+    cosines.append(word_overlap.segment_cosines(masked, batch["segments"], idf)[real])
+    labels.append(batch["nsp_label"][real])
+  return np.concatenate(cosines), np.concatenate(labels)
 
 
 def _max_pairs(config) -> int | None:
@@ -209,7 +233,14 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
              split: str) -> dict:
   del model_state
   tokenizer = tokenizer_lib.load(workdir)
-  counts = training_token_counts(config, tokenizer)
+  # Over the training documents: each id's occurrences and the documents that hold it.
+  counts, holding = np.zeros((2, tokenizer.num_tokens), np.int64)
+  num_documents = 0
+  for tokens in training_documents(config, tokenizer):
+    counts += np.bincount(tokens, minlength=len(counts))
+    holding[np.unique(tokens)] += 1
+    num_documents += 1
+  idf = word_overlap.inverse_document_frequency(holding, num_documents)
   ordinary = np.arange(len(counts)) >= tokenizer_lib.NUM_SPECIAL_TOKENS
   most_frequent = int(np.argmax(np.where(ordinary, counts, -1)))
   # Add-one unigram over the ordinary tokens: what the masked slots hold, knowing no context.
@@ -220,10 +251,12 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
   score = pair_scorer(objective, config, tokenizer.num_tokens)
   totals = dict.fromkeys(("pairs", "is_next", "nsp_correct", "predictions", "mlm_correct", "mlm_nll",
                           "frequent_correct", "unigram_nll"), 0.0)
-  samples = []
+  samples, cosines, nsp_labels = [], [], []
   examples = split_pairs(config, tokenizer, split, _max_pairs(config))
   for batch in fixed_batches(examples, config.eval.batch_size):
     out, real = score(params, batch), batch["mask"]
+    cosines.append(word_overlap.segment_cosines(out["masked"], batch["segments"], idf)[real])
+    nsp_labels.append(batch["nsp_label"][real])
     weights = out["weights"] * real[:, None]
     totals["pairs"] += real.sum()
     totals["is_next"] += np.sum(real * batch["nsp_label"])
@@ -241,6 +274,10 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
     raise ValueError(f"the {split} split gave no masked-token predictions: is it empty?")
   predictions, num_pairs = totals["predictions"], totals["pairs"]
   is_next = totals["is_next"] / num_pairs
+  cosines, nsp_labels = np.concatenate(cosines), np.concatenate(nsp_labels)
+  chosen_on = config.data.eval_split
+  threshold = word_overlap.best_threshold(
+      *((cosines, nsp_labels) if chosen_on == split else overlap_cosines(config, tokenizer, chosen_on, idf)))
   return {
       "dataset": config.data.name, "split": split,
       "tokenizer": tokenizer.settings() | {"vocab_size": tokenizer.vocab_size},
@@ -255,6 +292,8 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
       "next_sentence": {
           "model": {"accuracy": float(totals["nsp_correct"] / num_pairs)},
           "chance": CHANCE_NSP, "majority": float(max(is_next, 1 - is_next)),
+          "word_overlap": {"accuracy": word_overlap.accuracy(cosines, nsp_labels, threshold),
+                           "threshold": threshold, "chosen_on": chosen_on},
       },
       "samples": samples,
   }
@@ -270,7 +309,8 @@ def format_results(report: dict) -> str:
            f"{'most frequent token ' + repr(mlm['most_frequent_token']['token']):<32}"
            f"{mlm['most_frequent_token']['accuracy']:>14.4f}{'-':>16}{'-':>16}",
            f"{'unigram (training split)':<32}{'-':>14}{mlm['unigram']['loss']:>16.4f}{'-':>16}",
-           f"{'chance (majority label)':<32}{'-':>14}{'-':>16}{nsp['chance']:>9.4f} ({nsp['majority']:.3f})"]
+           f"{'chance (majority label)':<32}{'-':>14}{'-':>16}{nsp['chance']:>9.4f} ({nsp['majority']:.3f})",
+           f"{'word overlap (TF-IDF cosine)':<32}{'-':>14}{'-':>16}{nsp['word_overlap']['accuracy']:>16.4f}"]
   if report["samples"]:
     lines.append("\nFilled-in blanks, [model's token|true token]:")
     lines += [f"  {s['correct']}/{s['blanks']} right: " + s["text"].replace("\n", "\\n") for s in report["samples"]]

@@ -2,7 +2,7 @@
 (Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for Language
 Understanding", arXiv 1810.04805, Section 3.1).
 
-  loss = masked-LM + next-sentence
+  loss = masked-LM + nsp_weight * next-sentence    (config.loss.nsp_weight; BERT: 1)
 
   masked-LM = - sum_{b,p} w[b,p] log p(target[b,p] | masked sequence b) / sum_{b,p} w[b,p]
   next-sentence = - 1/N sum_b log p(nsp_label[b] | pooled [CLS] of b)
@@ -111,11 +111,20 @@ def _masking_options(config: ml_collections.ConfigDict) -> dict:
               mask_rate=t.mask_rate)
 
 
+def nsp_loss_weight(config: ml_collections.ConfigDict) -> float:
+  """`config.loss.nsp_weight`; 1 (BERT's plain sum) for configs saved before the key existed."""
+  weight = float(config.get("loss", {}).get("nsp_weight", 1.0))
+  if weight < 0:
+    raise ValueError(f"config.loss.nsp_weight must be >= 0, got {weight}")
+  return weight
+
+
 @register("bert")
 def make(config: ml_collections.ConfigDict) -> Objective:
   cfg = encoder_config(config)
   model = BertPretraining(cfg)
   mask_options = _masking_options(config)
+  nsp_weight = nsp_loss_weight(config)
 
   def init(key, batch):
     tokens = batch["tokens"]
@@ -138,7 +147,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         "nsp_loss": nsp,
         "nsp_accuracy": losses.accuracy(nsp_logits, labels, axis_name=DATA_AXIS),
     }
-    return mlm + nsp, LossAux(model_state=model_state, metrics=metrics)
+    return mlm + nsp_weight * nsp, LossAux(model_state=model_state, metrics=metrics)
 
   def features(params, model_state, batch):
     hidden = model.apply({"params": params}, batch["tokens"], batch.get("segments"), method="encode")
