@@ -448,6 +448,14 @@ def test_word_overlap_threshold_is_the_best_by_brute_force():
   assert word_overlap.best_threshold(np.array([0.1, 0.5]), np.array([0, 0])) == np.inf
 
 
+def test_word_overlap_threshold_needs_pairs_of_the_validation_split(monkeypatch):
+  from ssljax.families import masked_text
+
+  monkeypatch.setattr(masked_text, "split_pairs", lambda *args, **kwargs: iter(()))
+  with pytest.raises(ValueError, match="validation split gave no sentence pairs"):
+    masked_text.overlap_cosines(defaults.load_config("bert:smoke"), ByteTokenizer(), "validation", np.ones(384))
+
+
 def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
   workdir = str(tmp_path / "bert")
   result = _cli(["train", "--config", BERT + ":smoke", "--workdir", workdir, "--noprogress",

@@ -161,6 +161,8 @@ def overlap_cosines(config: ml_collections.ConfigDict, tokenizer, split: str, id
     real = batch["mask"]
     cosines.append(word_overlap.segment_cosines(masked, batch["segments"], idf)[real])
     labels.append(batch["nsp_label"][real])
+  if not cosines:
+    raise ValueError(f"the {split} split gave no sentence pairs to choose the word-overlap threshold on")
   return np.concatenate(cosines), np.concatenate(labels)
 
 
