@@ -390,9 +390,6 @@ def test_sharded_bert_step_with_dynamic_masks_equals_one_device():
   chex.assert_trees_all_close(state8.params, state1.params, rtol=1e-4, atol=1e-6)
 
 
-# --- the CLI ----------------------------------------------------------------------------------
-
-
 # --- the word-overlap next-sentence baseline ---------------------------------------------------
 
 
@@ -454,6 +451,9 @@ def test_word_overlap_threshold_needs_pairs_of_the_validation_split(monkeypatch)
   monkeypatch.setattr(masked_text, "split_pairs", lambda *args, **kwargs: iter(()))
   with pytest.raises(ValueError, match="validation split gave no sentence pairs"):
     masked_text.overlap_cosines(defaults.load_config("bert:smoke"), ByteTokenizer(), "validation", np.ones(384))
+
+
+# --- the CLI ----------------------------------------------------------------------------------
 
 
 def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
