@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ssljax.text.pairs import NEXT, RANDOM
 from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
 
 SEGMENT_A, SEGMENT_B = 0, 1
@@ -53,8 +54,8 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
   order = np.argsort(scores, kind="stable")
   scores, labels = np.asarray(scores)[order], np.asarray(labels)[order]
   # With t = scores[i], pairs 0..i-1 are called random and i..n-1 IsNext.
-  random_below = np.concatenate([[0], np.cumsum(labels == 0)])  # (n + 1,)
-  next_from = np.concatenate([np.cumsum((labels == 1)[::-1])[::-1], [0]])  # (n + 1,)
+  random_below = np.concatenate([[0], np.cumsum(labels == RANDOM)])  # (n + 1,)
+  next_from = np.concatenate([np.cumsum((labels == NEXT)[::-1])[::-1], [0]])  # (n + 1,)
   correct = random_below + next_from
   firsts = np.concatenate([np.unique(scores, return_index=True)[1], [len(scores)]])  # ties move together
   best = firsts[np.argmax(correct[firsts])]
@@ -62,4 +63,4 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-  return float(np.mean((np.asarray(scores) >= threshold) == (np.asarray(labels) == 1)))
+  return float(np.mean((np.asarray(scores) >= threshold) == (np.asarray(labels) == NEXT)))
