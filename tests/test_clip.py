@@ -20,7 +20,7 @@ from ssljax import augment, data
 from ssljax.data import shapes
 from ssljax.families import image_text
 from ssljax.models import clip as clip_model
-from ssljax.objectives import DATA_AXIS, build
+from ssljax.interface import DATA_AXIS, build
 from ssljax.objectives import clip as clip_objective
 from ssljax.text import tokenizer as tokenizer_lib
 from ssljax.train import defaults, step as step_lib

@@ -42,7 +42,7 @@ from ssljax.data import shapes
 from ssljax.evaluate import features as features_lib
 from ssljax.evaluate import linear_probe
 from ssljax.families import text
-from ssljax.objectives.base import Family, Monitor, TrainInput, build
+from ssljax.interface import Family, Monitor, TrainInput, build
 from ssljax.text import tokenizer as tokenizer_lib
 
 # Captioned datasets as large as this are read into memory once (`shapes`: 10,000 records,
@@ -59,11 +59,6 @@ ENSEMBLES = {
     "colour": ("a {size} {} {shape} {where}", "there is a {size} {} {shape} {where}"),
     "combination": ("a {size} {} {where}", "there is a {size} {} {where}"),
 }
-
-
-def model_vocab_size(config: ml_collections.ConfigDict) -> int:
-  """Embedding rows of the text tower, known before the tokenizer is trained."""
-  return text.model_vocab_size(config)
 
 
 def caption_tokens(tokenizer: tokenizer_lib.Tokenizer, caption: str, seq_len: int) -> np.ndarray:

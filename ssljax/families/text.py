@@ -30,25 +30,9 @@ import numpy as np
 
 from ssljax import data
 from ssljax.evaluate import few_shot, language_model
-from ssljax.objectives.base import Family, Monitor, TrainInput
-from ssljax.text import icl_tasks, packing
+from ssljax.interface import Family, Monitor, TrainInput
+from ssljax.text import icl_tasks, packing, vocab
 from ssljax.text import tokenizer as tokenizer_lib
-
-TOKENIZER_KINDS = ("sentencepiece", "byte")
-
-
-def model_vocab_size(config: ml_collections.ConfigDict) -> int:
-  """Embedding rows the config's tokenizer needs (a multiple of 128), known before the
-  tokenizer is trained, so the model can be built first."""
-  t = config.text
-  if t.tokenizer == "byte":
-    return tokenizer_lib.ByteTokenizer().vocab_size
-  if t.tokenizer != "sentencepiece":
-    raise ValueError(f"config.text.tokenizer must be one of {TOKENIZER_KINDS}, got {t.tokenizer!r}")
-  if t.model_file:
-    return tokenizer_lib.SentencePieceTokenizer.from_file(t.model_file).vocab_size
-  return tokenizer_lib.padded_vocab_size(t.vocab_size)
-
 
 def _decode(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
@@ -147,9 +131,9 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
   if not os.path.exists(os.path.join(workdir, tokenizer_lib.CONFIG_FILE)):
     if jax.process_index() == 0:
       tokenizer = _build_tokenizer(config, training_texts)
-      if tokenizer.vocab_size != model_vocab_size(config):
+      if tokenizer.vocab_size != vocab.model_vocab_size(config):
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} embedding rows, the model "
-                         f"{model_vocab_size(config)}")
+                         f"{vocab.model_vocab_size(config)}")
       os.makedirs(workdir, exist_ok=True)
       tokenizer.save(workdir)
     _barrier("ssljax: tokenizer saved")
@@ -158,11 +142,11 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
   tokenizer = tokenizer_lib.load(workdir)
   if config.text.model_file:
     tokenizer_lib.check_same(workdir, tokenizer_lib.SentencePieceTokenizer.from_file(config.text.model_file))
-  if tokenizer.kind != config.text.tokenizer or tokenizer.vocab_size != model_vocab_size(config):
+  if tokenizer.kind != config.text.tokenizer or tokenizer.vocab_size != vocab.model_vocab_size(config):
     raise ValueError(
         f"the run in {workdir} was trained with a {tokenizer.kind} tokenizer of "
         f"{tokenizer.vocab_size} embedding rows, but the config asks for a "
-        f"{config.text.tokenizer} tokenizer of {model_vocab_size(config)}; use the run's "
+        f"{config.text.tokenizer} tokenizer of {vocab.model_vocab_size(config)}; use the run's "
         "config or a new --workdir")
   return tokenizer
 
