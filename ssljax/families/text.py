@@ -33,10 +33,7 @@ from ssljax.evaluate import few_shot, language_model
 from ssljax.interface import Family, Monitor, TrainInput
 from ssljax.text import icl_tasks, packing, vocab
 from ssljax.text import tokenizer as tokenizer_lib
-
-def _decode(value) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
+from ssljax.text.records import as_str
 
 def split_texts(config: ml_collections.ConfigDict, split: str, key: str | None = None,
                 max_texts: int | None = None) -> list[str]:
@@ -51,18 +48,12 @@ def split_texts(config: ml_collections.ConfigDict, split: str, key: str | None =
     indices = np.sort(np.random.default_rng(config.seed).choice(len(source), max_texts, replace=False))
   texts = []
   for first in range(0, len(indices), _READ_CHUNK):
-    texts.extend(_decode(record[key]) for record in source.__getitems__(indices[first:first + _READ_CHUNK].tolist()))
+    texts.extend(as_str(record[key]) for record in source.__getitems__(indices[first:first + _READ_CHUNK].tolist()))
   return texts
 
 
 # Documents read per call when a split is read into memory.
 _READ_CHUNK = 4096
-# A training split of at most this many documents is held in memory as str; a larger one is
-# read record by record by the input pipeline, so a corpus of millions of documents (the
-# `gpt2` variant's) never has to fit in host memory.
-IN_MEMORY_DOCUMENTS = 100_000
-
-
 class ConcatSource:
   """Random-access records of several sources one after another (a TFDS split, then the
   synthetic documents); records keep their own type (a feature dict or a str)."""
@@ -86,13 +77,9 @@ class ConcatSource:
 
 def training_documents(config: ml_collections.ConfigDict):
   """The training split's documents followed by the synthetic in-context documents, as a
-  random-access source: str records for a split of at most IN_MEMORY_DOCUMENTS documents,
-  else the split's own records, read lazily."""
+  random-access source, held in memory when it fits (`data.in_memory`)."""
   d = config.data
-  source = data.load(d.name, d.train_split, data_dir=d.data_dir)
-  if len(source) <= IN_MEMORY_DOCUMENTS:
-    return split_texts(config, d.train_split) + icl_documents(config)
-  return ConcatSource(source, icl_documents(config))
+  return ConcatSource(data.in_memory(data.load(d.name, d.train_split, data_dir=d.data_dir)), icl_documents(config))
 
 
 def tokenizer_texts(config: ml_collections.ConfigDict) -> list[str]:
@@ -239,7 +226,7 @@ def few_shot_tasks(config: ml_collections.ConfigDict, split: str) -> dict:
 
   def pairs(s):
     source = data.load(d.name, s, data_dir=d.data_dir)
-    return [(_decode(r["title"]), names[int(r[d.label_key])]) for r in source.__getitems__(range(len(source)))]
+    return [(as_str(r["title"]), names[int(r[d.label_key])]) for r in source.__getitems__(range(len(source)))]
 
   tasks = {task.name: task for task in icl_tasks.TASKS}
   if d.get("label_key"):
