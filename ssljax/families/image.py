@@ -45,17 +45,18 @@ def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
                     unit="images")
 
 
+def few_label_options(eval_config: ml_collections.ConfigDict) -> dict:
+  """The few-label probe's budget and draws from `config.eval`."""
+  return dict(labels_per_class=eval_config.labels_per_class, draws=eval_config.label_draws, seed=eval_config.seed)
+
+
 def probe_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                    eval_config: ml_collections.ConfigDict, num_classes: int) -> dict[str, float]:
   """The accuracies of one representation: probe with all labels, probe with a few labels per
   class (mean and std over draws of the labelled subset), weighted kNN."""
   probe = dict(num_classes=num_classes, l2=eval_config.probe_l2, max_steps=eval_config.probe_steps)
-  few = []
-  for draw in range(eval_config.label_draws):
-    subset = linear_probe.labels_per_class_subset(train_y, eval_config.labels_per_class,
-                                                  seed=eval_config.seed + draw)
-    weights = np.isin(np.arange(len(train_x)), subset)
-    few.append(linear_probe.accuracy(train_x, train_y, test_x, test_y, train_weights=weights, **probe))
+  few = linear_probe.few_label_accuracies(train_x, train_y, test_x, test_y, **few_label_options(eval_config),
+                                          **probe)
   key = f"linear_probe_{eval_config.labels_per_class}_per_class"
   return {
       "linear_probe": linear_probe.accuracy(train_x, train_y, test_x, test_y, **probe),
@@ -99,13 +100,17 @@ def calibration_batch(config: ml_collections.ConfigDict) -> dict:
   return {k: v for k, v in batch.items() if k != "mask"}
 
 
-def random_init_encoder(config: ml_collections.ConfigDict) -> Encoder:
-  """The calibrated random-init baseline (module docstring) as a batch -> features function."""
+def random_init_encoder(config: ml_collections.ConfigDict, batch: dict) -> Encoder:
+  """The calibrated random-init baseline (module docstring) as a batch -> features function:
+  the config's objective at initialisation, every residual block's last BatchNorm scale at 1,
+  its BatchNorm statistics those of `batch` (inputs of the objective's init, images among them).
+
+  The objective comes from the registry (`ssljax.interface.build`) because the baseline is
+  another model than the run's: the same config with `model.zero_init_residual` off."""
   baseline_config = copy.deepcopy(config)
   with baseline_config.unlocked():
     baseline_config.model.zero_init_residual = False
   objective = build(baseline_config)
-  batch = calibration_batch(config)
   params, model_state = jax.jit(objective.init)(jax.random.key(config.eval.seed + 1),
                                                  {k: v[:2] for k, v in batch.items()})
   if objective.calibrate is not None:
@@ -118,7 +123,7 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
   del workdir
   encoders = {
       objective.name: functools.partial(objective.features, params, model_state),
-      "random_init": random_init_encoder(config),
+      "random_init": random_init_encoder(config, calibration_batch(config)),
   }
   return {"dataset": config.data.name, "split": split,
           "results": evaluate_encoders(encoders, config, split)}

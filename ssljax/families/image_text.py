@@ -27,7 +27,6 @@ Objectives of this family supply `extras["embed_image"]`, `extras["embed_text"]`
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
 import os
@@ -41,8 +40,8 @@ from ssljax import data
 from ssljax.data import shapes
 from ssljax.evaluate import features as features_lib
 from ssljax.evaluate import linear_probe
-from ssljax.families import text
-from ssljax.interface import Family, Monitor, TrainInput, build
+from ssljax.families import image, text
+from ssljax.interface import Family, Monitor, TrainInput
 from ssljax.text import tokenizer as tokenizer_lib
 from ssljax.text.records import as_str
 
@@ -343,44 +342,22 @@ def image_features(encode, config, split: str, count: int | None = None) -> np.n
   return x
 
 
-def random_init_encoder(config: ml_collections.ConfigDict):
-  """The baseline image tower: the same architecture at initialisation (every residual block's
-  last BatchNorm scale at 1, not 0), BatchNorm statistics calibrated on
-  `eval.calibration_examples` training images in train mode."""
-  baseline_config = copy.deepcopy(config)
-  with baseline_config.unlocked():
-    baseline_config.model.zero_init_residual = False
-  objective = build(baseline_config)
-  # Initialisation only reads the inputs' shapes.
-  example = {"image": np.zeros((2, *_image_shape(config)), np.uint8),
-             "tokens": np.zeros((2, config.text.seq_len), np.int32)}
-  params, model_state = jax.jit(objective.init)(jax.random.key(config.eval.seed + 1), example)
-  if objective.calibrate is not None:
-    count = config.eval.calibration_examples
-    source = _source(config, config.data.train_split)
-    indices = np.sort(np.random.default_rng(config.eval.seed).choice(len(source), min(count, len(source)),
-                                                                     replace=False))
-    images = np.stack([prepare_image(r["image"], config.data.image_size)
-                       for r in source.__getitems__(indices.tolist())])
-    model_state = jax.jit(objective.calibrate)(params, model_state, {"image": images})
-  return functools.partial(objective.features, params, model_state)
-
-
-def _image_shape(config) -> tuple[int, int, int]:
-  return prepare_image(_source(config, config.data.train_split)[0]["image"], config.data.image_size).shape
+def calibration_batch(config: ml_collections.ConfigDict) -> dict:
+  """`eval.calibration_examples` training images drawn by `eval.seed`, with empty captions (the
+  text tower's init reads only their shape): what the random-init image tower is calibrated on."""
+  source = _source(config, config.data.train_split)
+  count = min(config.eval.calibration_examples, len(source))
+  indices = np.sort(np.random.default_rng(config.eval.seed).choice(len(source), count, replace=False))
+  images = np.stack([prepare_image(r["image"], config.data.image_size) for r in source.__getitems__(indices.tolist())])
+  return {"image": images, "tokens": np.zeros((count, config.text.seq_len), np.int32)}
 
 
 def few_label_probe(train_x, train_y, test_x, test_y, eval_config, num_classes: int) -> dict[str, float]:
   """Accuracy of a linear probe fit on `labels_per_class` labels per class, mean and std over
   `label_draws` draws of the labelled subset (its L2 penalty chosen by cross-validation on it)."""
-  accuracies = []
-  for draw in range(eval_config.label_draws):
-    subset = linear_probe.labels_per_class_subset(train_y, eval_config.labels_per_class,
-                                                  seed=eval_config.seed + draw)
-    weights = np.isin(np.arange(len(train_x)), subset)
-    accuracies.append(linear_probe.accuracy(train_x, train_y, test_x, test_y, train_weights=weights,
-                                            num_classes=num_classes, l2=eval_config.probe_l2,
-                                            max_steps=eval_config.probe_steps))
+  accuracies = linear_probe.few_label_accuracies(
+      train_x, train_y, test_x, test_y, **image.few_label_options(eval_config), num_classes=num_classes,
+      l2=eval_config.probe_l2, max_steps=eval_config.probe_steps)
   return {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies))}
 
 
@@ -441,7 +418,7 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
   attributes = [a for a in config.eval.zero_shot if class_names(config, a) is not None]
   if attributes and config.eval.labels_per_class:
     encoders = {objective.name: functools.partial(objective.features, params, model_state),
-                "random_init": random_init_encoder(config)}
+                "random_init": image.random_init_encoder(config, calibration_batch(config))}
     report["linear_probe"] = probe_report(encoders, config, splits, attributes)
   return report
 
