@@ -146,6 +146,11 @@ class ImageFolderSource:
   def __init__(self, root: str, files: Sequence[str], labels: Sequence[int] | None, channels: int):
     self._root, self._files, self._labels, self._channels = root, list(files), labels, channels
 
+  @property
+  def files(self) -> list[str]:
+    """Each record's image, as its path relative to the root (posix separators)."""
+    return list(self._files)
+
   def __len__(self) -> int:
     return len(self._files)
 

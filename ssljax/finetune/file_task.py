@@ -133,8 +133,9 @@ def role_examples(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
       roles[role] = list(_read_examples(matched_files(path, f"{role}_path"), *fields, f"{role}_path"))
   for role, examples in roles.items():
     if not examples:
+      fix = "add rows" if role == "train" else f"add rows or give --config.{role}_path"
       raise TaskFileError(f"the file task has no {role} examples: {config.data_path!r} has {len(main)} rows, of which "
-                       f"none falls in {role}; add rows or give --config.{role}_path")
+                          f"none falls in {role}; {fix}")
   return roles
 
 
