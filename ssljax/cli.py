@@ -121,6 +121,7 @@ def main(argv: list[str]) -> None:
     except checks.ConfigError as error:
       sys.exit(f"ssljax: bad config: {error}")
     workdir = _require_workdir()
+    from ssljax import data
     from ssljax.train import checkpoint, nonfinite, preemption
 
     try:
@@ -129,7 +130,7 @@ def main(argv: list[str]) -> None:
       print(f"ssljax: {stopped}", file=sys.stderr)
       sys.exit(preemption.PREEMPTED_EXIT_CODE)
     except (checks.ConfigError, checkpoint.CorruptCheckpointError, checkpoint.CheckpointMismatchError,
-            nonfinite.NonFiniteError) as error:
+            nonfinite.NonFiniteError, data.UnreadableImageError) as error:
       if flags.FLAGS["verbosity"].present:
         raise  # --verbosity asks for the traceback too
       sys.exit(f"ssljax: {error}")

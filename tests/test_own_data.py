@@ -192,6 +192,10 @@ def test_image_folder_errors_name_the_path_and_the_fix(tmp_path, labelled_root):
   source = image_folder.ImageFolderSource(str(tmp_path / "broken"), ["cat/truncated.png"], [0], channels=3)
   with pytest.raises(data.UnreadableImageError, match="truncated.png cannot be decoded.*replace it"):
     source[0]
+  # Read by grain's threads during training, it arrives as itself (the CLI reports it in one line).
+  iterator = data.train_iterator(source, batch_size=1, seed=0, shard_index=0, shard_count=1)
+  with pytest.raises(data.UnreadableImageError, match="truncated.png"):
+    next(iterator)
 
 
 # --- text_files ----------------------------------------------------------------------------------
