@@ -14,9 +14,9 @@ import shutil
 import ml_collections
 import numpy as np
 import pytest
+from helpers import REPO, run_cli
 from PIL import Image
 
-from helpers import REPO, run_cli
 from ssljax import data
 from ssljax.data import file_splits, image_folder, text_files
 from ssljax.finetune import file_task, tasks
@@ -24,6 +24,11 @@ from ssljax.train import checks
 from ssljax.train.defaults import load_config
 
 CLASSES = ("circle", "square", "triangle")  # written unsorted below, so the ids must come from sorting
+
+
+def read_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
 
 
 def expected_split(key: str) -> str:
@@ -111,7 +116,8 @@ def test_decoded_images_match_pillows_own_resize(labelled_root):
   for channels, mode in ((None, "RGB"), (1, "L")):
     config = image_config(root, image_size=12, channels=channels)
     source = data.open_split(config.data, "train")
-    for i in range(6):  # RGB PNG and JPEG, grayscale and RGBA PNGs
+    assert {os.path.splitext(f)[1] for f in source.files} == {".png", ".jpg"}  # RGB, L and RGBA PNGs, RGB JPEGs
+    for i in range(len(source)):
       example = data.image_example(source[i], config.data.image_size)
       reference = pil_reference(os.path.join(root, source.files[i]), 12, mode)
       assert example["image"].dtype == np.uint8 and example["image"].shape == (12, 12, 3 if mode == "RGB" else 1)
@@ -120,7 +126,7 @@ def test_decoded_images_match_pillows_own_resize(labelled_root):
 
 
 def test_adding_images_moves_no_other_image(labelled_root, tmp_path):
-  root, written = labelled_root
+  root, _ = labelled_root
   grown = str(tmp_path / "grown")
   shutil.copytree(root, grown)
   added = write_images(os.path.join(grown, "extra"), count_per_class=(0, 5, 0), seed=1)
@@ -237,7 +243,7 @@ def test_text_files_documents_and_splits(corpus):
     source = data.open_split(config.data, split)
     by_split[split] = sorted(r["body"] for r in source.__getitems__(range(len(source))))
     assert by_split[split] == sorted(t for k, t in documents.items() if expected_split(k) == split)
-  assert sorted(sum(by_split.values(), [])) == sorted(documents.values())  # 42 documents, each once
+  assert sorted(t for texts in by_split.values() for t in texts) == sorted(documents.values())  # 42 documents, each once
   info = data.dataset_info(config.data)
   assert sum(info.num_examples.values()) == 42 and info.num_classes is None
   # A glob of one kind, a directory, and one file name the expected documents too.
@@ -360,11 +366,11 @@ def test_cli_image_folder_train_and_eval(labelled_root, tmp_path, data_dir):
   # The few-label probe draws 2 labelled images per class here (the smallest class trains on 8).
   _train(["--config", os.path.join(REPO, "configs", "simclr.py") + ":smoke", "--workdir", workdir, *own,
           "--config.train.evaluate=False", "--config.eval.labels_per_class=2"], data_dir)
-  steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
-  assert steps[-1] == 4
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f][-1] == 4
   result = run_cli(["eval", "--workdir", workdir], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
-  report = json.load(open(os.path.join(workdir, "eval.json")))
+  report = read_json(os.path.join(workdir, "eval.json"))
   assert report["dataset"] == "image_folder" and report["split"] == "test"
   assert set(report["results"]) == {"simclr", "random_init", "raw_pixels"}
 
@@ -386,7 +392,7 @@ def test_cli_text_files_gpt_and_bert_then_finetune_on_a_csv(corpus, tmp_path, da
   _train(["--config", os.path.join(REPO, "configs", "gpt.py") + ":smoke", "--workdir", gpt,
           "--config.data.name=text_files", f"--config.data.path={root}/*.jsonl", "--config.data.text_key=body"],
          data_dir)
-  report = json.load(open(os.path.join(gpt, "eval.json")))
+  report = read_json(os.path.join(gpt, "eval.json"))
   assert report["dataset"] == "text_files" and "topic" not in report["few_shot"]
 
   bert = str(tmp_path / "bert")
@@ -401,7 +407,7 @@ def test_cli_text_files_gpt_and_bert_then_finetune_on_a_csv(corpus, tmp_path, da
                     "--config.epochs=1", "--config.min_steps=2", "--config.lrs=(3e-4,)", "--config.seq_len=32"],
                    data_dir, devices=1)
   assert result.returncode == 0, result.stderr[-3000:]
-  report = json.load(open(os.path.join(bert, "finetune", "file", "finetune.json")))
+  report = read_json(os.path.join(bert, "finetune", "file", "finetune.json"))
   carved = [file_splits.carved_split(r[0]) for r in review_rows(60)]
   assert report["examples"] == {role: carved.count(role) for role in tasks.ROLES}
   assert report["task"] == "file" and report["kind"] == "classify" and "accuracy" in report["baseline"]["test"]

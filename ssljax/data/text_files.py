@@ -91,12 +91,13 @@ def _document_text(file: str, line: int | None, text_key: str, raw: bytes) -> st
     document = json.loads(decoded)
   except json.JSONDecodeError as error:
     raise ValueError(f"{where} is not a JSON object ({error}); a .jsonl file holds one JSON object per line") from None
-  if not isinstance(document, dict) or text_key not in document:
-    fields = sorted(document) if isinstance(document, dict) else type(document).__name__
-    raise ValueError(f"{where} has no field {text_key!r} (it has {fields}); set config.data.text_key to the field "
-                   "that holds each document's text")
+  if not isinstance(document, dict):
+    raise TypeError(f"{where} is a JSON {type(document).__name__}; a .jsonl file holds one JSON object per line")
+  if text_key not in document:
+    raise ValueError(f"{where} has no field {text_key!r} (it has {sorted(document)}); set config.data.text_key to "
+                     "the field that holds each document's text")
   if not isinstance(document[text_key], str):
-    raise ValueError(f"{where}: field {text_key!r} holds a {type(document[text_key]).__name__}, not text")
+    raise TypeError(f"{where}: field {text_key!r} holds a {type(document[text_key]).__name__}, not text")
   return document[text_key]
 
 
