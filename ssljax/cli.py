@@ -112,7 +112,7 @@ def main(argv: list[str]) -> None:
   if command == "train":
     if _CONFIG.value is None:
       _usage("train needs --config, e.g. --config configs/simclr.py:mnist5k")
-    from ssljax.evaluate import evaluate_workdir
+    from ssljax.commands import evaluate_workdir
     from ssljax.train import checks, loop
 
     config = _CONFIG.value
@@ -138,7 +138,7 @@ def main(argv: list[str]) -> None:
       evaluate_workdir(workdir)  # the test split, reported once per finished run
   elif command == "eval":
     from ssljax import data
-    from ssljax.evaluate import evaluate_workdir
+    from ssljax.commands import evaluate_workdir
 
     try:
       evaluate_workdir(_require_workdir(), split=_SPLIT.value)
@@ -147,7 +147,7 @@ def main(argv: list[str]) -> None:
   elif command == "generate":
     if not _PROMPT.value:
       _usage("generate needs --prompt TEXT")
-    from ssljax.evaluate.generate import generate
+    from ssljax.commands import generate
 
     outputs = generate(_require_workdir(), _PROMPT.value, num_samples=_NUM_SAMPLES.value,
                        max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
@@ -187,7 +187,7 @@ def main(argv: list[str]) -> None:
   elif command == "zero-shot":
     if not _IMAGE.value or not _LABELS.value:
       _usage('zero-shot needs --image FILE and --labels "a,b,c"')
-    from ssljax.evaluate import zero_shot
+    from ssljax.commands import zero_shot
 
     print(zero_shot.zero_shot_command(_require_workdir(), _IMAGE.value, _LABELS.value, _TEMPLATE.value))
   elif command == "plot":

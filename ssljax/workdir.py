@@ -16,6 +16,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from ssljax import objectives
+from ssljax.interface import Objective
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -76,7 +77,7 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def restore_model(workdir: str, config: ml_collections.ConfigDict | None = None,
-                  step: int | None = None) -> tuple[objectives.Objective, Any, Any]:
+                  step: int | None = None) -> tuple[Objective, Any, Any]:
   """(objective, params, model_state) of a run's latest (or `step`'s) checkpoint, on one device.
 
   The state's shapes come from the checkpoint's own metadata, so neither the dataset nor the

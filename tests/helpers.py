@@ -9,7 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from ssljax.objectives.base import DATA_AXIS
+from ssljax.interface import DATA_AXIS
 from ssljax.train import step as step_lib
 from ssljax.train.state import TrainState
 

@@ -16,7 +16,8 @@ import pytest
 from helpers import run_cli
 
 from ssljax.bench import flops, input_pipeline, presets, throughput
-from ssljax.objectives import common, gpt
+from ssljax.models import from_config
+from ssljax.objectives import gpt
 from ssljax.table import load_config
 from ssljax.train import checks
 
@@ -171,11 +172,11 @@ def test_bench_input_rate(data_dir):
 
 def test_auto_dtype_resolves_per_backend():
   assert load_config("simclr", "smoke").model.dtype == "auto"
-  assert common.resolve_dtype("auto") == "float32"  # the tests run on CPU
-  assert common.resolve_dtype("auto", backend="gpu") == common.resolve_dtype("auto", backend="tpu") == "bfloat16"
-  assert common.resolve_dtype("bfloat16") == "bfloat16" and common.resolve_dtype("float32", backend="gpu") == "float32"
+  assert from_config.resolve_dtype("auto") == "float32"  # the tests run on CPU
+  assert from_config.resolve_dtype("auto", backend="gpu") == from_config.resolve_dtype("auto", backend="tpu") == "bfloat16"
+  assert from_config.resolve_dtype("bfloat16") == "bfloat16" and from_config.resolve_dtype("float32", backend="gpu") == "float32"
   with pytest.raises(ValueError, match="auto"):
-    common.resolve_dtype("float64")
+    from_config.resolve_dtype("float64")
   config = load_config("gpt", "smoke")
   assert gpt.transformer_config(config, causal=True).dtype == jnp.float32
   config.model.dtype = "bfloat16"  # explicit names still win

@@ -21,7 +21,7 @@ import pytest
 from helpers import REPO, data_mesh, run_cli, run_steps
 from ssljax import losses, objectives
 from ssljax.evaluate import word_overlap
-from ssljax.objectives import DATA_AXIS
+from ssljax.interface import DATA_AXIS
 from ssljax.objectives import bert as bert_objective
 from ssljax.text import CLS, MASK, PAD, SEP, ByteTokenizer, masking, pairs
 from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS

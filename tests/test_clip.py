@@ -20,7 +20,7 @@ from ssljax import augment, data
 from ssljax.data import shapes
 from ssljax.families import image_text
 from ssljax.models import clip as clip_model
-from ssljax.objectives import DATA_AXIS, build
+from ssljax.interface import DATA_AXIS, build
 from ssljax.objectives import clip as clip_objective
 from ssljax.text import tokenizer as tokenizer_lib
 from ssljax.train import defaults, step as step_lib
@@ -356,7 +356,7 @@ def test_train_eval_and_zero_shot_through_the_cli(tmp_path, data_dir):
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert json.load(open(os.path.join(workdir, "eval_validation.json")))["splits"] == ["validation"]
 
-  from ssljax.evaluate import zero_shot
+  from ssljax.commands import zero_shot
 
   images = [r["image"] for r in _split_records(data_dir, "test", 3)]
   labels = ["red circle", "blue square", "green triangle"]

@@ -165,11 +165,15 @@ def test_in_memory_source_gives_the_same_records_and_batches(built, data_dir):
   np.testing.assert_array_equal(from_disk["label"], from_memory["label"])
 
 
-def test_in_memory_leaves_large_or_foreign_sources_alone(built, data_dir):
+def test_in_memory_leaves_large_sources_alone_and_lists_other_records(built, data_dir):
   source = data.load("mnist5k", "train", data_dir=data_dir)
   assert data.in_memory(source, max_bytes=1000) is source  # 3500 x 784 bytes do not fit
-  synthetic = _IdSource(5)
-  assert data.in_memory(synthetic) is synthetic
+  synthetic = _IdSource(5)  # records of 4 image bytes and an 8-byte label: 60 bytes in all
+  assert data.in_memory(synthetic, max_bytes=59) is synthetic
+  listed = data.in_memory(synthetic, max_bytes=60)
+  assert isinstance(listed, list) and [r["label"] for r in listed] == [0, 1, 2, 3, 4]
+  np.testing.assert_array_equal(listed[3]["image"], synthetic[3]["image"])
+  assert data.in_memory(listed) is listed
 
 
 def test_info(built, data_dir):

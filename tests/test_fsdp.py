@@ -10,7 +10,7 @@ import pytest
 
 from helpers import data_mesh
 from ssljax import objectives
-from ssljax.objectives import DATA_AXIS
+from ssljax.interface import DATA_AXIS
 from ssljax.train import checks, defaults, optim, sharding, step as step_lib
 from ssljax.train.state import TrainState
 

@@ -14,7 +14,7 @@ import pytest
 
 from helpers import data_mesh, run_cli, run_steps
 from ssljax import objectives
-from ssljax.objectives import DATA_AXIS
+from ssljax.interface import DATA_AXIS
 from ssljax.train import defaults
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,7 +17,7 @@ import pytest
 
 from ssljax import augment, losses, objectives
 from ssljax.table import load_config
-from ssljax.objectives import DATA_AXIS, byol, patch_placement, rotation
+from ssljax.interface import DATA_AXIS, byol, patch_placement, rotation
 from ssljax.train import optim, step as step_lib
 from ssljax.train.state import TrainState
 

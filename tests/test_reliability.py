@@ -26,8 +26,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from helpers import REPO, data_mesh, popen_cli, run_cli
-from ssljax import data, losses, objectives, workdir as workdir_lib
-from ssljax.objectives import DATA_AXIS, Family, LossAux, Objective, TrainInput
+from ssljax import data, interface, losses, objectives, workdir as workdir_lib
+from ssljax.interface import DATA_AXIS, Family, LossAux, Objective, TrainInput
 from ssljax.train import checkpoint, checks, defaults, loop, nonfinite, preemption, sharding, step as step_lib
 from ssljax.train.metrics import read_metrics
 from ssljax.train.state import TrainState
@@ -302,7 +302,7 @@ _FAMILY = Family(
 )
 
 
-@objectives.register("test_poisoned_next_token")
+@interface.register("test_poisoned_next_token")
 def _make(config):
   net = _Bigram()
 

@@ -13,8 +13,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ssljax import losses, objectives, workdir
-from ssljax.objectives import DATA_AXIS, Family, LossAux, Monitor, Objective, TrainInput
+from ssljax import interface, losses, workdir
+from ssljax.interface import DATA_AXIS, Family, LossAux, Monitor, Objective, TrainInput
 from ssljax.train import defaults, loop
 from ssljax.train.metrics import read_metrics
 
@@ -61,7 +61,7 @@ _FAMILY = Family(
 )
 
 
-@objectives.register("test_next_token")
+@interface.register("test_next_token")
 def _make(config):
   net = _Bigram()
 

@@ -518,15 +518,16 @@ def test_split_texts_reads_a_capped_sample_in_stored_order(data_dir, texts):
 
 
 def test_a_large_training_split_is_streamed_with_the_same_tokens(data_dir, monkeypatch):
-  """Above IN_MEMORY_DOCUMENTS the pipeline reads TFDS records lazily; the documents it
+  """Above IN_MEMORY_BYTES the pipeline reads TFDS records lazily; the documents it
   tokenises are the ones the in-memory path tokenises, synthetic documents after them."""
+  from ssljax.data import sources
   from ssljax.families import text
 
   config = _gpt_smoke_config(data_dir)
   in_memory = text.training_documents(config)
-  monkeypatch.setattr(text, "IN_MEMORY_DOCUMENTS", 10)
+  monkeypatch.setattr(sources, "IN_MEMORY_BYTES", 10)
   streamed = text.training_documents(config)
-  assert isinstance(streamed, text.ConcatSource) and isinstance(in_memory, list)
+  assert isinstance(in_memory._parts[0], list) and not isinstance(streamed._parts[0], list)
   assert len(streamed) == len(in_memory)
   tokenize = packing.TokenizeDocument(tok.ByteTokenizer(), text_key=config.data.text_key)
   for i in (0, 1, 1780, len(in_memory) - 1):  # news records, then synthetic documents

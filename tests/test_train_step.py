@@ -10,7 +10,7 @@ import pytest
 
 from ssljax import losses, models, objectives
 from ssljax.families import image
-from ssljax.objectives import DATA_AXIS, LossAux, Objective
+from ssljax.interface import DATA_AXIS, LossAux, Objective
 from ssljax.train import defaults, optim, step as step_lib
 from ssljax.train.state import TrainState
 from ssljax.train.defaults import base_config

@@ -28,8 +28,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from ssljax.families import masked_text
 from ssljax.objectives import bert, clip, gpt
+from ssljax.text import vocab
 
 # Dense (no structured sparsity) bfloat16 peak TFLOP/s per chip, from the vendors' datasheets:
 # NVIDIA H100 and H200 Tensor Core GPU datasheets (SXM: 989.4; H100 PCIe: 756), the A100
@@ -135,7 +135,7 @@ def analytic_flops(config: ml_collections.ConfigDict, params: dict, batch: dict[
     cfg = bert.encoder_config(config)
     n = block_params(params["encoder"])
     sequences, length = batch["tokens"].shape
-    predictions = sequences * masked_text.max_predictions(config)
+    predictions = sequences * vocab.max_predictions(config)
     head = _size(params["mlm_transform"]) + cfg.embed_dim * cfg.vocab_size  # dense d x d, tied d x V
     flops = sequences * length * per_token(n, cfg.num_layers, cfg.embed_dim, length) + predictions * 6.0 * head
     return {"flops": flops, "params": n, "formula": "B T (6 N + 12 L d T) + B P 6 (d^2 + d V)"}

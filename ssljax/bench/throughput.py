@@ -27,7 +27,8 @@ import optax
 
 from ssljax import data, objectives
 from ssljax.bench import flops
-from ssljax.objectives import common
+from ssljax.models import from_config
+from ssljax.text import vocab
 from ssljax.train import checks, loop, mesh as mesh_lib, optim, sharding, step as step_lib
 
 # (height, width, channels, classes) of the datasets the configs name; imagenet2012's side is
@@ -49,11 +50,8 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: in
   if "caption_key" in config.data:
     return _image_text_pairs(config, batch_size, np.random.default_rng(seed))
   if "text" in config:
-    from ssljax.families import text  # only language configs need the tokenizer's sizes
-
     rng = np.random.default_rng(seed)
-    vocab = text.model_vocab_size(config)
-    tokens = rng.integers(6, vocab, (batch_size, config.text.seq_len), dtype=np.int32)
+    tokens = rng.integers(6, vocab.model_vocab_size(config), (batch_size, config.text.seq_len), dtype=np.int32)
     if "max_predictions" not in config.text:
       return {"tokens": tokens}
     return _sentence_pairs(tokens, rng)
@@ -87,10 +85,8 @@ def _sentence_pairs(tokens: np.ndarray, rng: np.random.Generator) -> dict:
 def _image_text_pairs(config: ml_collections.ConfigDict, batch_size: int, rng: np.random.Generator) -> dict:
   """CLIP's inputs: random RGB images of `data.image_size` and random captions of half the
   context, each ended by [EOS] (where the text tower reads its feature) and padded."""
-  from ssljax.families import image_text  # only image-text configs need the vocabulary size
-
   side, length = config.data.image_size, config.text.seq_len
-  tokens = rng.integers(6, image_text.model_vocab_size(config), (batch_size, length), dtype=np.int32)
+  tokens = rng.integers(6, vocab.model_vocab_size(config), (batch_size, length), dtype=np.int32)
   tokens[:, length // 2] = 1  # [EOS]
   tokens[:, length // 2 + 1:] = 0  # [PAD]
   return {"image": rng.integers(0, 256, (batch_size, side, side, 3), dtype=np.uint8), "tokens": tokens}
@@ -164,7 +160,7 @@ def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3,
       "objective": config.objective,
       "preset": preset,
       "model": _describe_model(config, example, params),
-      "dtype": common.resolve_dtype(config.model.dtype),
+      "dtype": from_config.resolve_dtype(config.model.dtype),
       "batch_size": batch_size,
       "per_device_batch": batch_size // count,
       "input_shape": list(example["image" if "image" in example else "tokens"].shape[1:]),

@@ -214,10 +214,19 @@ def load_numpy(
   return _read_all(source, chunk_size, name)
 
 
-def _read_all(source: ImageLabelSource, chunk_size: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+def read_all(source: Sequence[Any], chunk_size: int = 4096) -> list[Any]:
+  """Every record of a source, in order, read in chunks (one ArrayRecord read per chunk)."""
+  if isinstance(source, list):
+    return source
   records = []
   for start in range(0, len(source), chunk_size):
-    records += source.__getitems__(range(start, min(start + chunk_size, len(source))))
+    ids = range(start, min(start + chunk_size, len(source)))
+    records += source.__getitems__(ids) if hasattr(source, "__getitems__") else [source[i] for i in ids]
+  return records
+
+
+def _read_all(source: ImageLabelSource, chunk_size: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+  records = read_all(source, chunk_size)
   shapes = {r["image"].shape for r in records}
   if len(shapes) > 1:
     raise ValueError(f"{name!r} images vary in size ({len(shapes)} shapes); "
@@ -248,17 +257,38 @@ class ArraySource:
     return f"ArraySource({self.images.shape}, {self.images.dtype})"
 
 
-def in_memory(source: Sequence[Any], max_bytes: int = 2**30) -> Sequence[Any]:
-  """The decoded split as an `ArraySource` when its images fit in `max_bytes`, else `source`.
+# A split whose records take at most this much host memory is read into it once.
+IN_MEMORY_BYTES = 2**30
 
-  Small datasets (mnist5k: 3 MB) are decoded once instead of every epoch: on a 2-core machine
-  the reader threads' PNG decoding otherwise takes CPU time from the training step.
+
+def record_bytes(record: Any) -> int:
+  """Host bytes of one decoded record: its arrays' buffers and its strings' lengths."""
+  if isinstance(record, dict):
+    return sum(record_bytes(value) for value in record.values())
+  if isinstance(record, (list, tuple)):
+    return sum(record_bytes(value) for value in record)
+  if isinstance(record, (bytes, str)):
+    return len(record)
+  return np.asarray(record).nbytes
+
+
+def in_memory(source: Sequence[Any], max_bytes: int | None = None) -> Sequence[Any]:
+  """The whole split in host memory when its records (judged by the first) fit in `max_bytes`,
+  else `source` itself, which the input pipeline then reads record by record.
+
+  Small datasets (mnist5k: 3 MB, bbc_news: 5 MB) are read and decoded once instead of every
+  epoch: on a 2-core machine the reader threads otherwise take CPU time from the training step,
+  and a corpus of millions of documents never has to fit. Images with labels become an
+  `ArraySource` (one stacked array); other records a list. `max_bytes` defaults to
+  IN_MEMORY_BYTES.
   """
-  if not isinstance(source, ImageLabelSource) or len(source) == 0:
+  max_bytes = IN_MEMORY_BYTES if max_bytes is None else max_bytes
+  if len(source) == 0 or isinstance(source, (list, ArraySource)):
     return source
-  first = source[0]["image"]
-  if first.nbytes * len(source) > max_bytes:
+  if record_bytes(source[0]) * len(source) > max_bytes:
     return source
+  if not isinstance(source, ImageLabelSource):
+    return read_all(source)
   try:
     return ArraySource(*_read_all(source, 4096, repr(source)))
   except ValueError:  # images of varying size stay on disk (the pipeline resizes them)

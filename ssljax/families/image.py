@@ -27,7 +27,7 @@ import numpy as np
 from ssljax import data
 from ssljax.evaluate import features as features_lib
 from ssljax.evaluate import knn, linear_probe
-from ssljax.objectives.base import Family, Monitor, TrainInput, build
+from ssljax.interface import Family, Monitor, TrainInput, build
 
 Encoder = Callable[[dict], jax.Array]  # a batch {"image": ...} -> (b, D) features
 

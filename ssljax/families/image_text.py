@@ -42,12 +42,10 @@ from ssljax.data import shapes
 from ssljax.evaluate import features as features_lib
 from ssljax.evaluate import linear_probe
 from ssljax.families import text
-from ssljax.objectives.base import Family, Monitor, TrainInput, build
+from ssljax.interface import Family, Monitor, TrainInput, build
 from ssljax.text import tokenizer as tokenizer_lib
+from ssljax.text.records import as_str
 
-# Captioned datasets as large as this are read into memory once (`shapes`: 10,000 records,
-# 30 MB), so the reader threads do not take CPU time from the training step every epoch.
-IN_MEMORY_RECORDS = 50_000
 # The SentencePiece model is trained on at most this many captions.
 TOKENIZER_CAPTIONS = 200_000
 
@@ -59,11 +57,6 @@ ENSEMBLES = {
     "colour": ("a {size} {} {shape} {where}", "there is a {size} {} {shape} {where}"),
     "combination": ("a {size} {} {where}", "there is a {size} {} {where}"),
 }
-
-
-def model_vocab_size(config: ml_collections.ConfigDict) -> int:
-  """Embedding rows of the text tower, known before the tokenizer is trained."""
-  return text.model_vocab_size(config)
 
 
 def caption_tokens(tokenizer: tokenizer_lib.Tokenizer, caption: str, seq_len: int) -> np.ndarray:
@@ -79,10 +72,6 @@ def tokenize(tokenizer: tokenizer_lib.Tokenizer, captions: Sequence[str], seq_le
   return np.stack([caption_tokens(tokenizer, c, seq_len) for c in captions])
 
 
-def _decode(value) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def caption_of(record: dict, key: str) -> str:
   """The record's caption: `key` may be a path ("captions/text") and a list gives its first
   caption (COCO-style datasets hold several per image)."""
@@ -91,7 +80,7 @@ def caption_of(record: dict, key: str) -> str:
     value = value[part]
   if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, (bytes, str)):
     value = value[0]
-  return _decode(value)
+  return as_str(value)
 
 
 def prepare_image(image, size: int | None) -> np.ndarray:
@@ -163,9 +152,7 @@ def record_fn(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokeni
 
 def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
   tokenizer = run_tokenizer(config, workdir)
-  source = _source(config, config.data.train_split)
-  if len(source) <= IN_MEMORY_RECORDS:
-    source = list(source.__getitems__(range(len(source))))
+  source = data.in_memory(_source(config, config.data.train_split))
   label_key = config.data.get("label_key")
   num_classes = len(class_names(config, label_key)) if label_key else None
   return TrainInput(source=source, record_fn=record_fn(config, tokenizer), num_classes=num_classes,
@@ -449,7 +436,7 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
                                                     config.eval.retrieval_examples)
     if tasks:
       report["zero_shot"][s] = zero_shot_split(image_emb, records, embed_text, tokenizer, tasks, config)
-    scenes = [_decode(r["scene"]) if "scene" in r else caption_of(r, config.data.caption_key) for r in records]
+    scenes = [as_str(r["scene"]) if "scene" in r else caption_of(r, config.data.caption_key) for r in records]
     report["retrieval"][s] = retrieval(image_emb, text_emb, scenes)
   attributes = [a for a in config.eval.zero_shot if class_names(config, a) is not None]
   if attributes and config.eval.labels_per_class:

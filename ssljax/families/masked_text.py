@@ -36,29 +36,11 @@ import numpy as np
 
 from ssljax.evaluate import word_overlap
 from ssljax.families import text
-from ssljax.objectives.base import Family, Monitor, TrainInput
-from ssljax.text import masking, pairs
+from ssljax.interface import Family, Monitor, TrainInput
+from ssljax.text import masking, pairs, vocab
 from ssljax.text import tokenizer as tokenizer_lib
 
 CHANCE_NSP = 0.5
-
-
-def real_vocab_size(config: ml_collections.ConfigDict) -> int:
-  """Token ids the config's tokenizer can produce (below the padded embedding rows): the range of
-  BERT's random replacement tokens, known before the tokenizer is trained."""
-  t = config.text
-  if t.tokenizer == "byte":
-    return tokenizer_lib.ByteTokenizer().num_tokens
-  if t.model_file:
-    return tokenizer_lib.SentencePieceTokenizer.from_file(t.model_file).num_tokens
-  return t.vocab_size  # SentencePiece makes exactly this many pieces
-
-
-def max_predictions(config: ml_collections.ConfigDict) -> int:
-  """Masked-token predictions per sequence, a fixed shape: `text.max_predictions`, or when that
-  is 0, room for 15% of a full sequence (BERT: 20 at length 128)."""
-  t = config.text
-  return t.max_predictions or masking.default_max_predictions(t.seq_len, t.mask_rate)
 
 
 def _tokenized_documents(texts: list[str], tokenizer) -> grain.MapDataset:
@@ -113,7 +95,7 @@ def fixed_masks(config: ml_collections.ConfigDict, num_tokens: int):
   """(tokens (n, T), index (n,)) -> `masking.mask_batch`'s masked tokens, positions, targets and
   weights, the masks of pair i drawn from fold_in(key(eval.seed), i): fixed, whatever the batch
   size or the model."""
-  options = dict(max_predictions=max_predictions(config), num_tokens=num_tokens, mask_rate=config.text.mask_rate)
+  options = dict(max_predictions=vocab.max_predictions(config), num_tokens=num_tokens, mask_rate=config.text.mask_rate)
   seed = config.eval.seed
 
   def draw(tokens, index):

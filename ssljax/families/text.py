@@ -30,29 +30,10 @@ import numpy as np
 
 from ssljax import data
 from ssljax.evaluate import few_shot, language_model
-from ssljax.objectives.base import Family, Monitor, TrainInput
-from ssljax.text import icl_tasks, packing
+from ssljax.interface import Family, Monitor, TrainInput
+from ssljax.text import icl_tasks, packing, vocab
 from ssljax.text import tokenizer as tokenizer_lib
-
-TOKENIZER_KINDS = ("sentencepiece", "byte")
-
-
-def model_vocab_size(config: ml_collections.ConfigDict) -> int:
-  """Embedding rows the config's tokenizer needs (a multiple of 128), known before the
-  tokenizer is trained, so the model can be built first."""
-  t = config.text
-  if t.tokenizer == "byte":
-    return tokenizer_lib.ByteTokenizer().vocab_size
-  if t.tokenizer != "sentencepiece":
-    raise ValueError(f"config.text.tokenizer must be one of {TOKENIZER_KINDS}, got {t.tokenizer!r}")
-  if t.model_file:
-    return tokenizer_lib.SentencePieceTokenizer.from_file(t.model_file).vocab_size
-  return tokenizer_lib.padded_vocab_size(t.vocab_size)
-
-
-def _decode(value) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
+from ssljax.text.records import as_str
 
 def split_texts(config: ml_collections.ConfigDict, split: str, key: str | None = None,
                 max_texts: int | None = None) -> list[str]:
@@ -67,18 +48,12 @@ def split_texts(config: ml_collections.ConfigDict, split: str, key: str | None =
     indices = np.sort(np.random.default_rng(config.seed).choice(len(source), max_texts, replace=False))
   texts = []
   for first in range(0, len(indices), _READ_CHUNK):
-    texts.extend(_decode(record[key]) for record in source.__getitems__(indices[first:first + _READ_CHUNK].tolist()))
+    texts.extend(as_str(record[key]) for record in source.__getitems__(indices[first:first + _READ_CHUNK].tolist()))
   return texts
 
 
 # Documents read per call when a split is read into memory.
 _READ_CHUNK = 4096
-# A training split of at most this many documents is held in memory as str; a larger one is
-# read record by record by the input pipeline, so a corpus of millions of documents (the
-# `gpt2` variant's) never has to fit in host memory.
-IN_MEMORY_DOCUMENTS = 100_000
-
-
 class ConcatSource:
   """Random-access records of several sources one after another (a TFDS split, then the
   synthetic documents); records keep their own type (a feature dict or a str)."""
@@ -102,13 +77,9 @@ class ConcatSource:
 
 def training_documents(config: ml_collections.ConfigDict):
   """The training split's documents followed by the synthetic in-context documents, as a
-  random-access source: str records for a split of at most IN_MEMORY_DOCUMENTS documents,
-  else the split's own records, read lazily."""
+  random-access source, held in memory when it fits (`data.in_memory`)."""
   d = config.data
-  source = data.open_split(d, d.train_split)
-  if len(source) <= IN_MEMORY_DOCUMENTS:
-    return split_texts(config, d.train_split) + icl_documents(config)
-  return ConcatSource(source, icl_documents(config))
+  return ConcatSource(data.in_memory(data.open_split(d, d.train_split)), icl_documents(config))
 
 
 def tokenizer_texts(config: ml_collections.ConfigDict) -> list[str]:
@@ -147,9 +118,9 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
   if not os.path.exists(os.path.join(workdir, tokenizer_lib.CONFIG_FILE)):
     if jax.process_index() == 0:
       tokenizer = _build_tokenizer(config, training_texts)
-      if tokenizer.vocab_size != model_vocab_size(config):
+      if tokenizer.vocab_size != vocab.model_vocab_size(config):
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} embedding rows, the model "
-                         f"{model_vocab_size(config)}")
+                         f"{vocab.model_vocab_size(config)}")
       os.makedirs(workdir, exist_ok=True)
       tokenizer.save(workdir)
     _barrier("ssljax: tokenizer saved")
@@ -158,11 +129,11 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
   tokenizer = tokenizer_lib.load(workdir)
   if config.text.model_file:
     tokenizer_lib.check_same(workdir, tokenizer_lib.SentencePieceTokenizer.from_file(config.text.model_file))
-  if tokenizer.kind != config.text.tokenizer or tokenizer.vocab_size != model_vocab_size(config):
+  if tokenizer.kind != config.text.tokenizer or tokenizer.vocab_size != vocab.model_vocab_size(config):
     raise ValueError(
         f"the run in {workdir} was trained with a {tokenizer.kind} tokenizer of "
         f"{tokenizer.vocab_size} embedding rows, but the config asks for a "
-        f"{config.text.tokenizer} tokenizer of {model_vocab_size(config)}; use the run's "
+        f"{config.text.tokenizer} tokenizer of {vocab.model_vocab_size(config)}; use the run's "
         "config or a new --workdir")
   return tokenizer
 
@@ -256,7 +227,7 @@ def few_shot_tasks(config: ml_collections.ConfigDict, split: str) -> dict:
 
   def pairs(s):
     source = data.open_split(d, s)
-    return [(_decode(r["title"]), names[int(r[d.label_key])]) for r in source.__getitems__(range(len(source)))]
+    return [(as_str(r["title"]), names[int(r[d.label_key])]) for r in source.__getitems__(range(len(source)))]
 
   tasks = {task.name: task for task in icl_tasks.TASKS}
   if d.get("label_key") and names is not None:

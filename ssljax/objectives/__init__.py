@@ -1,8 +1,8 @@
-"""Objectives: one module per objective, chosen by `config.objective` through the registry."""
+"""Objectives: one module per objective, chosen by `config.objective` through the registry of
+`ssljax.interface`. Importing this package registers every bundled objective; `build`, `get` and
+`names` are the registry's, handed on for `ssljax.objectives.build(config)`."""
 
-from ssljax.objectives.base import (
-    DATA_AXIS, Family, LossAux, Monitor, Objective, TrainInput, build, get, names, register,
-)
+from ssljax.interface import build, get, names
 
 # Importing the modules registers them.
 from ssljax.objectives import simclr  # noqa: F401  isort: skip
@@ -15,5 +15,4 @@ from ssljax.objectives import gpt  # noqa: F401  isort: skip
 from ssljax.objectives import bert  # noqa: F401  isort: skip
 from ssljax.objectives import clip  # noqa: F401  isort: skip
 
-__all__ = ["DATA_AXIS", "Family", "LossAux", "Monitor", "Objective", "TrainInput", "build", "get", "names",
-           "register"]
+__all__ = ["build", "get", "names"]

@@ -43,9 +43,9 @@ import ml_collections
 from ssljax import losses
 from ssljax.families import masked_text
 from ssljax.models import transformer
-from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
-from ssljax.objectives.gpt import transformer_config as _gpt_transformer_config
-from ssljax.text import masking
+from ssljax.interface import DATA_AXIS, LossAux, Objective, register
+from ssljax.models import from_config
+from ssljax.text import masking, vocab
 from ssljax.text import tokenizer as tokenizer_lib
 
 NUM_SEGMENTS = 2  # sentence A and sentence B
@@ -58,7 +58,8 @@ def encoder_config(config: ml_collections.ConfigDict) -> transformer.Transformer
   max_len = config.model.get("max_len") or config.text.seq_len
   if max_len < config.text.seq_len:
     raise ValueError(f"config.model.max_len={max_len} is shorter than config.text.seq_len={config.text.seq_len}")
-  return _gpt_transformer_config(config, causal=False).replace(num_segments=NUM_SEGMENTS, max_len=max_len)
+  return from_config.transformer_config(config.model, vocab_size=vocab.model_vocab_size(config), max_len=max_len,
+                                        causal=False).replace(num_segments=NUM_SEGMENTS)
 
 
 class BertPretraining(nn.Module):
@@ -107,7 +108,7 @@ class BertPretraining(nn.Module):
 
 def _masking_options(config: ml_collections.ConfigDict) -> dict:
   t = config.text
-  return dict(max_predictions=masked_text.max_predictions(config), num_tokens=masked_text.real_vocab_size(config),
+  return dict(max_predictions=vocab.max_predictions(config), num_tokens=vocab.real_vocab_size(config),
               mask_rate=t.mask_rate)
 
 

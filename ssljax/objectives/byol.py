@@ -35,7 +35,7 @@ from ssljax import augment, losses
 from ssljax.models import mlp_widths
 from ssljax.objectives import common
 from ssljax.families import image
-from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
+from ssljax.interface import DATA_AXIS, LossAux, Objective, register
 
 # The online sub-networks that the target mirrors; the predictor has no target copy.
 TARGET_MODULES = ("encoder", "projector")

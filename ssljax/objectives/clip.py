@@ -37,9 +37,10 @@ from ssljax.families import image_text
 from ssljax.models import clip as clip_model
 from ssljax.models import transformer, vit
 from ssljax.objectives import common
-from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
-from ssljax.objectives.gpt import attention_implementation
+from ssljax.interface import DATA_AXIS, LossAux, Objective, register
+from ssljax.models import from_config
 from ssljax.text import tokenizer as tokenizer_lib
+from ssljax.text import vocab
 
 LOSSES = ("clip", "siglip")
 IMAGE_TOWERS = ("resnet", "vit")
@@ -47,21 +48,10 @@ IMAGE_TOWERS = ("resnet", "vit")
 SIGLIP_SCALE_INIT = 10.0
 
 
-def _overrides(m: ml_collections.ConfigDict, prefix: str, fields) -> dict:
-  """The `prefix<field>` keys of `config.model` that are set, as {field: value}."""
-  return {f: m[prefix + f] for f in fields if m.get(prefix + f) is not None}
-
-
 def text_tower_config(config: ml_collections.ConfigDict) -> transformer.TransformerConfig:
   """The causal text Transformer: `model.text_preset` with any `model.text_<field>` set."""
-  m = config.model
-  fields = ("num_layers", "num_heads", "embed_dim", "mlp_dim")
-  dtype = common.resolve_dtype(m.dtype)
-  return transformer.transformer_config(
-      m.text_preset, vocab_size=image_text.model_vocab_size(config), causal=True,
-      max_len=config.text.seq_len, dtype=dtype, dropout=0.0,
-      attention_impl=attention_implementation(m.attention_impl, dtype), remat=m.remat,
-      **_overrides(m, "text_", fields))
+  return from_config.transformer_config(config.model, vocab_size=vocab.model_vocab_size(config),
+                                        max_len=config.text.seq_len, causal=True, prefix="text_")
 
 
 def image_tower(config: ml_collections.ConfigDict, axis_name: str | None):
@@ -71,10 +61,10 @@ def image_tower(config: ml_collections.ConfigDict, axis_name: str | None):
     return common.encoder(m, axis_name)
   if m.image_tower == "vit":
     fields = ("patch_size", "num_layers", "num_heads", "embed_dim", "mlp_dim")
-    dtype = common.resolve_dtype(m.dtype)
+    dtype = from_config.resolve_dtype(m.dtype)
     return vit.ViT(vit.vit_config(
-        m.vit_preset, dtype=dtype, attention_impl=attention_implementation(m.attention_impl, dtype),
-        remat=m.remat, **_overrides(m, "vit_", fields)))
+        m.vit_preset, dtype=dtype, attention_impl=from_config.attention_implementation(m.attention_impl, dtype),
+        remat=m.remat, **from_config.set_fields(m, "vit_", fields)))
   raise ValueError(f"config.model.image_tower must be one of {IMAGE_TOWERS}, got {m.image_tower!r}")
 
 

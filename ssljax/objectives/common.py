@@ -4,33 +4,14 @@ init / features / calibrate functions of a network whose `encode` method is the 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 
 from ssljax import models
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-AUTO_DTYPE = "auto"
-
-
-def resolve_dtype(name: str, backend: str | None = None) -> str:
-  """`config.model.dtype` as a concrete name: "auto" is bfloat16 on GPU and TPU, whose matrix
-  units run it at several times float32's rate (parameters, optimizer state and losses stay
-  float32 whatever this says), and float32 on CPU, where bfloat16 is emulated and no faster.
-  `backend` defaults to JAX's default backend; explicit names pass through, checked."""
-  if name == AUTO_DTYPE:
-    name = "float32" if (backend or jax.default_backend()) == "cpu" else "bfloat16"
-  if name not in DTYPES:
-    raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES) + [AUTO_DTYPE]}, got {name!r}")
-  return name
-
-
-def compute_dtype(name: str) -> Any:
-  return DTYPES[resolve_dtype(name)]
+from ssljax.models.from_config import compute_dtype
 
 
 def encoder(model_config: ml_collections.ConfigDict, axis_name: str | None) -> nn.Module:

@@ -21,33 +21,17 @@ import ml_collections
 
 from ssljax import losses, models
 from ssljax.families import text
-from ssljax.models import generation, transformer
-from ssljax.objectives import common
-from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
+from ssljax.interface import DATA_AXIS, LossAux, Objective, register
+from ssljax.models import from_config, generation, transformer
 from ssljax.text import tokenizer as tokenizer_lib
-
-
-def attention_implementation(name: str | None, dtype: str) -> str | None:
-  """`config.model.attention_impl`: "auto" takes cuDNN's fused attention on an NVIDIA GPU with a
-  16-bit compute dtype (what it supports) and XLA's everywhere else."""
-  if name != "auto":
-    return name
-  on_gpu = jax.default_backend() == "gpu"
-  return "cudnn" if on_gpu and dtype in ("bfloat16", "float16") else None
+from ssljax.text import vocab
 
 
 def transformer_config(config: ml_collections.ConfigDict, *, causal: bool) -> transformer.TransformerConfig:
-  """The Transformer that `config.model` describes: a preset with any field overridden."""
-  m = config.model
-  overrides = {key: m[key] for key in ("num_layers", "num_heads", "embed_dim", "mlp_dim")
-               if m.get(key) is not None}
-  dtype = common.resolve_dtype(m.dtype)
-  return transformer.transformer_config(
-      m.preset, vocab_size=text.model_vocab_size(config), causal=causal,
-      max_len=config.text.seq_len, dropout=m.dropout, dtype=dtype,
-      attention_impl=attention_implementation(m.attention_impl, dtype), remat=m.remat,
-      relative_buckets=m.get("relative_buckets", 0), qkv_conv_width=m.get("qkv_conv_width", 0),
-      **overrides)
+  """The Transformer of a language run: `config.model`'s preset and fields, the tokenizer's
+  embedding rows and `config.text.seq_len` positions."""
+  return from_config.transformer_config(config.model, vocab_size=vocab.model_vocab_size(config),
+                                        max_len=config.text.seq_len, causal=causal)
 
 
 @register("gpt")

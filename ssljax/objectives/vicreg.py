@@ -21,7 +21,7 @@ from ssljax import augment, losses
 from ssljax.models import mlp_widths
 from ssljax.objectives import common
 from ssljax.families import image
-from ssljax.objectives.base import DATA_AXIS, LossAux, Objective, register
+from ssljax.interface import DATA_AXIS, LossAux, Objective, register
 
 
 def network(config: ml_collections.ConfigDict, axis_name: str | None) -> common.EncoderWithHead:

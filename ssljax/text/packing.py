@@ -32,6 +32,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from ssljax.text.records import as_str
 from ssljax.text.tokenizer import EOS, PAD, Tokenizer
 
 
@@ -220,9 +221,7 @@ class TokenizeDocument(grain.transforms.Map):
     self._text_key = text_key
 
   def map(self, record: Any) -> dict[str, np.ndarray]:
-    text = record if isinstance(record, (str, bytes)) else record[self._text_key]
-    if isinstance(text, bytes):
-      text = text.decode("utf-8")
+    text = as_str(record if isinstance(record, (str, bytes)) else record[self._text_key])
     return {"tokens": np.asarray(self._tokenizer.encode(text), dtype=np.int32)}
 
 

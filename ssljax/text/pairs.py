@@ -46,6 +46,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from ssljax.text.records import as_str
 from ssljax.text.tokenizer import CLS, PAD, SEP, Tokenizer
 
 # Special tokens around a pair: [CLS] A [SEP] B [SEP].
@@ -104,8 +105,7 @@ class TokenizeSentences(grain.transforms.Map):
     self._text_key = text_key
 
   def map(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
-    text = record[self._text_key]
-    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    text = as_str(record[self._text_key])
     sentences = [s for s in self._tokenizer.encode_batch(split_sentences(text)) if s]
     tokens = np.concatenate([np.asarray(s, np.int32) for s in sentences]) if sentences else np.zeros(0, np.int32)
     return {"tokens": tokens, "lengths": np.asarray([len(s) for s in sentences], np.int32),

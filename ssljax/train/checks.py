@@ -21,7 +21,7 @@ import jax
 import ml_collections
 
 from ssljax import objectives, workdir as workdir_lib
-from ssljax.objectives import common
+from ssljax.models import from_config
 
 
 class ConfigError(ValueError):
@@ -171,7 +171,7 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
   _require(policy in nonfinite.POLICIES, f"config.train.nonfinite must be one of {nonfinite.POLICIES}, got {policy!r}")
   try:  # the optimizer and its schedule, built (no arrays) to check their keys
     optim.optimizer(config.optim, config.train.steps, config.train.batch_size)
-    common.resolve_dtype(config.model.dtype)
+    from_config.resolve_dtype(config.model.dtype)
   except ValueError as error:
     raise ConfigError(str(error)) from None
   m = config.model
@@ -254,7 +254,7 @@ def _same_compute_dtype(key: str, old, new) -> bool:
   if key != "model.dtype" or workdir_lib.MISSING in (old, new):
     return False
   try:
-    return common.resolve_dtype(old) == common.resolve_dtype(new)
+    return from_config.resolve_dtype(old) == from_config.resolve_dtype(new)
   except ValueError:
     return False
 

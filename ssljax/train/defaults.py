@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   # Compute dtype: "auto" is bfloat16 on GPU/TPU and float32 on CPU, resolved when the model is
-  # built (`objectives.common.resolve_dtype`); parameters, optimizer state and losses stay float32.
+  # built (`models.from_config.resolve_dtype`); parameters, optimizer state and losses stay float32.
   c.model.dtype = "auto"
 
   c.optim = ml_collections.ConfigDict()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from ssljax.objectives import DATA_AXIS
+from ssljax.interface import DATA_AXIS
 
 
 def data_mesh() -> jax.sharding.Mesh:

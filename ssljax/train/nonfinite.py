@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ssljax.objectives import DATA_AXIS
+from ssljax.interface import DATA_AXIS
 
 POLICIES = ("stop", "skip")
 FINITE, FIRST_BAD = "all_finite", "first_nonfinite_grad"

@@ -8,7 +8,7 @@ import ml_collections
 import optax
 from jax import lax
 
-from ssljax.objectives import DATA_AXIS
+from ssljax.interface import DATA_AXIS
 
 
 def scaled_learning_rate(optim: ml_collections.ConfigDict, global_batch: int) -> float:

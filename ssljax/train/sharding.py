@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from ssljax.models import layer_gather
-from ssljax.objectives import DATA_AXIS
+from ssljax.interface import DATA_AXIS
 from ssljax.train.state import TrainState
 
 P = jax.P

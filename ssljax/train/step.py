@@ -33,7 +33,7 @@ import optax
 from jax import lax
 
 from ssljax import losses
-from ssljax.objectives import DATA_AXIS, Objective
+from ssljax.interface import DATA_AXIS, Objective
 from ssljax.train import nonfinite
 from ssljax.train import sharding as sharding_lib
 from ssljax.train.state import TrainState

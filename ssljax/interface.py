@@ -7,6 +7,9 @@ objective and `build(config)` looks it up in the registry. What depends on the m
 records become examples, what to monitor during training, how to evaluate a finished run) is
 a `Family`, shared by every objective of that modality: a new modality is a new family, and
 the trainer does not change.
+
+This is the ground floor of the package: it imports nothing of ssljax, so every room may import
+it (the trainer for `DATA_AXIS`, a family for `TrainInput`) without loading an objective.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Text from a trained language model: `ssljax generate` and its Python form.
 
-  from ssljax.evaluate.generate import generate
+  from ssljax.commands import generate
   generate("runs/gpt", ["Shares in the bank"], num_samples=2, seed=0)
 
 The run's config, tokenizer and latest checkpoint are all it needs. Prompts are tokenised with

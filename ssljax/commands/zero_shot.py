@@ -1,6 +1,6 @@
 """Zero-shot image classification with a trained CLIP run, from class names alone.
 
-  from ssljax.evaluate.zero_shot import classify
+  from ssljax.commands.zero_shot import classify
   probs = classify("runs/clip", ["cat.png"], ["red circle", "blue square"], template="a {}")
 
 As in Radford et al. 2021 (arXiv 2103.00020, Section 3.1.2): every label is put into a prompt
@@ -11,7 +11,7 @@ embeddings. The run's config, tokenizer and latest checkpoint are all it needs.
 
 Command line (`main`):
 
-  python -m ssljax.evaluate.zero_shot --workdir runs/clip --image a.png --labels "red circle,blue square"
+  python -m ssljax.commands.zero_shot --workdir runs/clip --image a.png --labels "red circle,blue square"
 """
 
 from __future__ import annotations
