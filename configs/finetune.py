@@ -1,11 +1,13 @@
 """Fine-tuning a pretrained BERT encoder on a downstream task (Devlin et al. 2019, section 4).
 The argument is the task: bbc_topic (default), bbc_same_article, bbc_quotes, bbc_who_said
-(bundled, offline), sst2, mnli, conll2003, squad (TFDS, once prepared).
+(bundled, offline), sst2, mnli, conll2003, squad (TFDS, once prepared), and file (your own CSV,
+TSV or JSONL files of labelled texts; docs/data.md).
 
   ssljax finetune --workdir runs/bert --task bbc_topic
   ssljax finetune --workdir runs/bert --task bbc_topic --config.init=scratch
   ssljax finetune --workdir runs/bert --task bbc_topic --config.labels_per_class=10
   ssljax finetune --workdir runs/bert --task bbc_quotes --config.label_fraction=0.01
+  ssljax finetune --workdir runs/bert --task file --config.data_path=reviews.csv --config.label_field=stars
 
 Recipe (BERT's appendix A.3, scaled to small encoders): AdamW, weight decay 0.01, 10% linear
 warmup then linear decay, dropout 0.1, batch 32, 3 epochs, the learning rate chosen on the
@@ -16,7 +18,7 @@ With few labels an epoch is a handful of steps, so every run takes at least `min
 import ml_collections
 from ml_collections import config_dict
 
-TASKS = ("bbc_topic", "bbc_same_article", "bbc_quotes", "bbc_who_said", "sst2", "mnli", "conll2003", "squad")
+TASKS = ("bbc_topic", "bbc_same_article", "bbc_quotes", "bbc_who_said", "sst2", "mnli", "conll2003", "squad", "file")
 
 
 def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
@@ -112,6 +114,15 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
   if task in ("sst2", "mnli"):
     c.lrs = (5e-5, 1e-4, 3e-4)
     c.eval_batch_size = 256
+  if task == "file":
+    # Your own examples (ssljax.finetune.file_task): one CSV / TSV / JSONL file or a glob of them.
+    c.data_path = config_dict.placeholder(str)
+    c.text_field = "text"
+    c.text_b_field = ""  # a second text column: a sentence-pair task
+    c.label_field = "label"  # class names, mapped to ids in sorted order
+    # None: carved out of data_path's rows by a hash of their text (data.file_splits).
+    c.validation_path = config_dict.placeholder(str)
+    c.test_path = config_dict.placeholder(str)
   if task == "squad":
     c.seq_len, c.max_question_len, c.doc_stride = 384, 64, 128  # BERT's SQuAD settings
     c.epochs, c.lrs = 2.0, (5e-5, 1e-4)

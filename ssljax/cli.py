@@ -121,6 +121,7 @@ def main(argv: list[str]) -> None:
     except checks.ConfigError as error:
       sys.exit(f"ssljax: bad config: {error}")
     workdir = _require_workdir()
+    from ssljax import data
     from ssljax.train import checkpoint, nonfinite, preemption
 
     try:
@@ -129,16 +130,20 @@ def main(argv: list[str]) -> None:
       print(f"ssljax: {stopped}", file=sys.stderr)
       sys.exit(preemption.PREEMPTED_EXIT_CODE)
     except (checks.ConfigError, checkpoint.CorruptCheckpointError, checkpoint.CheckpointMismatchError,
-            nonfinite.NonFiniteError) as error:
+            nonfinite.NonFiniteError, data.UnreadableImageError) as error:
       if flags.FLAGS["verbosity"].present:
         raise  # --verbosity asks for the traceback too
       sys.exit(f"ssljax: {error}")
     if config.train.evaluate:
       evaluate_workdir(workdir)  # the test split, reported once per finished run
   elif command == "eval":
+    from ssljax import data
     from ssljax.commands import evaluate_workdir
 
-    evaluate_workdir(_require_workdir(), split=_SPLIT.value)
+    try:
+      evaluate_workdir(_require_workdir(), split=_SPLIT.value)
+    except data.NoLabelsError as error:
+      sys.exit(f"ssljax: {error}")
   elif command == "generate":
     if not _PROMPT.value:
       _usage("generate needs --prompt TEXT")
@@ -172,10 +177,11 @@ def main(argv: list[str]) -> None:
     if _CONFIG.value is None:
       _usage("finetune needs --task NAME (or --config configs/finetune.py:NAME)")
     from ssljax import finetune
+    from ssljax.finetune.file_task import TaskFileError
 
     try:
       results = finetune.run(_require_workdir(), _TASK.value, config=_CONFIG.value, progress=_PROGRESS.value)
-    except finetune.TaskDataMissing as error:
+    except (finetune.TaskDataMissing, TaskFileError) as error:
       sys.exit(f"ssljax: {error}")
     print(finetune.format_results(results))
   elif command == "zero-shot":
@@ -306,11 +312,11 @@ def _finetune_config_flag(argv: list[str]) -> list[str]:
       task = arg.split("=", 1)[1]
   if task is None:
     return argv
-  from ssljax.finetune.tasks import TASKS
+  from ssljax.finetune.tasks import NAMES
   from ssljax.train.defaults import CONFIGS_DIR
 
-  if task not in TASKS:
-    sys.exit(f"ssljax: unknown fine-tuning task {task!r}; choose one of {', '.join(TASKS)}")
+  if task not in NAMES:
+    sys.exit(f"ssljax: unknown fine-tuning task {task!r}; choose one of {', '.join(NAMES)}")
   return [*argv[:2], f"--config={os.path.join(CONFIGS_DIR, 'finetune.py')}:{task}", *argv[2:]]
 
 

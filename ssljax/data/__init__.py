@@ -2,13 +2,16 @@
 
 Bundled datasets built offline by TFDS builders (`mnist5k`, `digits`, `bbc_news`, and the
 generated image-caption set `shapes`),
-public TFDS datasets read once prepared as ArrayRecord, grain training iterators with
+public TFDS datasets read once prepared as ArrayRecord, a user's own files (`image_folder`,
+`text_files`; `open_split` opens whichever a config names), grain training iterators with
 host-side record transforms whose state is checkpointed with the model, streamed
 evaluation batches, and global-array assembly for multi-host.
 """
 
 from ssljax.data.bundled import BUNDLED_BUILDERS, Digits, Mnist5k
+from ssljax.data.config_sources import OWN_FORMATS, dataset_info, open_split
 from ssljax.data.global_arrays import to_global
+from ssljax.data.image_folder import NoLabelsError, UnreadableImageError
 from ssljax.data.pipeline import (
     eval_batches,
     example_batch,
@@ -39,6 +42,10 @@ __all__ = [
     "DatasetInfo",
     "ImageLabelSource",
     "Mnist5k",
+    "NoLabelsError",
+    "OWN_FORMATS",
+    "UnreadableImageError",
+    "dataset_info",
     "eval_batches",
     "example_batch",
     "image_example",
@@ -47,6 +54,7 @@ __all__ = [
     "iterator_state",
     "load",
     "load_numpy",
+    "open_split",
     "read_all",
     "resize_and_center_crop",
     "resolve_data_dir",

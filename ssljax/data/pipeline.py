@@ -40,10 +40,13 @@ _BYTES_STATE = "__bytes_b64__"
 
 def image_example(record: dict[str, Any], image_size: int | None = None) -> dict[str, np.ndarray]:
   """The image family's record transform: {"image": uint8 (H, W, C), "label": int32}, resized
-  and centre-cropped to `image_size` when the dataset's images vary in size."""
+  and centre-cropped to `image_size` when the dataset's images vary in size. Records without a
+  "label" (an image folder without class folders) give examples without one."""
   image = np.asarray(record["image"], dtype=np.uint8)
   if image_size is not None:
     image = resize_and_center_crop(image, image_size)
+  if "label" not in record:
+    return {"image": image}
   return {"image": image, "label": np.asarray(record["label"], dtype=np.int32)}
 
 

@@ -92,6 +92,12 @@ def _build_bundled(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
 
 def _prepared_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """The builder of a prepared ArrayRecord dataset, or DatasetNotAvailableError."""
+  from ssljax.data.config_sources import OWN_FORMATS  # imported here: it imports this module
+
+  if name in OWN_FORMATS:
+    raise DatasetNotAvailableError(
+        f"{name!r} names your own files (config.data.path), which `data.open_split(config.data, split)` "
+        "reads; this reader takes TFDS datasets only, so this objective or command cannot read them")
   if name in BUNDLED_BUILDERS:
     return _build_bundled(name, data_dir)
   try:

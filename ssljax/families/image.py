@@ -36,11 +36,28 @@ def record_fn(config: ml_collections.ConfigDict):
   return functools.partial(data.image_example, image_size=config.data.image_size)
 
 
+def require_labels(config: ml_collections.ConfigDict, info: data.DatasetInfo, needed_by: str) -> int:
+  """The number of classes, or a NoLabelsError saying what needs them (an image folder without
+  class folders has none)."""
+  if info.num_classes is None:
+    raise data.NoLabelsError(
+        f"{needed_by} needs labelled images, but {config.data.name} at {config.data.get('path')!r} has none "
+        "(no class folders). Put the images in class folders (PATH/<class>/...), or train without "
+        "evaluation: --config.train.evaluate=False --config.train.knn_every=0")
+  return info.num_classes
+
+
 def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
   del workdir  # images need nothing besides the dataset
   d = config.data
-  source = data.in_memory(data.load(d.name, d.train_split, data_dir=d.data_dir))
-  info = data.info(d.name, data_dir=d.data_dir)
+  source = data.in_memory(data.open_split(d, d.train_split))
+  info = data.dataset_info(d)
+  # An unlabelled folder trains, but the evaluation and the kNN monitor would stop at their
+  # first call; say so before any step is taken.
+  if config.train.evaluate:
+    require_labels(config, info, "the evaluation at the end of training (config.train.evaluate)")
+  if config.train.knn_every:
+    require_labels(config, info, "the kNN monitor (config.train.knn_every)")
   return TrainInput(source=source, record_fn=record_fn(config), num_classes=info.num_classes,
                     unit="images")
 
@@ -69,7 +86,7 @@ def probe_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 def _split_features(encode: Encoder, config: ml_collections.ConfigDict, split: str):
   d = config.data
-  source = data.load(d.name, split, data_dir=d.data_dir)
+  source = data.open_split(d, split)
   return features_lib.extract(encode, source, record_fn(config), batch_size=config.eval.batch_size)
 
 
@@ -80,7 +97,7 @@ def evaluate_encoders(encoders: dict[str, Encoder], config: ml_collections.Confi
   include_raw_pixels = config.eval.raw_pixels if include_raw_pixels is None else include_raw_pixels
   if include_raw_pixels:
     encoders = {**encoders, "raw_pixels": features_lib.raw_pixels}
-  num_classes = data.info(config.data.name, data_dir=config.data.data_dir).num_classes
+  num_classes = require_labels(config, data.dataset_info(config.data), "the linear probes and kNN")
   results = {}
   for name, encode in encoders.items():
     train_x, train_y = _split_features(encode, config, config.data.train_split)
@@ -93,7 +110,7 @@ def calibration_batch(config: ml_collections.ConfigDict) -> dict:
   """`eval.calibration_examples` training images drawn at random (the stored order is sorted by
   class on the bundled datasets), fixed by `eval.seed`."""
   d = config.data
-  source = data.load(d.name, d.train_split, data_dir=d.data_dir)
+  source = data.open_split(d, d.train_split)
   count = min(config.eval.calibration_examples, len(source))
   indices = np.sort(np.random.default_rng(config.eval.seed).choice(len(source), count, replace=False))
   batch = next(data.eval_batches(source, count, record_fn(config), indices=indices))
@@ -121,6 +138,7 @@ def random_init_encoder(config: ml_collections.ConfigDict, batch: dict) -> Encod
 def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, workdir: str,
              split: str) -> dict:
   del workdir
+  require_labels(config, data.dataset_info(config.data), "`ssljax eval` (linear probes and kNN)")
   encoders = {
       objective.name: functools.partial(objective.features, params, model_state),
       "random_init": random_init_encoder(config, calibration_batch(config)),

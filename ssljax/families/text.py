@@ -41,7 +41,7 @@ def split_texts(config: ml_collections.ConfigDict, split: str, key: str | None =
   `max_texts`, at most that many documents drawn by `config.seed` (kept in stored order), read
   without touching the others."""
   d = config.data
-  source = data.load(d.name, split, data_dir=d.data_dir)
+  source = data.open_split(d, split)
   key = key or d.text_key
   indices = np.arange(len(source))
   if max_texts is not None and len(source) > max_texts:
@@ -79,7 +79,7 @@ def training_documents(config: ml_collections.ConfigDict):
   """The training split's documents followed by the synthetic in-context documents, as a
   random-access source, held in memory when it fits (`data.in_memory`)."""
   d = config.data
-  return ConcatSource(data.in_memory(data.load(d.name, d.train_split, data_dir=d.data_dir)), icl_documents(config))
+  return ConcatSource(data.in_memory(data.open_split(d, d.train_split)), icl_documents(config))
 
 
 def tokenizer_texts(config: ml_collections.ConfigDict) -> list[str]:
@@ -204,7 +204,7 @@ def headline_samples(objective, params, model_state, tokenizer, config, split: s
   lines where the corpus has no titles), sampled with the config's temperature and top-k from a
   fixed key."""
   e = config.eval
-  features = data.info(config.data.name, data_dir=config.data.data_dir).features
+  features = data.dataset_info(config.data).features
   if "title" in features:
     titles = split_texts(config, split, key="title")
   else:  # a corpus without headlines: the first line of each document
@@ -220,16 +220,17 @@ def headline_samples(objective, params, model_state, tokenizer, config, split: s
 
 def few_shot_tasks(config: ml_collections.ConfigDict, split: str) -> dict:
   """The synthetic in-context tasks and topic classification by prompting (examples from the
-  training split, queries from `split`)."""
+  training split, queries from `split`) where the corpus has topics (a `text_files` corpus has
+  none)."""
   d = config.data
-  names = data.info(d.name, data_dir=d.data_dir).label_names
+  names = data.dataset_info(d).label_names
 
   def pairs(s):
-    source = data.load(d.name, s, data_dir=d.data_dir)
+    source = data.open_split(d, s)
     return [(as_str(r["title"]), names[int(r[d.label_key])]) for r in source.__getitems__(range(len(source)))]
 
   tasks = {task.name: task for task in icl_tasks.TASKS}
-  if d.get("label_key"):
+  if d.get("label_key") and names is not None:
     tasks["topic"] = few_shot.TopicTask(train=pairs(d.train_split), queries=pairs(split), topics=tuple(names))
   return tasks
 

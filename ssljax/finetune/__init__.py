@@ -118,7 +118,7 @@ def run(pretrained_workdir: str, task_name: str | None = None, config_overrides:
   elif task_name and task_name != config.task:
     raise ValueError(f"task {task_name!r} given, but the config is for {config.task!r}")
   config = with_overrides(config, config_overrides)
-  task = tasks.get(config.task)
+  task = tasks.for_config(config)
   encoder_config, pretrained, tokenizer = load_encoder(pretrained_workdir)
   results = train.finetune(task, encoder_config, pretrained, tokenizer, config, progress=progress)
   results["pretrained_workdir"] = os.path.abspath(pretrained_workdir)

@@ -24,6 +24,9 @@ GLUE SST-2 (`glue/sst2`, classify), MNLI (`glue/mnli`, pair), CoNLL-2003 NER (`c
 tag) and SQuAD v1.1 (`squad/v1.1`, span). GLUE and SQuAD keep their test labels private, so
 their validation set is the reported test split and settings are chosen on a slice held out
 of train.
+
+Your own task (`file`, built from the config by `for_config`; `file_task`): labelled texts, or
+pairs of texts, in CSV, TSV or JSONL files.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import numpy as np
 from ssljax.finetune.heads import CLASSIFY, PAIR, SPAN, TAG
 
 ROLES = ("train", "validation", "test")
+FILE = "file"  # the task of a user's own files; its labels come from the files, so it is built per config
 TOPICS = ("business", "entertainment", "politics", "sport", "tech")
 TASK_SEED = 0  # the pair task's draws: fixed, so that every run scores the same examples
 
@@ -334,7 +338,20 @@ TASKS: dict[str, Task] = {
 }
 
 
+NAMES = (*TASKS, FILE)  # what `ssljax finetune --task` accepts
+
+
 def get(name: str) -> Task:
   if name not in TASKS:
-    raise ValueError(f"unknown fine-tuning task {name!r}; choose one of {sorted(TASKS)}")
+    hint = f"; the {FILE!r} task is built from a config (for_config)" if name == FILE else ""
+    raise ValueError(f"unknown fine-tuning task {name!r}; choose one of {sorted(TASKS)}{hint}")
   return TASKS[name]
+
+
+def for_config(config) -> Task:
+  """The task a fine-tuning config names: one of TASKS, or the `file` task its keys describe."""
+  if config.task == FILE:
+    from ssljax.finetune.file_task import file_task  # imported on use: it imports ssljax.data
+
+    return file_task(config)
+  return get(config.task)

@@ -182,6 +182,7 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     _require(m.width > 0, f"config.model.width must be positive, got {m.width}")
   image_size = config.data.get("image_size")
   _require(image_size is None or image_size > 0, f"config.data.image_size must be None or positive, got {image_size}")
+  _check_own_data(config.data)
   if "augment" in config:
     views = ("view1", "view2") if "view1" in config.augment else (None,)
     for view in views:
@@ -195,6 +196,32 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
              "SentencePiece .model file, or leave it unset to train one on the corpus")
 
 
+def _check_own_data(d: ml_collections.ConfigDict) -> None:
+  """The keys of a user's own files (docs/data.md): a path where one is read, none where it would
+  be ignored, and what an image folder needs to make batches."""
+  from ssljax.data import config_sources, image_folder
+
+  path = d.get("path")
+  if d.name not in config_sources.OWN_FORMATS:
+    _require(not path, f"config.data.path={path!r} is read only for your own files (config.data.name one of "
+                       f"{config_sources.OWN_FORMATS}); {d.name!r} is a TFDS dataset, found in config.data.data_dir. "
+                       "Unset config.data.path or set config.data.name")
+    _require(d.get("channels") is None, f"config.data.channels={d.get('channels')!r} converts image_folder images; "
+                                        f"{d.name!r} keeps its stored channels: leave it unset")
+    return
+  _require(bool(path), f"config.data.name={d.name!r} reads your own files: give their location with "
+                       "--config.data.path=... (docs/data.md)")
+  if d.name != image_folder.NAME:
+    return
+  _require(os.path.isdir(path), f"config.data.path={path!r} is not a directory; image_folder reads a directory "
+                                "of class folders of images, or of images without class folders")
+  _require(d.get("image_size") is not None, "config.data.image_size is not set: image_folder images may differ "
+                                            "in size, and a batch needs one; set e.g. --config.data.image_size=64")
+  channels = d.get("channels")
+  _require(channels in (None, *image_folder.CHANNEL_MODES),
+           f"config.data.channels must be 1 (grayscale) or 3 (RGB; None means 3), got {channels!r}")
+
+
 # Keys a resumed run may change: they decide what is logged, monitored and evaluated, where the
 # files are, and how the same computation is laid out over devices and memory, never the values
 # a step computes. Every other key changes the run (train.steps too: it is the length of the
@@ -203,7 +230,7 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
 RESUMABLE_KEYS = frozenset({
     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.knn_every",
     "train.eval_every", "train.evaluate", "train.nonfinite", "train.param_sharding",
-    "train.fsdp_min_size", "train.fsdp_gather", "train.distributed", "data.data_dir", "data.eval_split",
+    "train.fsdp_min_size", "train.fsdp_gather", "train.distributed", "data.data_dir", "data.path", "data.eval_split",
     "data.test_split", "model.attention_impl", "model.remat",
 })
 RESUMABLE_PREFIXES = ("eval.",)
@@ -234,7 +261,8 @@ def _same_compute_dtype(key: str, old, new) -> bool:
 
 # Keys added after runs were saved, with the value that means what those runs did: a saved
 # config without the key trained exactly as this value does.
-ADDED_KEYS_DEFAULTS = {"model.relative_buckets": 0, "model.qkv_conv_width": 0}
+ADDED_KEYS_DEFAULTS = {"model.relative_buckets": 0, "model.qkv_conv_width": 0, "data.path": None,
+                       "data.channels": None}
 
 
 def _added_key_at_its_old_meaning(key: str, old, new) -> bool:
@@ -296,6 +324,9 @@ def data_fix(config: ml_collections.ConfigDict) -> str:
   from ssljax import data
 
   d = config.data
+  if d.name in data.OWN_FORMATS:
+    return (f"Check config.data (name={d.name!r}, path={d.get('path')!r}, train_split={d.train_split!r}) and the "
+            "files there (docs/data.md).")
   root = data.resolve_data_dir(d.data_dir)
   return (f"Check config.data (name={d.name!r}, train_split={d.train_split!r}, its feature keys) and "
           f"the data dir {root!r} (config.data.data_dir or $SSLJAX_DATA_DIR); a dataset whose files are "

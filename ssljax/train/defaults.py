@@ -27,6 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_split = "validation"
   c.data.test_split = "test"
   c.data.data_dir = config_dict.placeholder(str)  # None: $SSLJAX_DATA_DIR or ~/tensorflow_datasets
+  # Your own files, for data.name "image_folder" (a directory) or "text_files" (a glob of .txt /
+  # .jsonl files); TFDS datasets leave it unset (docs/data.md).
+  c.data.path = config_dict.placeholder(str)
 
   c.model = ml_collections.ConfigDict()
   # Compute dtype: "auto" is bfloat16 on GPU/TPU and float32 on CPU, resolved when the model is
@@ -74,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
 def image_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Adds what image objectives share: the ResNet encoder and the image evaluation."""
   c.data.image_size = config_dict.placeholder(int)  # host resize + centre crop; None: stored size
+  # image_folder: decode to 1 (grayscale) or 3 (RGB, None's meaning) channels; TFDS datasets keep
+  # their stored channels.
+  c.data.channels = config_dict.placeholder(int)
 
   c.model.encoder = "resnet18"
   c.model.width = 64
