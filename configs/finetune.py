@@ -81,31 +81,21 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
   # Sized so that a run on the bbc_news BERT (4 layers of width 128, 128 tokens) takes 2 to 4
   # minutes on 2 CPU cores (about 0.5 s a step): some 170 steps per learning rate.
   if task == "bbc_topic":
-    # Chosen on the validation split with the first bbc_news BERT (2,048 pieces, absolute
-    # positions): 3 epochs at 1e-4 / 5e-4 reached 0.448 / 0.713 (training loss still 0.70); 10
-    # epochs at 1e-3 reached 0.897 (training loss 0.017). 6 epochs at either rate keep both runs
-    # within about 4 minutes on 2 CPU cores. With the 8,192-piece one at 15% masking, 6 epochs at
-    # 1e-3 reached 0.942, against 0.937 at 2e-3 and 0.919 for 10 epochs at 1e-3.
+    # Chosen on the validation split (docs/bert.md): 3 epochs left the training loss high, and 6
+    # epochs at either rate keep both runs within about 4 minutes on 2 CPU cores.
     c.epochs, c.lrs = 6.0, (5e-4, 1e-3)
-    # Mean pooling, chosen on validation: with the 2,048-piece BERT it tied [CLS] with all labels
-    # (0.870) and beat it by 9 points with 10 labels per class (0.484 against 0.395).
+    # Mean pooling, chosen on validation: it tied [CLS] with all labels and beat it by 9 points
+    # with 10 labels per class (docs/bert.md).
     c.pooling = "mean"
     # 10 labels per class are 2 batches an epoch: train longer than the general 30 steps, as
-    # Zhang et al. 2021 advise for few-sample fine-tuning (arXiv 2006.05987). Chosen on
-    # validation with the 30%-masked bbc_news BERT: 0.738 after 30 steps, 0.765 after 80 and
-    # 0.764 after 100 (which took over 5 minutes for the 5 draws and 2 rates). With the 700-step
-    # config's BERT, 80 steps of 32 took 327 s (validation 0.730 ± 0.033); 120 steps of 16 took
-    # 226 s (0.731 ± 0.038) and 80 of 16 took 157 s (0.723 ± 0.043), hence 120 of 16.
+    # Zhang et al. 2021 advise for few-sample fine-tuning (arXiv 2006.05987); 120 steps of 16 read
+    # as 80 of 32 on validation in less time (docs/bert.md).
     c.min_steps, c.few_label_batch_size = 120, 16
   if task == "bbc_same_article":
-    # A head that compares the two segments' mean states, chosen on validation (README, "The
-    # sentence-pair task"). From [CLS] (or the mean of all states) the task stayed at chance,
-    # training loss at ln 2, pretrained or not. Sentence-BERT's linear layer on (u, v, |u - v|)
-    # ("segments") learnt it with all labels (15%-masked BERT: 0.608 after 1.5 epochs, 0.643
-    # after 3), but stayed at chance with 10 pairs per class (0.501 with the 700-step BERT).
+    # A head that compares the two segments' mean states: from [CLS] the task stayed at chance.
     # The cosine of u and v with a threshold fitted first on the frozen encoder (LP-FT,
-    # probe_steps) tied it with all labels (850-step BERT: 0.664 against 0.668) and reached
-    # 0.589 ± 0.017 with 10 per class (from scratch 0.509 ± 0.034).
+    # probe_steps) learns it with 10 pairs per class too, where Sentence-BERT's (u, v, |u - v|)
+    # stayed at chance; chosen on validation (docs/bert.md).
     c.pooling, c.probe_steps, c.epochs = "cosine", 200, 3.0  # 3,562 pairs
   if task == "bbc_quotes":
     c.epochs = 1.5  # 3,666 paragraphs

@@ -25,11 +25,8 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
   c = text_config()
   c.objective = "gpt"
   if variant == "bbc_news":
-    # Chosen on the validation split (README, "GPT on the bundled BBC news corpus"): a 4,096-piece
-    # unigram vocabulary and 6,000 synthetic documents reached 1.91 bits per byte after 1,000
-    # steps (bigram: 1.99); 2,048 pieces run 1.35x faster per step, and with 16,000 synthetic
-    # documents and 2,500 steps the model reached 1.93 (bigram 2.14); BPE instead of unigram
-    # pieces, 1.87 (bigram 2.12): BPE makes " =>" one piece, where unigram splits it in three.
+    # Chosen on the validation split (docs/gpt.md): 2,048 pieces run 1.35x faster a step than
+    # 4,096, and BPE makes the tasks' " =>" one piece (unigram splits it in three).
     c.text.vocab_size = 2048
     c.text.model_type = "bpe"
     c.text.seq_len = 128
@@ -37,9 +34,8 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.model.preset = "tiny"
     c.model.num_layers, c.model.num_heads, c.model.embed_dim, c.model.mlp_dim = 4, 4, 128, 512
     # Primer's causal depthwise convolution over queries, keys and values (width 3): without it
-    # the model never left the in-context copying plateau (word_label at k = 8: 0.53 on
-    # validation); with it, 0.97 and lower bits per byte (1.827 against 1.871), 2026-12-03.
-    # It costs about a quarter more time per step on the CPU, so 1,850 steps instead of 2,500.
+    # the model never left the in-context copying plateau (docs/gpt.md). It costs about a
+    # quarter more time a step on the CPU, hence 1,850 steps rather than 2,500.
     c.model.qkv_conv_width = 3
     c.train.batch_size = 32
     c.train.steps = 1850

@@ -238,8 +238,8 @@ def _enable_compilation_cache() -> None:
 # XLA:CPU allocates a step's temporary buffers afresh every step, and glibc hands the large ones
 # out as fresh 4 KiB pages: on 2 CPU cores a configs/bert.py step took about 300,000 page faults
 # and spent some 15% of its time on them. Backed by transparent huge pages (2 MiB), the same
-# steps take 30 times fewer faults and 0.97 s instead of 1.14 s (`ssljax bench step`, README,
-# "Performance"). glibc (2.35 and later) does so when its tunable glibc.malloc.hugetlb=1 is set,
+# steps take 30 times fewer faults and 0.97 s instead of 1.14 s (`ssljax bench step`;
+# docs/performance.md). glibc (2.35 and later) does so when its tunable glibc.malloc.hugetlb=1 is set,
 # and reads tunables only when a process starts, so the command restarts itself once with it
 # (SSLJAX_HUGE_PAGES=0: not).
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"

@@ -213,7 +213,7 @@ def run_table(
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
-  """The table as Markdown for the README: accuracies in %, the few-label probe as mean ± std
+  """The table as Markdown, for a report: accuracies in %, the few-label probe as mean ± std
   over draws, pretraining time in seconds."""
   results = report["results"]
   few = next(c for c in next(iter(results.values())) if c.endswith("_per_class"))

@@ -509,7 +509,7 @@ def test_synthetic_bert_batch():
 
 def test_only_the_bundled_bert_config_adds_the_relative_position_bias_and_masks_half_the_tokens():
   """The bbc_news encoder trains with the learned relative-position bias and half of the tokens
-  masked (README, "Position information", "Mask rate"); the published BERT-base keeps absolute
+  masked (docs/bert.md says why); the published BERT-base keeps absolute
   positions only and 15%, as in the paper."""
   spec = importlib.util.spec_from_file_location("bert_config", os.path.join(REPO, "configs", "bert.py"))
   module = importlib.util.module_from_spec(spec)

@@ -3,7 +3,7 @@
 Both compute exactly the same values as the plain expressions (tests/test_grad_routes.py checks
 values and gradients against them); only the backward pass is written out, because XLA:CPU runs
 autodiff's version of it several times slower. Measured on 2 CPU cores with jax 0.10.2, in the
-train step of `configs/bert.py` (48 pairs of 128 tokens; README, "Performance"):
+train step of `configs/bert.py` (48 pairs of 128 tokens; docs/performance.md):
 
 * `broadcast_over_batch`: the gradient of a (1, ...) array broadcast to (B, ...) is a sum over
   the leading axis. XLA:CPU hands that reduction to a library fusion that took 25 ms per

@@ -205,7 +205,7 @@ def relative_position_buckets(offset, num_buckets: int, max_distance: int, causa
   Why the option exists: a masked LM leaves its bag-of-words plateau once some heads attend by
   local offsets. With absolute position embeddings alone, such a head must line up every
   position's query with every other position's key, and the small bundled BERT did not get there
-  within its CPU budget (README: "Position information"); a bias per offset bucket makes it one
+  within its CPU budget (docs/bert.md); a bias per offset bucket makes it one
   learned number per head.
 
   Args:
@@ -242,7 +242,7 @@ QKV_CONV_INIT_NOISE = 0.3
 
 def noisy_identity_init(key, shape, dtype=jnp.float32):
   """(W, ...) convolution taps: the identity (1 on the current token, the last tap) plus
-  N(0, 0.3^2) on every tap. On the in-context toy of the README a 1-layer decoder left the
+  N(0, 0.3^2) on every tap. On the in-context toy of docs/gpt.md a 1-layer decoder left the
   copying plateau after about 1,000 steps from the exact identity and after about 350 steps from
   this start (PyTorch-style convolutions, as in public Primer code, start fully random)."""
   noise = QKV_CONV_INIT_NOISE * jax.random.normal(key, shape, dtype)
@@ -326,7 +326,7 @@ class SelfAttention(nn.Module):
     it. With plain attention that takes two layers that must appear together (one head moving
     each token's predecessor into it, then a lookup head; Olsson et al. 2022, "In-context
     Learning and Induction Heads"), and the 4-layer model stayed on the plateau before them for
-    its whole CPU budget (README). With the convolution a key already carries the tokens just
+    its whole CPU budget (docs/gpt.md). With the convolution a key already carries the tokens just
     before it, so one head can match on them.
 
     Args:
