@@ -15,6 +15,7 @@ from PIL import Image
 
 from helpers import REPO, run_cli
 from ssljax.train.defaults import load_config
+from test_own_data import review_rows, write_csv, write_images
 
 README = os.path.join(REPO, "README.md")
 CI_SCRIPT = os.path.join(REPO, ".ci", "run")
@@ -36,6 +37,9 @@ SMOKE_EXTRA = {
                  "--config.epochs=1", "--config.min_steps=3", "--config.lrs=(1e-4,3e-4)"],
     "generate": ["--max_new_tokens", "8"],
 }
+# Flags whose value is a path of the user's: the smoke version reads (and the test writes) it
+# under the test's temporary directory.
+PATH_FLAGS = ("--workdir", "--image", "--config.data.path", "--config.data_path")
 # Overrides a README command may show that would make its smoke version long.
 DROPPED_OVERRIDES = ("--config.train.steps=",)
 
@@ -95,11 +99,11 @@ def smoke_version(argv: list[str], root: str) -> list[str]:
   while i < len(args):
     arg = args[i]
     name, has_value, value = arg.partition("=")
-    if name in ("--config", "--workdir", "--image") and not has_value:
+    if name in ("--config", *PATH_FLAGS) and not has_value:
       value, i = args[i + 1], i + 1
     if name == "--config":
       out.append(f"--config={os.path.join(REPO, value.partition(':')[0])}:smoke")
-    elif name in ("--workdir", "--image"):
+    elif name in PATH_FLAGS:
       out.append(f"{name}={os.path.join(root, value)}")
     elif not arg.startswith(DROPPED_OVERRIDES):
       out.append(arg)
@@ -111,7 +115,12 @@ def expected_output(argv: list[str], objective_of_workdir: dict) -> list[str]:
   """What the README says `argv` prints: one or more strings its stdout must contain."""
   command = argv[1]
   if command == "train":
-    return [TRAIN_PRINTS[_config_stem(_flag(argv, "--config"))]]
+    printed = TRAIN_PRINTS[_config_stem(_flag(argv, "--config"))]
+    own_data = _flag(argv, "--config.data.name")
+    if own_data:  # "Evaluation on mnist5k (test split" -> "Evaluation on image_folder (test split"
+      before, _, after = printed.partition(" on ")
+      printed = f"{before} on {own_data} ({after.partition(' (')[2]}"
+    return [printed]
   if command == "table":
     return [f"Evaluation on {_flag(argv, '--dataset') or 'mnist5k'} ({_flag(argv, '--split') or 'test'} split)"]
   if command == "eval":
@@ -134,6 +143,33 @@ def _write_image(path: str) -> None:
   Image.new("RGB", (32, 32), (200, 30, 30)).save(path)
 
 
+def _write_documents(pattern: str, count: int = 60) -> None:
+  """`count` short .txt documents of a few sentences where the glob `pattern` finds them."""
+  folder = os.path.dirname(pattern)
+  os.makedirs(folder, exist_ok=True)
+  for i in range(count):
+    sentences = [f"Report {i} covers topic {i % 5} in some detail." , f"The second sentence of report {i} adds a fact.",
+                 f"Its third sentence names the number {i * 7}.", "A last sentence closes the report."]
+    with open(os.path.join(folder, f"report_{i:03d}.txt"), "w") as f:
+      f.write(" ".join(sentences))
+
+
+def write_user_files(argv: list[str], root: str) -> None:
+  """The files a README command names as the user's own (images, documents, a CSV), written under
+  `root` where its smoke version reads them."""
+  image = _flag(argv, "--image")
+  if image:
+    _write_image(os.path.join(root, image))
+  path, name = _flag(argv, "--config.data.path"), _flag(argv, "--config.data.name")
+  if name == "image_folder":
+    write_images(os.path.join(root, path), count_per_class=(30, 30, 30))  # 10 labels a class to probe with
+  elif name == "text_files":
+    _write_documents(os.path.join(root, path))
+  table = _flag(argv, "--config.data_path")
+  if table:
+    write_csv(os.path.join(root, table), review_rows(60))
+
+
 BLOCKS = readme_command_blocks()
 
 
@@ -145,7 +181,7 @@ def _block_id(block: list[list[str]]) -> str:
 
 def test_the_readme_shows_few_commands():
   """A user guide, not a catalogue: every command shown costs this file a subprocess."""
-  assert 1 <= sum(len(block) for block in BLOCKS) <= 12, [" ".join(c) for b in BLOCKS for c in b]
+  assert 1 <= sum(len(block) for block in BLOCKS) <= 14, [" ".join(c) for b in BLOCKS for c in b]
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[_block_id(b) for b in BLOCKS])
@@ -158,9 +194,7 @@ def test_readme_commands_run_as_smoke_versions(block, tmp_path, data_dir):
       load_config(os.path.join(REPO, config))
     if argv[1] == "train":
       objective_of_workdir[_flag(argv, "--workdir")] = _config_stem(config)
-    image = _flag(argv, "--image")
-    if image:
-      _write_image(os.path.join(str(tmp_path), image))
+    write_user_files(argv, str(tmp_path))
     expected = expected_output(argv, objective_of_workdir)
     for text in expected:
       if argv[1] not in ("generate", "zero-shot"):  # these echo the command's own arguments
