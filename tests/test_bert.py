@@ -393,42 +393,42 @@ def test_sharded_bert_step_with_dynamic_masks_equals_one_device():
 # --- the word-overlap next-sentence baseline ---------------------------------------------------
 
 
+def _segment_tfidf(documents):
+  return word_overlap.SegmentTfidf(*word_overlap.count_documents(documents))
+
+
 def test_word_overlap_cosines_by_hand():
-  """A = (x, y, x), B = (x, z) with idf 1, 2, 3 for x, y, z: tf-idf A = (2, 2, 0), B = (1, 0, 3),
-  cosine 2 / (sqrt(8) sqrt(10)). Special tokens ([CLS], [SEP], [MASK], [PAD]) do not count, and
-  a segment of specials only has cosine 0."""
-  x, y, z = NUM_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS + 1, NUM_SPECIAL_TOKENS + 2
-  idf = np.zeros(NUM_SPECIAL_TOKENS + 3)
-  idf[[x, y, z]] = 1.0, 2.0, 3.0
-  tokens = np.array([[CLS, x, y, MASK, x, SEP, x, z, SEP, PAD],
-                     [CLS, x, SEP, MASK, MASK, SEP, PAD, PAD, PAD, PAD]])
-  segments = np.array([[0, 0, 0, 0, 0, 0, 1, 1, 1, 0],
-                       [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]])
-  np.testing.assert_allclose(word_overlap.segment_cosines(tokens, segments, idf),
-                             [2 / (np.sqrt(8) * np.sqrt(10)), 0.0], rtol=1e-12)
+  """Training documents (x), (x, y), (x, y, z): n = 3, smooth idf ln(4 / (1 + df)) + 1, so x: 1,
+  y: 1 + ln(4/3), z: 1 + ln 2. A = (x, y, x), B = (x, z): tf-idf A = (2, idf_y, 0), B = (1, 0, idf_z),
+  cosine 2 / (|A| |B|). Special tokens ([CLS], [SEP], [MASK], [PAD]) and an id no training
+  document holds (w) do not count, and a segment of specials only has cosine 0."""
+  x, y, z, w = NUM_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS + 1, NUM_SPECIAL_TOKENS + 2, NUM_SPECIAL_TOKENS + 3
+  tfidf = _segment_tfidf([np.array([x]), np.array([x, y]), np.array([CLS, x, y, z, SEP])])
+  idf_y, idf_z = 1 + np.log(4 / 3), 1 + np.log(2)
+  tokens = np.array([[CLS, x, y, MASK, x, w, SEP, x, z, SEP, PAD],
+                     [CLS, x, SEP, MASK, MASK, SEP, PAD, PAD, PAD, PAD, PAD]])
+  segments = np.array([[0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0],
+                       [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0]])
+  by_hand = 2 / (np.sqrt(4 + idf_y**2) * np.sqrt(1 + idf_z**2))
+  np.testing.assert_allclose(tfidf.cosines(tokens, segments), [by_hand, 0.0], rtol=1e-12)
 
 
-def test_word_overlap_cosines_equal_scikit_learn_tfidf():
-  """Against sklearn's TfidfTransformer (raw counts, smooth idf, l2 rows) fit on the same
-  documents' term counts."""
-  from sklearn.feature_extraction.text import TfidfTransformer
-
+def test_word_overlap_cosines_equal_the_tfidf_formula_in_float64():
+  """Against TF-IDF written out in numpy: idf ln((1 + n) / (1 + df)) + 1 over the ids the
+  documents hold, raw counts of each segment's ordinary ids times idf, rows scaled to unit length."""
   rng = np.random.default_rng(0)
   vocab = NUM_SPECIAL_TOKENS + 40
-  documents = [rng.integers(NUM_SPECIAL_TOKENS, vocab, rng.integers(5, 60)) for _ in range(30)]
-  doc_term = np.stack([np.bincount(d, minlength=vocab) for d in documents])
-  holding = np.sum(doc_term > 0, axis=0)
-  idf = word_overlap.inverse_document_frequency(holding, len(documents))
-  tokens = rng.integers(0, vocab, (12, 50))  # specials included
+  documents = [rng.integers(NUM_SPECIAL_TOKENS, vocab - 3, rng.integers(5, 60)) for _ in range(30)]
+  tokens = rng.integers(0, vocab, (12, 50))  # specials and the 3 ids of no document included
   segments = (np.arange(50) >= rng.integers(5, 45, (12, 1))).astype(np.int32)
 
+  holding = np.sum(np.stack([np.bincount(d, minlength=vocab) > 0 for d in documents]), axis=0)
+  idf = np.where(holding > 0, np.log((1 + len(documents)) / (1 + holding)) + 1, 0.0)
   ordinary = tokens >= NUM_SPECIAL_TOKENS
-  counts = [np.stack([np.bincount(t[ordinary[i] & (segments[i] == s)], minlength=vocab)
-                      for i, t in enumerate(tokens)]) for s in (0, 1)]
-  tfidf = TfidfTransformer().fit(doc_term[:, NUM_SPECIAL_TOKENS:])  # specials occur in no document
-  np.testing.assert_allclose(tfidf.idf_, idf[NUM_SPECIAL_TOKENS:], rtol=1e-12)
-  a, b = (tfidf.transform(c[:, NUM_SPECIAL_TOKENS:]).toarray() for c in counts)
-  np.testing.assert_allclose(word_overlap.segment_cosines(tokens, segments, idf), np.sum(a * b, axis=1),
+  a, b = (np.stack([np.bincount(t[ordinary[i] & (segments[i] == s)], minlength=vocab) for i, t in enumerate(tokens)])
+          * idf for s in (0, 1))
+  unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)  # noqa: E731
+  np.testing.assert_allclose(_segment_tfidf(documents).cosines(tokens, segments), np.sum(unit(a) * unit(b), axis=1),
                              rtol=1e-10, atol=1e-12)
 
 
@@ -450,7 +450,8 @@ def test_word_overlap_threshold_needs_pairs_of_the_validation_split(monkeypatch)
 
   monkeypatch.setattr(masked_text, "split_pairs", lambda *args, **kwargs: iter(()))
   with pytest.raises(ValueError, match="validation split gave no sentence pairs"):
-    masked_text.overlap_cosines(defaults.load_config("bert:smoke"), ByteTokenizer(), "validation", np.ones(384))
+    masked_text.overlap_cosines(defaults.load_config("bert:smoke"), ByteTokenizer(), "validation",
+                                _segment_tfidf([np.array([NUM_SPECIAL_TOKENS])]))
 
 
 # --- the CLI ----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from ssljax import workdir as workdir_lib
+from ssljax import data
 from ssljax.families import image_text
 from ssljax.text import tokenizer as tokenizer_lib
 
@@ -35,10 +36,7 @@ def load_image(image, size: int | None) -> np.ndarray:
   """A file path, PIL image or array -> (size, size, 3) uint8 (RGB, shorter side resized to
   `size` and centre-cropped, as the run's data pipeline does)."""
   if isinstance(image, (str, os.PathLike)):
-    from PIL import Image
-
-    with Image.open(image) as opened:
-      image = np.asarray(opened.convert("RGB"))
+    image = data.decode_image(os.fspath(image), channels=3)  # as an image_folder run reads it
   elif not isinstance(image, np.ndarray):  # a PIL image
     image = np.asarray(image.convert("RGB"))
   image = np.asarray(image)
@@ -46,7 +44,7 @@ def load_image(image, size: int | None) -> np.ndarray:
     image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
   if image.ndim == 2 or image.shape[-1] == 1:
     image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=-1)  # the tower saw RGB
-  return image_text.prepare_image(image, size)
+  return data.prepare_image(image, size)
 
 
 class ZeroShotClassifier:

@@ -12,10 +12,12 @@ from ssljax.data.bundled import BUNDLED_BUILDERS, Digits, Mnist5k
 from ssljax.data.config_sources import OWN_FORMATS, dataset_info, open_split
 from ssljax.data.global_arrays import to_global
 from ssljax.data.image_folder import NoLabelsError, UnreadableImageError
+from ssljax.data.image_folder import decode as decode_image
 from ssljax.data.pipeline import (
     eval_batches,
     example_batch,
     image_example,
+    prepare_image,
     iterator_state,
     resize_and_center_crop,
     restore_iterator_state,
@@ -46,6 +48,7 @@ __all__ = [
     "OWN_FORMATS",
     "UnreadableImageError",
     "dataset_info",
+    "decode_image",
     "eval_batches",
     "example_batch",
     "image_example",
@@ -55,6 +58,7 @@ __all__ = [
     "load",
     "load_numpy",
     "open_split",
+    "prepare_image",
     "read_all",
     "resize_and_center_crop",
     "resolve_data_dir",

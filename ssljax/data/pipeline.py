@@ -42,12 +42,22 @@ def image_example(record: dict[str, Any], image_size: int | None = None) -> dict
   """The image family's record transform: {"image": uint8 (H, W, C), "label": int32}, resized
   and centre-cropped to `image_size` when the dataset's images vary in size. Records without a
   "label" (an image folder without class folders) give examples without one."""
-  image = np.asarray(record["image"], dtype=np.uint8)
-  if image_size is not None:
-    image = resize_and_center_crop(image, image_size)
+  image = prepare_image(record["image"], image_size)
   if "label" not in record:
     return {"image": image}
   return {"image": image, "label": np.asarray(record["label"], dtype=np.int32)}
+
+
+def prepare_image(image, size: int | None) -> np.ndarray:
+  """A stored image -> uint8 (H, W, C): grayscale gains a channel axis, and an image of another
+  size is resized (shorter side) and centre-cropped to `size`. Every reader of images (training,
+  evaluation, zero-shot classification of a user's files) goes through here."""
+  image = np.asarray(image, np.uint8)
+  if image.ndim == 2:
+    image = image[..., None]  # (H, W) -> (H, W, 1)
+  if size is not None and image.shape[:2] != (size, size):
+    image = resize_and_center_crop(image, size)
+  return image
 
 
 def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:

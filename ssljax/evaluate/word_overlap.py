@@ -7,14 +7,18 @@ validation pairs. Text that follows A tends to repeat its names and topic words;
 a random other document mostly does not. It needs no training beyond document frequencies, so
 it shows how much of the task word overlap answers.
 
-TF-IDF as scikit-learn's `TfidfTransformer` defaults (raw counts, smooth idf
-ln((1 + n) / (1 + df)) + 1, l2-normalised rows), written out here because the token-id
-vectors of a batch come straight from (n, T) arrays.
+TF-IDF is scikit-learn's (`CountVectorizer` then `TfidfTransformer` with its defaults: raw counts,
+smooth idf ln((1 + n) / (1 + df)) + 1, l2-normalised rows, which is `TfidfVectorizer`), over
+token ids instead of words: the pairs come as (n, T) arrays of the ids the model reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
+import scipy.sparse
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 
 from ssljax.text.pairs import NEXT, RANDOM
 from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
@@ -22,30 +26,35 @@ from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
 SEGMENT_A, SEGMENT_B = 0, 1
 
 
-def inverse_document_frequency(frequencies: np.ndarray, num_documents: int) -> np.ndarray:
-  """Smooth idf, ln((1 + n) / (1 + df)) + 1: an id no document holds still gets a finite weight."""
-  return np.log((1.0 + num_documents) / (1.0 + frequencies)) + 1.0
+def ordinary_ids(tokens) -> list[int]:
+  """A document's or segment's ids that name words: [CLS], [SEP], [PAD] and [MASK] say nothing
+  of them."""
+  return [int(t) for t in tokens if t >= NUM_SPECIAL_TOKENS]
 
 
-def _tfidf_rows(tokens: np.ndarray, keep: np.ndarray, idf: np.ndarray) -> np.ndarray:
-  """(n, T) ids and a (n, T) mask of the ones to count -> (n, V) l2-normalised TF-IDF rows."""
-  rows = np.zeros((tokens.shape[0], len(idf)))
-  row_index = np.broadcast_to(np.arange(tokens.shape[0])[:, None], tokens.shape)
-  np.add.at(rows, (row_index[keep], tokens[keep]), 1.0)
-  rows *= idf
-  norms = np.linalg.norm(rows, axis=1, keepdims=True)
-  return rows / np.maximum(norms, 1e-12)  # an empty segment stays the zero vector
+def count_documents(documents: Iterable[np.ndarray]) -> tuple[CountVectorizer, scipy.sparse.csr_matrix]:
+  """The id vocabulary of the documents (token id arrays, read once) and their (D, V) counts."""
+  counter = CountVectorizer(analyzer=ordinary_ids)
+  return counter, counter.fit_transform(documents)
 
 
-def segment_cosines(tokens: np.ndarray, segments: np.ndarray, idf: np.ndarray) -> np.ndarray:
-  """(n, T) tokens and segment ids -> (n,) cosine of segment A's and segment B's TF-IDF vectors.
+class SegmentTfidf:
+  """TF-IDF of token-id segments with the document frequencies of the training documents."""
 
-  Only ordinary tokens count: [CLS], [SEP], [PAD] and [MASK] say nothing of the words."""
-  tokens = np.asarray(tokens)
-  ordinary = tokens >= NUM_SPECIAL_TOKENS
-  a = _tfidf_rows(tokens, ordinary & (segments == SEGMENT_A), idf)
-  b = _tfidf_rows(tokens, ordinary & (segments == SEGMENT_B), idf)
-  return np.sum(a * b, axis=1)
+  def __init__(self, counter: CountVectorizer, counts: scipy.sparse.csr_matrix):
+    self.counter, self.tfidf = counter, TfidfTransformer().fit(counts)
+
+  def vectors(self, segments: list[list[int]]) -> scipy.sparse.csr_matrix:
+    """(n, V) l2-normalised rows; an id no training document holds is left out, and an empty
+    segment stays the zero vector."""
+    return self.tfidf.transform(self.counter.transform(segments))
+
+  def cosines(self, tokens: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """(n, T) tokens and segment ids -> (n,) cosine of segment A's and segment B's vectors."""
+    tokens, segments = np.asarray(tokens), np.asarray(segments)
+    a = self.vectors([row[side == SEGMENT_A] for row, side in zip(tokens, segments)])
+    b = self.vectors([row[side == SEGMENT_B] for row, side in zip(tokens, segments)])
+    return np.asarray(a.multiply(b).sum(axis=1)).ravel()
 
 
 def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -117,10 +117,11 @@ def calibration_batch(config: ml_collections.ConfigDict) -> dict:
   return {k: v for k, v in batch.items() if k != "mask"}
 
 
-def random_init_encoder(config: ml_collections.ConfigDict, batch: dict) -> Encoder:
+def random_init_encoder(config: ml_collections.ConfigDict, batch: dict | None = None) -> Encoder:
   """The calibrated random-init baseline (module docstring) as a batch -> features function:
   the config's objective at initialisation, every residual block's last BatchNorm scale at 1,
-  its BatchNorm statistics those of `batch` (inputs of the objective's init, images among them).
+  its BatchNorm statistics those of `batch` (inputs of the objective's init, images among them;
+  default: `calibration_batch(config)`).
 
   The objective comes from the registry (`ssljax.interface.build`) because the baseline is
   another model than the run's: the same config with `model.zero_init_residual` off."""
@@ -128,6 +129,7 @@ def random_init_encoder(config: ml_collections.ConfigDict, batch: dict) -> Encod
   with baseline_config.unlocked():
     baseline_config.model.zero_init_residual = False
   objective = build(baseline_config)
+  batch = calibration_batch(config) if batch is None else batch
   params, model_state = jax.jit(objective.init)(jax.random.key(config.eval.seed + 1),
                                                  {k: v[:2] for k, v in batch.items()})
   if objective.calibrate is not None:
@@ -141,7 +143,7 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
   require_labels(config, data.dataset_info(config.data), "`ssljax eval` (linear probes and kNN)")
   encoders = {
       objective.name: functools.partial(objective.features, params, model_state),
-      "random_init": random_init_encoder(config, calibration_batch(config)),
+      "random_init": random_init_encoder(config),
   }
   return {"dataset": config.data.name, "split": split,
           "results": evaluate_encoders(encoders, config, split)}

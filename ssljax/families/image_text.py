@@ -82,17 +82,6 @@ def caption_of(record: dict, key: str) -> str:
   return as_str(value)
 
 
-def prepare_image(image, size: int | None) -> np.ndarray:
-  """A stored image -> uint8 (H, W, C): grayscale gains a channel axis, and an image of another
-  size is resized (shorter side) and centre-cropped to `size`, as the image family does."""
-  image = np.asarray(image, np.uint8)
-  if image.ndim == 2:
-    image = image[..., None]  # (H, W) -> (H, W, 1)
-  if size is not None and image.shape[:2] != (size, size):
-    image = data.resize_and_center_crop(image, size)
-  return image
-
-
 class CaptionedImage:
   """The family's record transform: record -> {"image", "tokens"[, "label"]} of numpy arrays.
 
@@ -106,7 +95,7 @@ class CaptionedImage:
     self.image_size, self.label_key = image_size, label_key or None
 
   def __call__(self, record: dict) -> dict:
-    example = {"image": prepare_image(record["image"], self.image_size),
+    example = {"image": data.prepare_image(record["image"], self.image_size),
                "tokens": caption_tokens(self.tokenizer, caption_of(record, self.caption_key), self.seq_len)}
     if self.label_key:
       example["label"] = np.asarray(record[self.label_key], np.int32)
@@ -331,7 +320,7 @@ def _image_records(config, split: str, count: int):
 
 def _image_only(config):
   """record -> {"image"}: what the image tower's features need."""
-  return lambda record: {"image": prepare_image(record["image"], config.data.image_size)}
+  return lambda record: {"image": data.prepare_image(record["image"], config.data.image_size)}
 
 
 def image_features(encode, config, split: str, count: int | None = None) -> np.ndarray:
@@ -348,7 +337,7 @@ def calibration_batch(config: ml_collections.ConfigDict) -> dict:
   source = _source(config, config.data.train_split)
   count = min(config.eval.calibration_examples, len(source))
   indices = np.sort(np.random.default_rng(config.eval.seed).choice(len(source), count, replace=False))
-  images = np.stack([prepare_image(r["image"], config.data.image_size) for r in source.__getitems__(indices.tolist())])
+  images = np.stack([data.prepare_image(r["image"], config.data.image_size) for r in source.__getitems__(indices.tolist())])
   return {"image": images, "tokens": np.zeros((count, config.text.seq_len), np.int32)}
 
 

@@ -133,15 +133,15 @@ def training_documents(config: ml_collections.ConfigDict, tokenizer) -> Iterator
     yield tokenize.map({"text": document, "doc_id": doc_id})["tokens"]
 
 
-def overlap_cosines(config: ml_collections.ConfigDict, tokenizer, split: str, idf: np.ndarray):
-  """(cosines, labels), each (pairs,): `word_overlap.segment_cosines` of the split's evaluation
+def overlap_cosines(config: ml_collections.ConfigDict, tokenizer, split: str, tfidf: word_overlap.SegmentTfidf):
+  """(cosines, labels), each (pairs,): the segments' TF-IDF cosines of the split's evaluation
   pairs with the evaluation's fixed masks applied, so that it reads what the model reads."""
   draw_masks = jax.jit(fixed_masks(config, tokenizer.num_tokens))
   cosines, labels = [], []
   for batch in fixed_batches(split_pairs(config, tokenizer, split, _max_pairs(config)), config.eval.batch_size):
     masked = np.asarray(draw_masks(batch["tokens"], batch["index"])[0])
     real = batch["mask"]
-    cosines.append(word_overlap.segment_cosines(masked, batch["segments"], idf)[real])
+    cosines.append(tfidf.cosines(masked, batch["segments"])[real])
     labels.append(batch["nsp_label"][real])
   if not cosines:
     raise ValueError(f"the {split} split gave no sentence pairs to choose the word-overlap threshold on")
@@ -150,6 +150,20 @@ def overlap_cosines(config: ml_collections.ConfigDict, tokenizer, split: str, id
 
 def _max_pairs(config) -> int | None:
   return config.eval.get("max_pairs") or None
+
+
+ACCURACY_TOTALS = ("pairs", "nsp_correct", "predictions", "mlm_correct")
+
+
+def add_accuracy_totals(totals: dict, out: dict, batch: dict) -> None:
+  """Adds a scored batch's real pairs, right next-sentence calls, masked-token predictions and
+  right ones to `totals` (what the monitor and the evaluation both count)."""
+  real = batch["mask"]
+  weights = out["weights"] * real[:, None]
+  totals["pairs"] += real.sum()
+  totals["nsp_correct"] += np.sum(real * (out["nsp_predicted"] == batch["nsp_label"]))
+  totals["predictions"] += weights.sum()
+  totals["mlm_correct"] += np.sum(weights * (out["predicted"] == out["targets"]))
 
 
 def accuracy_monitor(objective, config: ml_collections.ConfigDict, workdir: str) -> Monitor:
@@ -163,14 +177,11 @@ def accuracy_monitor(objective, config: ml_collections.ConfigDict, workdir: str)
       examples = split_pairs(config, tokenizer, config.data.eval_split, config.eval.monitor_pairs)
       cache["batches"] = list(fixed_batches(examples, config.eval.batch_size))
       cache["score"] = pair_scorer(objective, config, tokenizer.num_tokens)
-    totals = np.zeros(4)
+    totals = dict.fromkeys(ACCURACY_TOTALS, 0.0)
     for batch in cache["batches"]:
-      out, real = cache["score"](params, batch), batch["mask"]
-      weights = out["weights"] * real[:, None]
-      totals += [np.sum(weights * (out["predicted"] == out["targets"])), np.sum(weights),
-                 np.sum(real * (out["nsp_predicted"] == batch["nsp_label"])), np.sum(real)]
-    return {"validation_mlm_accuracy": float(totals[0] / max(totals[1], 1)),
-            "validation_nsp_accuracy": float(totals[2] / max(totals[3], 1))}
+      add_accuracy_totals(totals, cache["score"](params, batch), batch)
+    return {"validation_mlm_accuracy": float(totals["mlm_correct"] / max(totals["predictions"], 1)),
+            "validation_nsp_accuracy": float(totals["nsp_correct"] / max(totals["pairs"], 1))}
 
   return Monitor(every=config.train.eval_every, fn=fn)
 
@@ -217,14 +228,11 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
              split: str) -> dict:
   del model_state
   tokenizer = tokenizer_lib.load(workdir)
-  # Over the training documents: each id's occurrences and the documents that hold it.
-  counts, holding = np.zeros((2, tokenizer.num_tokens), np.int64)
-  num_documents = 0
-  for tokens in training_documents(config, tokenizer):
-    counts += np.bincount(tokens, minlength=len(counts))
-    holding[np.unique(tokens)] += 1
-    num_documents += 1
-  idf = word_overlap.inverse_document_frequency(holding, num_documents)
+  # The training documents' counts: each id's occurrences, and the TF-IDF of the baseline.
+  counter, document_counts = word_overlap.count_documents(training_documents(config, tokenizer))
+  tfidf = word_overlap.SegmentTfidf(counter, document_counts)
+  counts = np.zeros(tokenizer.num_tokens, np.int64)
+  counts[counter.get_feature_names_out().astype(np.int64)] = np.asarray(document_counts.sum(axis=0)).ravel()
   ordinary = np.arange(len(counts)) >= tokenizer_lib.NUM_SPECIAL_TOKENS
   most_frequent = int(np.argmax(np.where(ordinary, counts, -1)))
   # Add-one unigram over the ordinary tokens: what the masked slots hold, knowing no context.
@@ -233,20 +241,16 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
     unigram_log_probs = np.log(unigram / unigram.sum())
 
   score = pair_scorer(objective, config, tokenizer.num_tokens)
-  totals = dict.fromkeys(("pairs", "is_next", "nsp_correct", "predictions", "mlm_correct", "mlm_nll",
-                          "frequent_correct", "unigram_nll"), 0.0)
+  totals = dict.fromkeys((*ACCURACY_TOTALS, "is_next", "mlm_nll", "frequent_correct", "unigram_nll"), 0.0)
   samples, cosines, nsp_labels = [], [], []
   examples = split_pairs(config, tokenizer, split, _max_pairs(config))
   for batch in fixed_batches(examples, config.eval.batch_size):
     out, real = score(params, batch), batch["mask"]
-    cosines.append(word_overlap.segment_cosines(out["masked"], batch["segments"], idf)[real])
+    cosines.append(tfidf.cosines(out["masked"], batch["segments"])[real])
     nsp_labels.append(batch["nsp_label"][real])
+    add_accuracy_totals(totals, out, batch)
     weights = out["weights"] * real[:, None]
-    totals["pairs"] += real.sum()
     totals["is_next"] += np.sum(real * batch["nsp_label"])
-    totals["nsp_correct"] += np.sum(real * (out["nsp_predicted"] == batch["nsp_label"]))
-    totals["predictions"] += weights.sum()
-    totals["mlm_correct"] += np.sum(weights * (out["predicted"] == out["targets"]))
     totals["mlm_nll"] += np.sum(weights * out["nll"])
     totals["frequent_correct"] += np.sum(weights * (out["targets"] == most_frequent))
     # Unused slots hold target 0, a special id of log-probability -inf: select before multiplying.
@@ -261,7 +265,7 @@ def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, 
   cosines, nsp_labels = np.concatenate(cosines), np.concatenate(nsp_labels)
   chosen_on = config.data.eval_split
   threshold = word_overlap.best_threshold(
-      *((cosines, nsp_labels) if chosen_on == split else overlap_cosines(config, tokenizer, chosen_on, idf)))
+      *((cosines, nsp_labels) if chosen_on == split else overlap_cosines(config, tokenizer, chosen_on, tfidf)))
   return {
       "dataset": config.data.name, "split": split,
       "tokenizer": tokenizer.settings() | {"vocab_size": tokenizer.vocab_size},
