@@ -234,7 +234,8 @@ def _same_compute_dtype(key: str, old, new) -> bool:
 
 # Keys added after runs were saved, with the value that means what those runs did: a saved
 # config without the key trained exactly as this value does.
-ADDED_KEYS_DEFAULTS = {"model.relative_buckets": 0, "model.qkv_conv_width": 0}
+ADDED_KEYS_DEFAULTS = {"model.relative_buckets": 0, "model.qkv_conv_width": 0, "init_from": None,
+                       "optim.warmup_fraction": 0.0, "optim.schedule": "cosine", "optim.eps": 1e-8}
 
 
 def _added_key_at_its_old_meaning(key: str, old, new) -> bool:
