@@ -37,7 +37,7 @@ def test_classification_loss_is_the_weighted_mean_cross_entropy():
   # By hand: -log softmax at the label, rows 0 and 1 only.
   row0 = -(2.0 - np.log(np.exp(2.0) + np.exp(-1.0) + np.exp(0.5)))
   row1 = -(0.3 - np.log(np.exp(0.1) + np.exp(0.2) + np.exp(0.3)))
-  got = heads.classification_loss(jnp.asarray(logits, jnp.float32), labels, weights)
+  got = heads.loss_fn("classify")(jnp.asarray(logits, jnp.float32), {"label": labels, "weight": weights})
   np.testing.assert_allclose(got, (row0 + row1) / 2, rtol=1e-6)
 
 
@@ -48,7 +48,7 @@ def test_tagging_loss_averages_over_labelled_tokens_of_real_rows():
   weights = np.array([1.0, 1.0, 0.0])
   log_p = _log_softmax64(logits)
   picked = [-log_p[b, t, tags[b, t]] for b in range(2) for t in range(5) if tags[b, t] >= 0]
-  got = heads.tagging_loss(jnp.asarray(logits, jnp.float32), tags, weights)
+  got = heads.loss_fn("tag")(jnp.asarray(logits, jnp.float32), {"tags": tags, "weight": weights})
   assert len(picked) == 5
   np.testing.assert_allclose(got, np.mean(picked), rtol=1e-6)
 
@@ -64,8 +64,8 @@ def test_span_loss_is_the_mean_of_start_and_end_cross_entropies_over_the_context
     ctx = np.flatnonzero(context[b])
     ls, le = _log_softmax64(start[b, ctx]), _log_softmax64(end[b, ctx])
     expected += (-ls[list(ctx).index(starts[b])] - le[list(ctx).index(ends[b])]) / 2 / 2
-  got = heads.span_loss(jnp.asarray(start, jnp.float32), jnp.asarray(end, jnp.float32), starts, ends,
-                        context, np.ones(2, np.float32))
+  got = heads.loss_fn("span")((jnp.asarray(start, jnp.float32), jnp.asarray(end, jnp.float32)),
+                              {"start": starts, "end": ends, "context_mask": context, "weight": np.ones(2, np.float32)})
   np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -165,7 +165,7 @@ def test_cosine_pair_head_by_hand():
   logits = heads.cosine_logits(jnp.array([0.96, 0.0]), 20.0, 0.5)  # z = 20 * (cos - 0.5)
   np.testing.assert_allclose(logits, [[0.0, 9.2], [0.0, -10.0]], rtol=1e-6)
   # The loss is the logistic loss of z: -log sigmoid(z) for class 1, -log sigmoid(-z) for class 0.
-  loss = heads.classification_loss(logits, jnp.array([1, 1]), jnp.ones(2))
+  loss = heads.loss_fn("pair")(logits, {"label": jnp.array([1, 1]), "weight": jnp.ones(2)})
   np.testing.assert_allclose(loss, np.mean(np.log1p(np.exp(-np.array([9.2, -10.0])))), rtol=1e-6)
   # The head: 2 parameters (scale 20, threshold 0) on the encoder's segment cosine.
   model = heads.FinetuneModel(TINY, "pair", num_labels=2, dropout=0.0, pooling="cosine")
