@@ -76,6 +76,33 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
 
 
+def _restore_state(workdir: str, step: int | None, sharding: jax.sharding.Sharding | None) -> dict:
+  """The saved TrainState of `step` (default: the latest) as a plain dict of arrays, each placed
+  with `sharding` (default: this process's first device). Shapes come from the checkpoint's own
+  metadata: nothing of the run (objective, dataset, optimizer) is rebuilt."""
+  directory = checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint in {directory}: is {workdir!r} the workdir of an `ssljax train` run "
+                            "that saved one?")
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+  with ocp.CheckpointManager(directory, item_handlers=handlers) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {directory}: has `ssljax train` saved one yet?")
+    metadata = mngr.item_metadata(step)["state"]
+    tree = getattr(metadata, "tree", metadata)
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
+    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+
+
+def restore_params(workdir: str, step: int | None = None, sharding: jax.sharding.Sharding | None = None):
+  """The trained parameters of a run's latest (or `step`'s) checkpoint, without building its
+  objective (what `config.init_from` reads). `sharding`: where every array goes (default: this
+  process's first device; the trainer passes one replicated over its mesh)."""
+  return _restore_state(workdir, step, sharding)["params"]
+
+
 def restore_model(workdir: str, config: ml_collections.ConfigDict | None = None,
                   step: int | None = None) -> tuple[Objective, Any, Any]:
   """(objective, params, model_state) of a run's latest (or `step`'s) checkpoint, on one device.
@@ -85,15 +112,5 @@ def restore_model(workdir: str, config: ml_collections.ConfigDict | None = None,
   """
   config = load_config(workdir) if config is None else config
   objective = objectives.build(config)
-  directory = checkpoint_dir(workdir)
-  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
-  with ocp.CheckpointManager(directory, item_handlers=handlers) as mngr:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {directory}: has `ssljax train` saved one yet?")
-    metadata = mngr.item_metadata(step)["state"]
-    tree = getattr(metadata, "tree", metadata)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+  state = _restore_state(workdir, step, None)
   return objective, state["params"], state["model_state"]

@@ -487,6 +487,23 @@ def test_a_run_saved_before_an_attention_option_existed_resumes_without_it(tmp_p
     checks.check_resume(with_option, str(tmp_path))
 
 
+def test_a_run_saved_before_init_from_and_the_schedule_keys_existed_resumes_without_them(tmp_path):
+  config = defaults.load_config("gpt:smoke")
+  _fake_run(str(tmp_path), config)
+  path = os.path.join(str(tmp_path), workdir_lib.CONFIG_FILE)
+  with open(path) as f:
+    saved = json.load(f)
+  del saved["init_from"]
+  for key in ("schedule", "warmup_fraction", "eps"):
+    del saved["optim"][key]
+  with open(path, "w") as f:
+    json.dump(saved, f)
+  checks.check_resume(config, str(tmp_path))  # no error: cosine, warmup_steps, eps 1e-8 is what it trained with
+  config.optim.schedule = "linear"
+  with pytest.raises(checks.ResumeError, match="config.optim.schedule: <missing> in the saved run, 'linear' now"):
+    checks.check_resume(config, str(tmp_path))
+
+
 def test_resume_into_another_objective_is_refused_even_when_allowed(tmp_path):
   _fake_run(str(tmp_path), defaults.load_config("gpt:smoke"))
   with pytest.raises(checks.ResumeError, match="holds a run of objective 'gpt', not 'simclr'"):

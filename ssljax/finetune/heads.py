@@ -146,6 +146,40 @@ def cosine_logits(cosine, scale, threshold):
   return jnp.stack([jnp.zeros_like(cosine), scale * (cosine - threshold)], axis=-1)
 
 
+# What fine-tuning takes from a pretrained BERT run: the encoder, and BERT's pooler (dense + tanh
+# on [CLS], pretrained by next-sentence prediction), which its classification heads start from
+# (Devlin et al. 2019, section 4).
+PRETRAINED_PARTS = ("encoder", "pooler")
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def load_pretrained(params: dict, pretrained: dict) -> dict:
+  """`params` of a `FinetuneModel` with its "encoder" (and its "pooler", where both have one:
+  heads that pool by [CLS]) replaced by float32 copies of `pretrained`'s, a pretrained run's
+  parameters. Names and shapes must match the model built from that run's config; a mismatch is
+  a ValueError naming the entries."""
+  if "encoder" not in pretrained:
+    raise ValueError(f"the pretrained parameters have no 'encoder' (their top-level names: {sorted(pretrained)}); "
+                     "fine-tuning starts from the encoder of a BERT run")
+  params = dict(params)
+  for name in PRETRAINED_PARTS:
+    if name not in params or name not in pretrained:
+      continue
+    want, got = _shapes(params[name]), _shapes(pretrained[name])
+    differences = ([f"{k}: {got[k]} pretrained, {want[k]} here" for k in sorted(want.keys() & got.keys())
+                    if want[k] != got[k]] + [f"{k}: only pretrained" for k in sorted(got.keys() - want.keys())]
+                   + [f"{k}: not pretrained" for k in sorted(want.keys() - got.keys())])
+    if differences:
+      raise ValueError(f"the pretrained {name!r} parameters do not match the {name!r} built from its config: "
+                       f"{len(differences)} entries differ, e.g. {'; '.join(differences[:3])}")
+    params[name] = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), pretrained[name])
+  return params
+
+
 def encode(encoder_config, encoder_params, batch):
   """The encoder's (B, T, D) float32 hidden states of a batch, without dropout (what
   `FinetuneModel(...)(batch, hidden=...)` takes)."""

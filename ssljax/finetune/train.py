@@ -19,6 +19,7 @@ The step runs on one device, jitted once per run: the learning rate is an argume
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -201,19 +202,12 @@ class Runner:
     self.predict = jax.jit(lambda params, batch: predict_of(model.apply({"params": params}, batch), batch))
 
   def init(self, key, template: dict, pretrained: dict | None = None):
-    """A fresh model whose parts named in `pretrained` ("encoder", and "pooler" when the run
-    has BERT's pretrained pooler and the head uses one) are copies of those (the step donates
-    its inputs); with None everything is random (the from-scratch baseline)."""
+    """A fresh model whose "encoder" (and "pooler", `heads.load_pretrained`) are copies of
+    `pretrained`'s; with None everything is random (the from-scratch baseline)."""
     batch = inputs.collate([template], 1, template)
     params = self.init_params(key, batch)
-    for name, value in (pretrained or {}).items():
-      if name not in params:
-        continue  # e.g. the pooler, for a head without one
-      same_tree = jax.tree.structure(params[name]) == jax.tree.structure(value)
-      if not same_tree or any(a.shape != b.shape for a, b in zip(jax.tree.leaves(params[name]),
-                                                                  jax.tree.leaves(value))):
-        raise ValueError(f"the pretrained {name!r} parameters do not match the {name!r} built from its config")
-      params = {**params, name: jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), value)}
+    if pretrained:
+      params = heads.load_pretrained(params, pretrained)
     return jax.device_put(params, self.device)
 
   def fit_head(self, params, train: Sequence[dict], indices: np.ndarray, template: dict) -> tuple[Any, dict]:
@@ -286,27 +280,34 @@ class Runner:
 
   def predictions(self, params, examples: Sequence[dict], *, progress: bool = False,
                   desc: str = "eval") -> tuple[list, list]:
-    """One prediction per example (a class, a list of word tags, or the answer's text) and its
-    gold answer, read chunk by chunk: only these, not the examples, are kept."""
-    size = self.config.eval_batch_size
-    result, gold = [], []
-    chunks = range(0, len(examples), size)
-    for start in tqdm.tqdm(chunks, desc=desc, disable=not progress, leave=False, unit="batch"):
-      chunk = _read(examples, np.arange(start, min(start + size, len(examples))))
-      encoded = [self.encoder.eval_features(e) for e in chunk]
-      flat = [f for features, _ in encoded for f in features]
-      out = []
-      for b in range(0, len(flat), size):
-        batch = inputs.collate(flat[b:b + size], size, flat[0])
-        out.append(jax.tree.map(np.asarray, self.predict(params, batch)))
-      out = jax.tree.map(lambda *xs: np.concatenate(xs), *out)
-      k = 0
-      for example, (features, meta) in zip(chunk, encoded):
-        rows = jax.tree.map(lambda x: x[k:k + len(features)], out)
-        result.append(_read_back(self.task.kind, example, rows, meta))
-        gold.append(_gold(self.task.kind, example))
-        k += len(features)
-    return result, gold
+    return predictions(self.task.kind, self.encoder, functools.partial(self.predict, params), examples,
+                       self.config.eval_batch_size, progress=progress, desc=desc)
+
+
+def predictions(kind: str, encoder: inputs.Encoder, predict, examples: Sequence[dict], batch_size: int, *,
+                progress: bool = False, desc: str = "eval") -> tuple[list, list]:
+  """One prediction per example (a class, a list of word tags, or the answer's text) and its
+  gold answer, read chunk by chunk: only these, not the examples, are kept.
+
+  `predict`: a batch of `batch_size` features -> the head's outputs (`heads.predict_fn`)."""
+  result, gold = [], []
+  chunks = range(0, len(examples), batch_size)
+  for start in tqdm.tqdm(chunks, desc=desc, disable=not progress, leave=False, unit="batch"):
+    chunk = _read(examples, np.arange(start, min(start + batch_size, len(examples))))
+    encoded = [encoder.eval_features(e) for e in chunk]
+    flat = [f for features, _ in encoded for f in features]
+    out = []
+    for b in range(0, len(flat), batch_size):
+      batch = inputs.collate(flat[b:b + batch_size], batch_size, flat[0])
+      out.append(jax.tree.map(np.asarray, predict(batch)))
+    out = jax.tree.map(lambda *xs: np.concatenate(xs), *out)
+    k = 0
+    for example, (features, meta) in zip(chunk, encoded):
+      rows = jax.tree.map(lambda x: x[k:k + len(features)], out)
+      result.append(_read_back(kind, example, rows, meta))
+      gold.append(_gold(kind, example))
+      k += len(features)
+  return result, gold
 
 
 def _read(source: Sequence, indices) -> list:

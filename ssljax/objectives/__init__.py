@@ -14,5 +14,6 @@ from ssljax.objectives import supervised  # noqa: F401  isort: skip
 from ssljax.objectives import gpt  # noqa: F401  isort: skip
 from ssljax.objectives import bert  # noqa: F401  isort: skip
 from ssljax.objectives import clip  # noqa: F401  isort: skip
+from ssljax.objectives import finetune  # noqa: F401  isort: skip
 
 __all__ = ["build", "get", "names"]
