@@ -20,7 +20,9 @@ from helpers import REPO, popen_cli, run_cli, run_steps
 from ssljax import data, objectives, workdir as workdir_lib
 from ssljax.evaluate import evaluate_workdir
 from ssljax.families import finetune_tasks
+from ssljax import finetune
 from ssljax.finetune import heads, inputs, tasks
+from ssljax.finetune import train as finetune_train
 from ssljax.train import checks, defaults, loop
 from ssljax.train.metrics import read_metrics
 
@@ -51,6 +53,16 @@ def _config(bert_run, task="bbc_topic", **keys):
       node = node[part]
     node[leaf] = value
   return config
+
+
+def test_the_trainer_keys_follow_the_fine_tuning_keys_they_repeat():
+  config = finetune.with_overrides(finetune.default_config("bbc_topic"),
+                                   {"batch_size": 8, "weight_decay": 0.1, "schedule": "cosine", "eval_batch_size": 4})
+  assert (config.train.batch_size, config.optim.weight_decay, config.optim.schedule, config.eval.batch_size) == (
+      8, 0.1, "cosine", 4)
+  few = finetune_train.for_label_budget(finetune.with_overrides(config, {"labels_per_class": 10}))
+  assert few.train.batch_size == few.batch_size == 16
+  checks.check(few)  # a config the trainer takes
 
 
 def _batch(objective, config, n=8):

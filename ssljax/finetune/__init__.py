@@ -38,7 +38,8 @@ def with_overrides(config: ml_collections.ConfigDict,
                    overrides: Mapping[str, Any] | None) -> ml_collections.ConfigDict:
   """A copy of `config` with `overrides` ({"labels_per_class": 10, "splits.train": "train[:1%]"})
   applied; a key the config does not have is an error that names it."""
-  config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy of the values
+  # An unlocked copy; its linked keys (configs/finetune.py's trainer keys) stay linked.
+  config = ml_collections.ConfigDict(config.to_dict(preserve_field_references=True))
   flat = dict(overrides or {})
   for key in flat:
     node = config
