@@ -172,10 +172,17 @@ def main(argv: list[str]) -> None:
     if _CONFIG.value is None:
       _usage("finetune needs --task NAME (or --config configs/finetune.py:NAME)")
     from ssljax import finetune
+    from ssljax.train import checkpoint, checks, nonfinite, preemption
 
     try:
       results = finetune.run(_require_workdir(), _TASK.value, config=_CONFIG.value, progress=_PROGRESS.value)
-    except finetune.TaskDataMissing as error:
+    except preemption.Preempted as stopped:  # each trial is a trainer run: the same command resumes
+      print(f"ssljax: {stopped}", file=sys.stderr)
+      sys.exit(preemption.PREEMPTED_EXIT_CODE)
+    except (finetune.TaskDataMissing, checks.ConfigError, checkpoint.CorruptCheckpointError,
+            checkpoint.CheckpointMismatchError, nonfinite.NonFiniteError) as error:
+      if flags.FLAGS["verbosity"].present and not isinstance(error, finetune.TaskDataMissing):
+        raise
       sys.exit(f"ssljax: {error}")
     print(finetune.format_results(results))
   elif command == "zero-shot":

@@ -7,6 +7,7 @@ with the losses of an uninterrupted run."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -143,6 +144,11 @@ def test_init_from_copies_the_pretrained_encoder_and_pooler_exactly(bert_run, tm
     assert all(same) if init == "pretrained" else not any(same), init
     assert "classifier" in started and "classifier" not in pretrained  # the new head
   assert json.load(open(os.path.join(workdir, "config.json")))["init_from"] == bert_run
+  # From a fine-tuning run of the same task (LP-FT's start): every parameter, the head's too, and
+  # the encoder's shape and tokenizer from the BERT run that one names.
+  trained = workdir_lib.restore_params(str(tmp_path / "pretrained"))
+  loop.train(_config(str(tmp_path / "pretrained"), **keys), str(tmp_path / "again"), progress=False)
+  jax.tree.map(np.testing.assert_array_equal, workdir_lib.restore_params(str(tmp_path / "again"), step=1), trained)
 
 
 def test_evaluation_scores_the_tasks_examples(bert_run, tmp_path):
@@ -216,3 +222,41 @@ def test_sigkilled_finetuning_run_resumes_with_identical_losses(bert_run, data_d
   resumed = run_cli(_cli_args(bert_run, workdir), data_dir)  # the same command
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert _losses(workdir) == _losses(reference)
+
+
+# --- ssljax finetune: every trial a trainer run ------------------------------------------------------
+
+
+def test_protocol_skips_finished_trials_resumes_unfinished_ones_and_refuses_changed_ones(bert_run, tmp_path):
+  overrides = {"max_train_examples": 16, "max_eval_examples": 8, "batch_size": 8, "eval_batch_size": 8,
+               "epochs": 1.0, "min_steps": 6, "lrs": (1e-4, 3e-4), "seq_len": 32, "baseline": False,
+               "train.checkpoint_every": 2}
+  out = str(tmp_path / "out")
+  first = finetune.run(bert_run, "bbc_topic", overrides, output_dir=out, progress=False)
+  trials = {lr: os.path.join(out, "trials", f"draw0-lr{lr:g}") for lr in (1e-4, 3e-4)}
+  assert [t["steps"] for t in first["trials"]] == [6, 6]
+  for directory in trials.values():  # each an ordinary run of the trainer
+    assert sorted(r["step"] for r in read_metrics(directory)) == list(range(1, 7))
+    assert checks.saved_steps(directory)[-1] == 6
+  # Make the 3e-4 trial unfinished: no record, its last checkpoint gone.
+  unfinished = trials[3e-4]
+  os.remove(os.path.join(unfinished, "trial.json"))
+  shutil.rmtree(os.path.join(unfinished, "checkpoints", "6"))
+  losses_before = {lr: _losses(d) for lr, d in trials.items()}
+  finished_metrics = os.path.getmtime(os.path.join(trials[1e-4], "metrics.jsonl"))
+  # A mark on the unfinished trial's first step: a resume from step 4 keeps the lines up to 4, a
+  # fresh start would write them again.
+  path = os.path.join(unfinished, "metrics.jsonl")
+  records = read_metrics(unfinished)
+  records[0]["mark"] = 1.0
+  with open(path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+  again = finetune.run(bert_run, "bbc_topic", overrides, output_dir=out, progress=False)
+  assert os.path.getmtime(os.path.join(trials[1e-4], "metrics.jsonl")) == finished_metrics  # skipped
+  assert read_metrics(unfinished)[0].get("mark") == 1.0  # resumed
+  assert {lr: _losses(d) for lr, d in trials.items()} == losses_before  # and trained as before
+  for key in ("chosen", "validation", "test", "trials"):
+    assert again[key] == first[key], key
+  # Another recipe in the same directory: the finished trials are not passed off as its own.
+  with pytest.raises(checks.ResumeError, match="config.train.steps: 6 in the saved run, 8 now"):
+    finetune.run(bert_run, "bbc_topic", {**overrides, "min_steps": 8}, output_dir=out, progress=False)

@@ -4,11 +4,13 @@ extraction, with the whole encoder trained.
 
   results = ssljax.finetune.run("runs/bert", "bbc_topic", {"labels_per_class": 10})
 
-`run` restores the encoder and the tokenizer of a finished BERT run (`ssljax.workdir`), trains
-a head for the task (`heads`, `train`) on the task's examples (`tasks`, `inputs`), chooses the
-learning rate on the validation split, scores the test split once, fits the task's baseline
-(`baselines`) on the same labels, and writes everything to `finetune.json` in the output
-directory (default <pretrained workdir>/finetune/<task>[-scratch][-<label budget>]/).
+`run` trains a head for the task (`heads`) on the encoder of a finished BERT run, on the task's
+examples (`tasks`, `inputs`), each learning rate and label draw a run of the trainer under the
+output directory (`protocol`), chooses the learning rate on the validation split, scores the
+test split once, fits the task's baseline (`baselines`) on the same labels, and writes
+everything to `finetune.json` in the output directory (default
+<pretrained workdir>/finetune/<task>[-scratch][-<label budget>]/). Run again, it skips the
+finished trials and resumes the others.
 `ssljax finetune --workdir RUN --task NAME [--config.KEY=VALUE]` is the same from the shell.
 """
 
@@ -112,7 +114,7 @@ def run(pretrained_workdir: str, task_name: str | None = None, config_overrides:
     The results: the chosen learning rate, validation and test metrics (mean and std over
     label draws), every trial's validation score, the baseline, sizes and timing.
   """
-  from ssljax.finetune import train
+  from ssljax.finetune import protocol
 
   if config is None:
     config = default_config(task_name or "bbc_topic")
@@ -120,11 +122,10 @@ def run(pretrained_workdir: str, task_name: str | None = None, config_overrides:
     raise ValueError(f"task {task_name!r} given, but the config is for {config.task!r}")
   config = with_overrides(config, config_overrides)
   task = tasks.get(config.task)
-  encoder_config, pretrained, tokenizer = load_encoder(pretrained_workdir)
-  results = train.finetune(task, encoder_config, pretrained, tokenizer, config, progress=progress)
+  out = output_dir or output_dir_for(pretrained_workdir, config)
+  results = protocol.finetune(task, pretrained_workdir, config, out, progress=progress)
   results["pretrained_workdir"] = os.path.abspath(pretrained_workdir)
   results["config"] = config.to_dict()
-  out = output_dir or output_dir_for(pretrained_workdir, config)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, RESULTS_FILE), "w") as f:
     json.dump(results, f, indent=2, default=_jsonable)

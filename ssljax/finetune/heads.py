@@ -157,16 +157,21 @@ def _shapes(tree) -> dict[str, tuple[int, ...]]:
   return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape) for path, leaf in leaves}
 
 
-def load_pretrained(params: dict, pretrained: dict) -> dict:
+def load_pretrained(params: dict, pretrained: dict, whole: bool = False) -> dict:
   """`params` of a `FinetuneModel` with its "encoder" (and its "pooler", where both have one:
   heads that pool by [CLS]) replaced by float32 copies of `pretrained`'s, a pretrained run's
-  parameters. Names and shapes must match the model built from that run's config; a mismatch is
-  a ValueError naming the entries."""
+  parameters; with `whole`, every part (`pretrained` is a fine-tuned model of the same task).
+  Names and shapes must match the model built from that run's config; a mismatch is a
+  ValueError naming the entries."""
   if "encoder" not in pretrained:
     raise ValueError(f"the pretrained parameters have no 'encoder' (their top-level names: {sorted(pretrained)}); "
                      "fine-tuning starts from the encoder of a BERT run")
+  missing = sorted(set(params) - set(pretrained)) if whole else []
+  if missing:
+    raise ValueError(f"the fine-tuned parameters to start from have no {missing} (their top-level names: "
+                     f"{sorted(pretrained)}); start from a run of the same task and head")
   params = dict(params)
-  for name in PRETRAINED_PARTS:
+  for name in (list(params) if whole else PRETRAINED_PARTS):
     if name not in params or name not in pretrained:
       continue
     want, got = _shapes(params[name]), _shapes(pretrained[name])

@@ -237,6 +237,13 @@ class Encoder:
     return [feature], None
 
 
+def encoder_for(tokenizer: Tokenizer, kind: str, max_len: int, config) -> Encoder:
+  """The Encoder a fine-tuning config asks for: inputs of `config.seq_len` tokens (0: the
+  encoder's `max_len` positions), at most `max_len`, and its span keys."""
+  seq_len = min(config.seq_len or max_len, max_len)
+  return Encoder(tokenizer, kind, seq_len, max_question_len=config.max_question_len, doc_stride=config.doc_stride)
+
+
 def collate(features: list[dict[str, np.ndarray] | None], batch_size: int, template: dict[str, np.ndarray]) -> dict:
   """Stacks features into a batch of exactly `batch_size` rows; missing rows (None, or past the
   end) are copies of `template` with weight 0, so they change no loss and no metric."""

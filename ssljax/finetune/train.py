@@ -1,27 +1,12 @@
-"""Fine-tuning the whole encoder with a task head (Devlin et al. 2019, arXiv 1810.04805, section 4
-and appendix A.3), and the selection protocol around it.
-
-Recipe: AdamW (beta2 0.999, eps 1e-6, weight decay 0.01 on the matrices only, not on
-embeddings, biases or LayerNorm), the learning rate warmed up linearly over the first 10% of
-the steps and decayed linearly (or along a cosine) to zero, gradients clipped to norm 1, dropout
-0.1, a few epochs. Every parameter is trained, the pretrained encoder's included.
-
-Protocol: for every draw of the labelled subset (all labels: one draw) and every candidate
-learning rate, a fresh head on the pretrained encoder (or, `init="scratch"`, on a randomly
-initialised one of the same shape) is trained and scored on the validation split; the learning
-rate with the best mean validation metric over the draws is chosen, and only its test scores
-(mean and std over the draws) are reported. The baselines of `baselines.py` are fit on the same
-labelled subsets and chosen on the same validation split.
-
-The step runs on one device, jitted once per run: the learning rate is an argument of the step
-(not a constant baked into the compiled program), so trials with other rates and draws reuse it.
+"""Fine-tuning's pieces outside the trainer: label budgets and their draws, the LP-FT head fit on
+the frozen encoder (`Runner.fit_head`), streamed predictions and the task metrics, and the
+baselines on the same labelled subsets. The training itself is the trainer's (the "finetune"
+objective, objectives/finetune.py); `protocol.py` runs the trials and chooses among them.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +22,6 @@ from ssljax.finetune.heads import CLASSIFY, PAIR, SPAN, TAG
 from ssljax.finetune.tasks import Task
 from ssljax.models.transformer import TransformerConfig
 from ssljax.text.tokenizer import Tokenizer
-from ssljax.train.optim import decay_mask
 
 
 # The head-fitting probe keeps every labelled example's (T, D) states: 4,096 are 268 MB at 128
@@ -135,53 +119,20 @@ def label_subsets(task: Task, train: Sequence[dict], config: ml_collections.Conf
   return subsets
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, peak: float, steps: int) -> optax.Schedule:
-  """Linear warmup over warmup_fraction of the steps, then linear (BERT) or cosine decay to 0."""
-  warmup = min(int(config.warmup_fraction * steps), steps - 1)
-  if config.schedule == "linear":
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warmup, 1)),
-                                 optax.linear_schedule(peak, 0.0, max(steps - warmup, 1))], [warmup])
-  if config.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(steps, 1))
-  raise ValueError(f"config.schedule must be 'linear' or 'cosine', got {config.schedule!r}")
-
-
-def base_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW with a unit learning rate; the step multiplies its update by the scheduled rate, so
-  that rate is an argument rather than a constant of the compiled step. With lr = 1, adamw's
-  update is -(adam + wd * p); times lr it is exactly AdamW's -lr * (adam + wd * p)."""
-  return optax.chain(
-      optax.clip_by_global_norm(config.clip_norm),
-      optax.adamw(1.0, b1=0.9, b2=0.999, eps=1e-6, weight_decay=config.weight_decay, mask=decay_mask))
-
-
 class Runner:
-  """One model, one optimizer and one encoder of examples: the compiled train step and predict."""
+  """A task's model and encoder of examples on one device, outside the trainer: initialising it
+  (with the pretrained encoder), LP-FT's head fitting (`fit_head`) and prediction. Training is
+  the trainer's (`protocol.py`, objectives/finetune.py)."""
 
   def __init__(self, task: Task, encoder_config: TransformerConfig, tokenizer: Tokenizer,
                config: ml_collections.ConfigDict):
-    seq_len = min(config.seq_len or encoder_config.max_len, encoder_config.max_len)
     self.task, self.config = task, config
     self.model = heads.FinetuneModel(encoder_config.replace(dropout=config.dropout), task.kind,
                                      task.num_labels, config.dropout, config.pooling)
-    self.encoder = inputs.Encoder(tokenizer, task.kind, seq_len, max_question_len=config.max_question_len,
-                                  doc_stride=config.doc_stride)
-    self.tx = base_optimizer(config)
+    self.encoder = inputs.encoder_for(tokenizer, task.kind, encoder_config.max_len, config)
     loss_of = heads.loss_fn(task.kind)
     predict_of = heads.predict_fn(task.kind, config.max_answer_len)
-    model, tx = self.model, self.tx
-
-    def step(params, opt_state, batch, lr, key):
-      def objective(p):
-        out = model.apply({"params": p}, batch, train=True, rngs={"dropout": key})
-        return loss_of(out, batch)
-
-      loss, grads = jax.value_and_grad(objective)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      updates = jax.tree.map(lambda u: lr * u, updates)
-      return optax.apply_updates(params, updates), opt_state, loss
-
-    self.step = jax.jit(step, donate_argnums=(0, 1))
+    model = self.model
     self.encode = jax.jit(lambda encoder_params, batch: heads.encode(encoder_config, encoder_params, batch))
     self.head_tx = optax.adam(config.probe_lr)
 
@@ -195,9 +146,8 @@ class Runner:
 
     self.head_step = jax.jit(head_step)
     self.init_params = jax.jit(lambda key, batch: model.init({"params": key}, batch)["params"])
-    # Every parameter lives on this device, committed: the pretrained ones arrive committed from
-    # the checkpoint, and a mix of committed and uncommitted arguments would compile the step
-    # a second time once its own (committed) outputs come back.
+    # Every parameter lives on this device, committed, as the pretrained ones arrive from the
+    # checkpoint: a mix of committed and uncommitted arguments would compile twice.
     self.device = jax.local_devices()[0]
     self.predict = jax.jit(lambda params, batch: predict_of(model.apply({"params": params}, batch), batch))
 
@@ -242,36 +192,6 @@ class Runner:
       first = float(loss) if first is None else first
     return {**params, **head}, {"probe_examples": len(indices), "probe_loss_start": first,
                                 "probe_loss_end": float(loss)}
-
-  def steps_for(self, labelled: int) -> int:
-    c = self.config
-    steps = max(math.ceil(c.epochs * labelled / c.batch_size), c.min_steps)
-    return min(steps, c.max_steps) if c.max_steps else steps
-
-  def train(self, params, train: Sequence[dict], indices: np.ndarray, lr: float, key, *, order_seed,
-            template: dict, progress: bool, desc: str) -> tuple[Any, dict]:
-    """Trains `params` on the examples at `indices`; returns them and the step count and the
-    mean loss of the last tenth of the steps."""
-    c = self.config
-    steps = self.steps_for(len(indices))
-    schedule = learning_rate_schedule(c, lr, steps)
-    opt_state = jax.device_put(self.tx.init(params), self.device)  # committed, as the step returns it
-    rng = np.random.default_rng(order_seed)
-    epochs = math.ceil(steps * c.batch_size / len(indices))
-    order = np.concatenate([rng.permutation(indices) for _ in range(epochs)])  # epoch after epoch
-    losses = []
-    bar = tqdm.tqdm(range(steps), desc=desc, disable=not progress, unit="step", leave=False, dynamic_ncols=True)
-    for step in bar:
-      picked = order[step * c.batch_size:(step + 1) * c.batch_size]
-      features = [self.encoder.train_feature(e) for e in _read(train, picked)]
-      batch = inputs.collate(features, c.batch_size, template)
-      params, opt_state, loss = self.step(params, opt_state, batch, jnp.float32(schedule(step)),
-                                          jax.random.fold_in(key, step))
-      losses.append(loss)
-      if progress and step % 10 == 9:
-        bar.set_postfix(loss=f"{float(loss):.4f}")
-    tail = [float(x) for x in losses[-max(1, steps // 10):]]
-    return params, {"steps": steps, "final_train_loss": float(np.mean(tail))}
 
   def evaluate(self, params, examples: Sequence[dict], *, progress: bool = False, desc: str = "eval") -> dict:
     """The task's metrics on `examples`, streamed in batches."""
@@ -374,9 +294,9 @@ def template_feature(encoder: inputs.Encoder, train: Sequence[dict]) -> dict:
   raise ValueError("no training example fits the encoder's sequence length")
 
 
-def run_baseline(task: Task, runner: Runner, data: dict, subsets: list[np.ndarray], seed: int) -> dict | None:
-  """The task kind's baseline on each labelled subset, mean (and std) over the draws."""
-  enc = runner.encoder
+def run_baseline(task: Task, enc: inputs.Encoder, data: dict, subsets: list[np.ndarray], seed: int) -> dict | None:
+  """The task kind's baseline on each labelled subset, mean (and std) over the draws; `enc`
+  says what the encoder sees of each example (its truncation), which the baseline reads too."""
   if task.kind == SPAN:
     return {"name": "surface_heuristic", "validation": baselines.span_heuristic(read_all(data["validation"])),
             "test": baselines.span_heuristic(read_all(data["test"]))}
@@ -405,61 +325,3 @@ def run_baseline(task: Task, runner: Runner, data: dict, subsets: list[np.ndarra
                (test_x, labels(test)), seed=seed) for ix in subsets]
   return {"name": draws[0]["name"], "C": [d["C"] for d in draws],
           **{r: mean_std([d[r] for d in draws]) for r in ("validation", "test")}}
-
-
-def finetune(task: Task, encoder_config: TransformerConfig, pretrained: dict | None, tokenizer: Tokenizer,
-             config: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
-  """Fine-tunes on `task` under `config` and returns the results (see `ssljax.finetune.run`).
-
-  Args:
-    encoder_config: the pretrained encoder's architecture.
-    pretrained: {"encoder": its parameters, optionally "pooler": BERT's pretrained pooler};
-      ignored when config.init == "scratch".
-    tokenizer: the tokenizer it was pretrained with.
-  """
-  if config.init not in ("pretrained", "scratch"):
-    raise ValueError(f"config.init must be 'pretrained' or 'scratch', got {config.init!r}")
-  if not config.lrs:
-    raise ValueError("config.lrs needs at least one learning rate")
-  started = time.perf_counter()
-  config = for_label_budget(config)
-  runner = Runner(task, encoder_config, tokenizer, config)
-  data = {role: task.read(config, role) for role in ("train", "validation", "test")}
-  data["train"] = capped(data["train"], config.max_train_examples, config.seed)
-  for role in ("validation", "test"):
-    data[role] = capped(data[role], config.max_eval_examples, config.seed)
-  subsets = label_subsets(task, data["train"], config)
-  template = template_feature(runner.encoder, data["train"])
-  if config.init == "pretrained" and not pretrained:
-    raise ValueError("config.init='pretrained' needs the pretrained parameters")
-  pretrained = pretrained if config.init == "pretrained" else None
-  trials, test_scores = [], {}
-  root = jax.random.key(config.seed)
-  for draw, indices in enumerate(subsets):
-    key = jax.random.fold_in(root, draw)  # one head init (and probe) per draw: learning rates compared fairly
-    start, probe = runner.fit_head(runner.init(key, template, pretrained), data["train"], indices, template)
-    for lr in config.lrs:
-      params = jax.device_put(jax.tree.map(jnp.copy, start), runner.device)  # the step donates its parameters
-      desc = f"{task.name} lr={lr:g}" + (f" draw {draw + 1}/{len(subsets)}" if len(subsets) > 1 else "")
-      params, info = runner.train(params, data["train"], indices, lr, jax.random.fold_in(key, 1),
-                                  order_seed=[config.seed, draw], template=template, progress=progress, desc=desc)
-      validation = runner.evaluate(params, data["validation"], progress=progress, desc="validation")
-      # Scored now so that the parameters need not be kept; reported only for the chosen rate.
-      test_scores[(draw, lr)] = runner.evaluate(params, data["test"], progress=progress, desc="test")
-      trials.append({"draw": draw, "lr": lr, "labelled": int(len(indices)), **probe, **info,
-                     "validation": validation})
-      del params
-  chosen = max(config.lrs, key=lambda lr: np.mean([t["validation"][task.metric] for t in trials if t["lr"] == lr]))
-  results = {
-      "task": task.name, "kind": task.kind, "description": task.description, "init": config.init,
-      "metric": task.metric, "labels": budget_name(config), "draws": len(subsets),
-      "examples": {role: len(data[role]) for role in data},
-      "chosen": {"lr": chosen},
-      "validation": mean_std([t["validation"] for t in trials if t["lr"] == chosen]),
-      "test": mean_std([test_scores[(d, chosen)] for d in range(len(subsets))]),
-      "trials": trials,
-  }
-  if config.baseline:
-    results["baseline"] = run_baseline(task, runner, data, subsets, config.seed)
-  results["seconds"] = round(time.perf_counter() - started, 1)
-  return results

@@ -5,7 +5,9 @@
 (`bert.encoder_config`, through `models.from_config`) and its workdir the tokenizer; when the
 run starts, the trainer hands that run's parameters to `load_pretrained`, which copies its
 "encoder" and "pooler" into the fresh model (`heads.load_pretrained`; `config.init="scratch"`
-keeps the random ones, the from-scratch baseline). The heads are `heads.FinetuneModel`'s, the
+keeps the random ones, the from-scratch baseline). init_from may also name a fine-tuning run
+of the same task and model (LP-FT's start, `ssljax.finetune.protocol`): every parameter is then
+copied, and the BERT run is the one that run names. The heads are `heads.FinetuneModel`'s, the
 losses `ssljax.losses`' (`heads.loss_fn`), global over the devices:
 
   classify, pair: - sum_b w_b log p(label_b) / sum_b w_b
@@ -23,7 +25,6 @@ the head's outputs for scoring (`heads.predict_fn`).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from ssljax import losses
@@ -38,22 +39,27 @@ from ssljax.text import tokenizer as tokenizer_lib
 INITS = ("pretrained", "scratch")
 
 
-def pretrained_run(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, str]:
-  """(its config, its workdir) of the BERT run `config.init_from` names."""
+def pretrained_run(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, str, bool]:
+  """(its config, its workdir) of the BERT run that `config.init_from` names, directly or through
+  a fine-tuning run of it (LP-FT's fitted start), and whether init_from is such a fine-tuning
+  run (whose parameters are then taken whole)."""
   source = config.get("init_from")
   if not source:
     raise ValueError("the finetune objective needs config.init_from: the workdir of a finished BERT run "
                      "(`ssljax train --config configs/bert.py`)")
   source_config = workdir_lib.load_config(source)
+  if source_config.objective == "finetune":
+    bert_config, bert_workdir, _ = pretrained_run(source_config)
+    return bert_config, bert_workdir, True
   if source_config.objective != "bert":
     raise ValueError(f"config.init_from={source!r} is a {source_config.objective!r} run; fine-tuning needs a "
                      "BERT run (an encoder under params['encoder'])")
-  return source_config, source
+  return source_config, source, False
 
 
 def encoder_config(config: ml_collections.ConfigDict):
   """The pretrained run's encoder, with this run's dropout and compute dtype."""
-  source_config, _ = pretrained_run(config)
+  source_config, _, _ = pretrained_run(config)
   dtype = from_config.resolve_dtype(config.model.dtype)
   return bert.encoder_config(source_config).replace(dropout=config.dropout, dtype=dtype)
 
@@ -64,10 +70,9 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     raise ValueError(f"config.init must be one of {INITS}, got {config.init!r}")
   cfg = encoder_config(config)
   task = tasks.get(config.task)
-  tokenizer = tokenizer_lib.load(config.init_from)
-  seq_len = min(config.seq_len or cfg.max_len, cfg.max_len)
-  encoder = inputs.Encoder(tokenizer, task.kind, seq_len, max_question_len=config.max_question_len,
-                           doc_stride=config.doc_stride)
+  _, bert_workdir, whole = pretrained_run(config)
+  tokenizer = tokenizer_lib.load(bert_workdir)
+  encoder = inputs.encoder_for(tokenizer, task.kind, cfg.max_len, config)
   model = heads.FinetuneModel(cfg, task.kind, task.num_labels, config.dropout, config.pooling)
   loss_of = heads.loss_fn(task.kind, axis_name=DATA_AXIS)
   predict_of = heads.predict_fn(task.kind, config.max_answer_len)
@@ -76,6 +81,8 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     return model.init({"params": key}, batch)["params"], {}
 
   def load_pretrained(params, pretrained):
+    if whole:  # a fine-tuning run of this task: every parameter, its head too
+      return heads.load_pretrained(params, pretrained, whole=True)
     return heads.load_pretrained(params, pretrained) if config.init == "pretrained" else params
 
   def loss(params, model_state, batch, keys):
