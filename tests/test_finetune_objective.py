@@ -2,8 +2,9 @@
 
 Its loss against the heads' outputs scored in float64 by hand, 8 devices against 1 step by step
 (with dropout too: each example draws its own masks), `config.init_from` copying the pretrained
-encoder exactly (and refusing what has none), and a SIGKILLed `ssljax train` of it resuming
-with the losses of an uninterrupted run."""
+encoder exactly (and refusing what has none), a SIGKILLed `ssljax train` of it resuming with the
+losses of an uninterrupted run, and `ssljax finetune`'s trials as trainer runs that a second
+call skips (finished) or resumes (unfinished)."""
 
 import json
 import os

@@ -57,20 +57,15 @@ def pretrained_run(config: ml_collections.ConfigDict) -> tuple[ml_collections.Co
   return source_config, source, False
 
 
-def encoder_config(config: ml_collections.ConfigDict):
-  """The pretrained run's encoder, with this run's dropout and compute dtype."""
-  source_config, _, _ = pretrained_run(config)
-  dtype = from_config.resolve_dtype(config.model.dtype)
-  return bert.encoder_config(source_config).replace(dropout=config.dropout, dtype=dtype)
-
-
 @register("finetune")
 def make(config: ml_collections.ConfigDict) -> Objective:
   if config.init not in INITS:
     raise ValueError(f"config.init must be one of {INITS}, got {config.init!r}")
-  cfg = encoder_config(config)
+  bert_config, bert_workdir, whole = pretrained_run(config)
+  # The pretrained encoder, with this run's dropout and compute dtype.
+  cfg = bert.encoder_config(bert_config).replace(dropout=config.dropout,
+                                                 dtype=from_config.resolve_dtype(config.model.dtype))
   task = tasks.get(config.task)
-  _, bert_workdir, whole = pretrained_run(config)
   tokenizer = tokenizer_lib.load(bert_workdir)
   encoder = inputs.encoder_for(tokenizer, task.kind, cfg.max_len, config)
   model = heads.FinetuneModel(cfg, task.kind, task.num_labels, config.dropout, config.pooling)
