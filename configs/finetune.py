@@ -149,5 +149,6 @@ def trainer_part(c: ml_collections.ConfigDict) -> None:
 
   c.train.batch_size = c.get_ref("batch_size")
   c.train.steps = 300  # `ssljax finetune` sets a trial's steps from epochs, min_steps and its labelled examples
-  c.train.log_every, c.train.checkpoint_every = 10, 100
+  # One checkpoint per run: `ssljax finetune` keeps a run per trial (BERT-base: 1.3 GB each).
+  c.train.log_every, c.train.checkpoint_every, c.train.keep_checkpoints = 10, 100, 1
   c.eval.batch_size = c.get_ref("eval_batch_size")

@@ -231,7 +231,7 @@ def test_sigkilled_finetuning_run_resumes_with_identical_losses(bert_run, data_d
 def test_protocol_skips_finished_trials_resumes_unfinished_ones_and_refuses_changed_ones(bert_run, tmp_path):
   overrides = {"max_train_examples": 16, "max_eval_examples": 8, "batch_size": 8, "eval_batch_size": 8,
                "epochs": 1.0, "min_steps": 6, "lrs": (1e-4, 3e-4), "seq_len": 32, "baseline": False,
-               "train.checkpoint_every": 2}
+               "train.checkpoint_every": 2, "train.keep_checkpoints": 2}
   out = str(tmp_path / "out")
   first = finetune.run(bert_run, "bbc_topic", overrides, output_dir=out, progress=False)
   trials = {lr: os.path.join(out, "trials", f"draw0-lr{lr:g}") for lr in (1e-4, 3e-4)}
