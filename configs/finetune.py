@@ -9,6 +9,12 @@ TSV or JSONL files of labelled texts; docs/data.md).
   ssljax finetune --workdir runs/bert --task bbc_quotes --config.label_fraction=0.01
   ssljax finetune --workdir runs/bert --task file --config.data_path=reviews.csv --config.label_field=stars
 
+The same config trains one fine-tuning run with the trainer (objective "finetune": checkpoints,
+exact resume, metrics, several devices), on draw `draw` of the label budget, with the learning
+rate `optim.lr` for `train.steps` steps, and ends with the test split's metrics (eval.json):
+
+  ssljax train --config configs/finetune.py:bbc_topic --config.init_from=runs/bert --workdir runs/ft
+
 Recipe (BERT's appendix A.3, scaled to small encoders): AdamW, weight decay 0.01, 10% linear
 warmup then linear decay, dropout 0.1, batch 32, 3 epochs, the learning rate chosen on the
 validation split among `lrs`. Small encoders like larger rates than BERT-base's 2e-5..5e-5.
@@ -18,6 +24,8 @@ With few labels an epoch is a handful of steps, so every run takes at least `min
 import ml_collections
 from ml_collections import config_dict
 
+from ssljax.train.defaults import base_config
+
 TASKS = ("bbc_topic", "bbc_same_article", "bbc_quotes", "bbc_who_said", "sst2", "mnli", "conll2003", "squad", "file")
 
 
@@ -25,7 +33,8 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
   task = task or "bbc_topic"
   if task not in TASKS:
     raise ValueError(f"unknown fine-tuning task {task!r}; choose one of {TASKS}")
-  c = ml_collections.ConfigDict()
+  c = base_config()
+  c.objective = "finetune"
   c.task = task
   c.init = "pretrained"  # or "scratch": the same encoder, randomly initialised
   c.seed = 0
@@ -49,7 +58,7 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
   c.dropout = 0.1
   # Classification and pair heads: "cls" pools BERT's [CLS] state; "mean" the average of the
   # real tokens' states; pairs only: "segments" classifies Sentence-BERT's (u, v, |u - v|) of the
-  # two segments' mean states, "cosine" thresholds their cosine (ssljax.finetune.heads).
+  # two segments' mean states, "cosine" thresholds their cosine (ssljax.downstream.heads).
   c.pooling = "cls"
   # > 0: LP-FT (Kumar et al. 2022, arXiv 2202.10054): first this many full-batch Adam steps at
   # probe_lr on the head alone over the frozen encoder's states of the labelled examples, then
@@ -105,7 +114,7 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
     c.lrs = (5e-5, 1e-4, 3e-4)
     c.eval_batch_size = 256
   if task == "file":
-    # Your own examples (ssljax.finetune.file_task): one CSV / TSV / JSONL file or a glob of them.
+    # Your own examples (ssljax.downstream.file_task): one CSV / TSV / JSONL file or a glob of them.
     c.data_path = config_dict.placeholder(str)
     c.text_field = "text"
     c.text_b_field = ""  # a second text column: a sentence-pair task
@@ -116,5 +125,31 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
   if task == "squad":
     c.seq_len, c.max_question_len, c.doc_stride = 384, 64, 128  # BERT's SQuAD settings
     c.epochs, c.lrs = 2.0, (5e-5, 1e-4)
+  trainer_part(c)
   c.lock()
   return c
+
+
+def trainer_part(c: ml_collections.ConfigDict) -> None:
+  """The trainer's keys of a fine-tuning run. Those that the keys above already say are linked to
+  them (one value under two names: setting either sets both): the batch, AdamW's weight decay,
+  clipping, the schedule and its warm-up, the data dir."""
+  c.draw = 0  # the label draw this run trains on (0 .. draws - 1 under a label budget, else 0)
+  c.data.name = c.task
+  c.data.data_dir = c.get_ref("data_dir")
+  c.data.train_split, c.data.eval_split, c.data.test_split = "train", "validation", "test"
+
+  # BERT's fine-tuning AdamW (appendix A.3): beta2 0.999, eps 1e-6, decay on the matrices only.
+  c.optim.name, c.optim.lr_scaling = "adamw", "none"
+  c.optim.lr = c.lrs[-1]  # one run trains with one rate; `ssljax finetune` tries each of lrs
+  c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.999, 1e-6
+  c.optim.weight_decay = c.get_ref("weight_decay")
+  c.optim.clip_norm = c.get_ref("clip_norm")
+  c.optim.schedule = c.get_ref("schedule")
+  c.optim.warmup_fraction = c.get_ref("warmup_fraction")
+
+  c.train.batch_size = c.get_ref("batch_size")
+  c.train.steps = 300  # `ssljax finetune` sets a trial's steps from epochs, min_steps and its labelled examples
+  # One checkpoint per run: `ssljax finetune` keeps a run per trial (BERT-base: 1.3 GB each).
+  c.train.log_every, c.train.checkpoint_every, c.train.keep_checkpoints = 10, 100, 1
+  c.eval.batch_size = c.get_ref("eval_batch_size")

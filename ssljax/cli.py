@@ -177,11 +177,18 @@ def main(argv: list[str]) -> None:
     if _CONFIG.value is None:
       _usage("finetune needs --task NAME (or --config configs/finetune.py:NAME)")
     from ssljax import finetune
-    from ssljax.finetune.file_task import TaskFileError
+    from ssljax.downstream.file_task import TaskFileError
+    from ssljax.train import checkpoint, checks, nonfinite, preemption
 
     try:
       results = finetune.run(_require_workdir(), _TASK.value, config=_CONFIG.value, progress=_PROGRESS.value)
-    except (finetune.TaskDataMissing, TaskFileError) as error:
+    except preemption.Preempted as stopped:  # each trial is a trainer run: the same command resumes
+      print(f"ssljax: {stopped}", file=sys.stderr)
+      sys.exit(preemption.PREEMPTED_EXIT_CODE)
+    except (finetune.TaskDataMissing, TaskFileError, checks.ConfigError, checkpoint.CorruptCheckpointError,
+            checkpoint.CheckpointMismatchError, nonfinite.NonFiniteError) as error:
+      if flags.FLAGS["verbosity"].present and not isinstance(error, (finetune.TaskDataMissing, TaskFileError)):
+        raise
       sys.exit(f"ssljax: {error}")
     print(finetune.format_results(results))
   elif command == "zero-shot":
@@ -312,7 +319,7 @@ def _finetune_config_flag(argv: list[str]) -> list[str]:
       task = arg.split("=", 1)[1]
   if task is None:
     return argv
-  from ssljax.finetune.tasks import NAMES
+  from ssljax.downstream.tasks import NAMES
   from ssljax.train.defaults import CONFIGS_DIR
 
   if task not in NAMES:

@@ -125,6 +125,11 @@ class Objective:
       batch's, measured in train mode (for the random-init baseline); None without BatchNorm.
     extras: what the objective's family needs beyond the above, by name; each family's
       module says which names it reads (the text family: "log_probs" and "generate").
+    load_pretrained: (params, source_params) -> params, for a run started from another run's
+      parameters (`config.init_from`): the fresh `params` with the parts the objective takes
+      from `source_params` (fine-tuning: the pretrained encoder) copied in; it checks their
+      names and shapes and raises a ValueError naming what does not fit. Runs under jit.
+      None: the objective cannot start from another run.
   """
 
   name: str
@@ -135,6 +140,7 @@ class Objective:
   after_update: Callable[[Params, ModelState, jax.Array], ModelState] | None = None
   calibrate: Callable[[Params, ModelState, Batch], ModelState] | None = None
   extras: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
+  load_pretrained: Callable[[Params, Params], Params] | None = None
 
 
 ObjectiveFactory = Callable[[ml_collections.ConfigDict], Objective]

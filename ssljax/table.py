@@ -89,7 +89,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
   _check_same_config(workdir, config)
   seconds = _finished_run(workdir, config)
   if seconds is not None:
-    objective, params, model_state = workdir_lib.restore_model(workdir, config)
+    objective, params, model_state = objectives_lib.restore_model(workdir, config)
     return objective, params, model_state, seconds
   start = time.perf_counter()
   state = loop.train(config, workdir, progress=progress)

@@ -1,8 +1,9 @@
-"""A run's directory: its config and the trained model in its checkpoints.
+"""A run's directory: its config and the trained state in its checkpoints.
 
-Everything that reads a finished run (evaluation, generation, fine-tuning, the table) goes
-through here, so none of it needs the trainer: restoring a model takes only the checkpoint
-and the config (no dataset, no optimizer). The trainer writes what is read here.
+Everything that reads a run (evaluation, generation, fine-tuning, the table, `init_from`) goes
+through here, so none of it needs the trainer: reading the state takes only the checkpoint (no
+dataset, no optimizer, no objective). The trainer writes what is read here; the objective of a
+saved run is `ssljax.objectives.restore_model`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from ssljax import objectives
-from ssljax.interface import Objective
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -76,16 +75,14 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
 
 
-def restore_model(workdir: str, config: ml_collections.ConfigDict | None = None,
-                  step: int | None = None) -> tuple[Objective, Any, Any]:
-  """(objective, params, model_state) of a run's latest (or `step`'s) checkpoint, on one device.
-
-  The state's shapes come from the checkpoint's own metadata, so neither the dataset nor the
-  optimizer is rebuilt; the optimizer state is read and dropped.
-  """
-  config = load_config(workdir) if config is None else config
-  objective = objectives.build(config)
+def restore_state(workdir: str, step: int | None, sharding: jax.sharding.Sharding | None) -> dict:
+  """The saved TrainState of `step` (default: the latest) as a plain dict of arrays, each placed
+  with `sharding` (default: this process's first device). Shapes come from the checkpoint's own
+  metadata: nothing of the run (objective, dataset, optimizer) is rebuilt."""
   directory = checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint in {directory}: is {workdir!r} the workdir of an `ssljax train` run "
+                            "that saved one?")
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
   with ocp.CheckpointManager(directory, item_handlers=handlers) as mngr:
     step = mngr.latest_step() if step is None else step
@@ -93,7 +90,14 @@ def restore_model(workdir: str, config: ml_collections.ConfigDict | None = None,
       raise FileNotFoundError(f"no checkpoint in {directory}: has `ssljax train` saved one yet?")
     metadata = mngr.item_metadata(step)["state"]
     tree = getattr(metadata, "tree", metadata)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-  return objective, state["params"], state["model_state"]
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
+    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+
+
+def restore_params(workdir: str, step: int | None = None, sharding: jax.sharding.Sharding | None = None):
+  """The trained parameters of a run's latest (or `step`'s) checkpoint, without building its
+  objective (what `config.init_from` reads). `sharding`: where every array goes (default: this
+  process's first device; the trainer passes one replicated over its mesh)."""
+  return restore_state(workdir, step, sharding)["params"]
+

@@ -16,11 +16,10 @@ FLOORS = (
     ("interface",),
     ("losses",),
     ("models", "augment", "text"),
-    ("data",),
-    ("evaluate",),
+    ("data", "workdir"),
+    ("evaluate", "downstream"),
     ("families",),
     ("objectives",),
-    ("workdir",),
     ("train",),
     ("commands", "finetune", "table", "bench"),
     ("cli",),
@@ -50,11 +49,15 @@ def imported_modules(path: pathlib.Path):
         module = ".".join(base + ([node.module] if node.module else []))
       else:
         module = node.module or ""
-      if module == "ssljax":
-        for alias in node.names:
-          yield node.lineno, f"ssljax.{alias.name}"
-      else:
-        yield node.lineno, module
+      for alias in node.names:  # `from ssljax.objectives import bert` imports ssljax.objectives.bert
+        submodule = f"{module}.{alias.name}"
+        yield node.lineno, submodule if module == "ssljax" or _is_module(submodule) else module
+
+
+def _is_module(name: str) -> bool:
+  """Whether a dotted name is a module or package of this tree (not a name defined in one)."""
+  path = PACKAGE.parent.joinpath(*name.split("."))
+  return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
 def room(module: str) -> str | None:
@@ -89,6 +92,20 @@ def objectives_importing_objectives() -> list[str]:
   return found
 
 
+def missing_modules() -> list[str]:
+  """Imports of an ssljax module that does not exist (a module moved without its importers)."""
+  found = []
+  for path in sorted(PACKAGE.rglob("*.py")):
+    for line, module in imported_modules(path):
+      if module.startswith("ssljax.") and not _is_module(module):
+        found.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module}")
+  return found
+
+
+def test_every_import_of_the_package_names_a_module_that_exists():
+  assert missing_modules() == []
+
+
 def test_every_room_of_the_package_has_a_floor():
   rooms = {room(module_name(p)) for p in PACKAGE.rglob("*.py")} - {None}
   assert rooms == set(FLOOR), f"rooms without a floor: {rooms - set(FLOOR)}; floors without a room: {set(FLOOR) - rooms}"
@@ -108,13 +125,18 @@ def test_the_check_finds_an_import_that_points_up(tmp_path, monkeypatch):
   (fake / "losses").mkdir(parents=True)
   (fake / "train").mkdir()
   (fake / "losses" / "bad.py").write_text("import jax\nfrom ssljax.train import loop\nfrom ssljax import models\n")
-  (fake / "train" / "ok.py").write_text("from ssljax.losses import bad\nfrom . import ok\n")
+  (fake / "train" / "ok.py").write_text("from ssljax.losses import bad\nfrom . import ok\nfrom ssljax.train.gone import x\n")
   (fake / "objectives").mkdir()
   (fake / "objectives" / "bert.py").write_text("from ssljax.objectives import common\nfrom .gpt import config\n")
+  for package in ("", "losses", "train", "objectives", "models"):
+    (fake / package).mkdir(exist_ok=True)
+    (fake / package / "__init__.py").write_text("")
+  (fake / "objectives" / "common.py").write_text("")
   monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
-  assert violations() == ["ssljax/losses/bad.py:2: losses (floor 1) imports ssljax.train (floor 8)",
+  assert violations() == ["ssljax/losses/bad.py:2: losses (floor 1) imports ssljax.train (floor 7)",
                           "ssljax/losses/bad.py:3: losses (floor 1) imports ssljax.models (floor 2)"]
   assert objectives_importing_objectives() == ["ssljax/objectives/bert.py:2: imports ssljax.objectives.gpt"]
+  assert missing_modules() == ["ssljax/objectives/bert.py:2: ssljax.objectives.gpt", "ssljax/train/ok.py:3: ssljax.train.gone"]
 
 
 def test_architecture_md_states_the_same_floors():

@@ -22,7 +22,7 @@ from helpers import REPO, data_mesh, run_cli, run_steps
 from ssljax import losses, objectives
 from ssljax.evaluate import word_overlap
 from ssljax.interface import DATA_AXIS
-from ssljax.objectives import bert as bert_objective
+from ssljax.objectives import common
 from ssljax.text import CLS, MASK, PAD, SEP, ByteTokenizer, masking, pairs
 from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
 from ssljax.train import defaults, step as step_lib
@@ -485,9 +485,8 @@ def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
   assert json.load(open(os.path.join(workdir, "eval.json"))) == report  # fixed masks and pairs
 
   # What fine-tuning reads from a pretrained run.
-  from ssljax import workdir as workdir_lib
 
-  objective, params, _ = workdir_lib.restore_model(workdir)
+  objective, params, _ = objectives.restore_model(workdir)
   assert objective.extras["encoder_config"].num_segments == 2 and "encoder" in params
 
 
@@ -515,7 +514,7 @@ def test_only_the_bundled_bert_config_adds_the_relative_position_bias_and_masks_
   spec = importlib.util.spec_from_file_location("bert_config", os.path.join(REPO, "configs", "bert.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  assert bert_objective.encoder_config(module.get_config("bbc_news")).relative_buckets == 32
-  assert bert_objective.encoder_config(module.get_config("bert_base")).relative_buckets == 0
+  assert common.bert_encoder_config(module.get_config("bbc_news")).relative_buckets == 32
+  assert common.bert_encoder_config(module.get_config("bert_base")).relative_buckets == 0
   assert module.get_config("bbc_news").text.mask_rate == 0.5
   assert module.get_config("bert_base").text.mask_rate == masking.MASK_RATE == 0.15

@@ -13,7 +13,9 @@ import pytest
 
 from helpers import run_cli
 from ssljax import finetune
-from ssljax.finetune import baselines, heads, inputs, metrics, tasks, train
+from ssljax.downstream import baselines, heads, inputs, metrics, tasks
+from ssljax.downstream import examples as task_examples
+from ssljax.finetune import train
 from ssljax.models import transformer
 from ssljax.text import CLS, PAD, SEP, ByteTokenizer
 
@@ -37,7 +39,7 @@ def test_classification_loss_is_the_weighted_mean_cross_entropy():
   # By hand: -log softmax at the label, rows 0 and 1 only.
   row0 = -(2.0 - np.log(np.exp(2.0) + np.exp(-1.0) + np.exp(0.5)))
   row1 = -(0.3 - np.log(np.exp(0.1) + np.exp(0.2) + np.exp(0.3)))
-  got = heads.classification_loss(jnp.asarray(logits, jnp.float32), labels, weights)
+  got = heads.loss_fn("classify")(jnp.asarray(logits, jnp.float32), {"label": labels, "weight": weights})
   np.testing.assert_allclose(got, (row0 + row1) / 2, rtol=1e-6)
 
 
@@ -48,7 +50,7 @@ def test_tagging_loss_averages_over_labelled_tokens_of_real_rows():
   weights = np.array([1.0, 1.0, 0.0])
   log_p = _log_softmax64(logits)
   picked = [-log_p[b, t, tags[b, t]] for b in range(2) for t in range(5) if tags[b, t] >= 0]
-  got = heads.tagging_loss(jnp.asarray(logits, jnp.float32), tags, weights)
+  got = heads.loss_fn("tag")(jnp.asarray(logits, jnp.float32), {"tags": tags, "weight": weights})
   assert len(picked) == 5
   np.testing.assert_allclose(got, np.mean(picked), rtol=1e-6)
 
@@ -64,8 +66,8 @@ def test_span_loss_is_the_mean_of_start_and_end_cross_entropies_over_the_context
     ctx = np.flatnonzero(context[b])
     ls, le = _log_softmax64(start[b, ctx]), _log_softmax64(end[b, ctx])
     expected += (-ls[list(ctx).index(starts[b])] - le[list(ctx).index(ends[b])]) / 2 / 2
-  got = heads.span_loss(jnp.asarray(start, jnp.float32), jnp.asarray(end, jnp.float32), starts, ends,
-                        context, np.ones(2, np.float32))
+  got = heads.loss_fn("span")((jnp.asarray(start, jnp.float32), jnp.asarray(end, jnp.float32)),
+                              {"start": starts, "end": ends, "context_mask": context, "weight": np.ones(2, np.float32)})
   np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -165,7 +167,7 @@ def test_cosine_pair_head_by_hand():
   logits = heads.cosine_logits(jnp.array([0.96, 0.0]), 20.0, 0.5)  # z = 20 * (cos - 0.5)
   np.testing.assert_allclose(logits, [[0.0, 9.2], [0.0, -10.0]], rtol=1e-6)
   # The loss is the logistic loss of z: -log sigmoid(z) for class 1, -log sigmoid(-z) for class 0.
-  loss = heads.classification_loss(logits, jnp.array([1, 1]), jnp.ones(2))
+  loss = heads.loss_fn("pair")(logits, {"label": jnp.array([1, 1]), "weight": jnp.ones(2)})
   np.testing.assert_allclose(loss, np.mean(np.log1p(np.exp(-np.array([9.2, -10.0])))), rtol=1e-6)
   # The head: 2 parameters (scale 20, threshold 0) on the encoder's segment cosine.
   model = heads.FinetuneModel(TINY, "pair", num_labels=2, dropout=0.0, pooling="cosine")
@@ -200,7 +202,7 @@ def test_fit_head_trains_the_head_alone_on_the_frozen_encoder(monkeypatch):
   config = finetune.with_overrides(finetune.default_config("bbc_same_article"),
                                    {"pooling": "cosine", "probe_steps": 150, "probe_lr": 0.02, "eval_batch_size": 8})
   runner = train.Runner(tasks.get("bbc_same_article"), TINY, TOKENIZER, config)
-  template = train.template_feature(runner.encoder, examples)
+  template = task_examples.template_feature(runner.encoder, examples)
   params = runner.init(jax.random.key(0), template)
   before = jax.tree.map(np.asarray, params)
   fitted, info = runner.fit_head(params, examples, np.arange(16), template)
@@ -297,7 +299,7 @@ def test_span_windows_hold_the_answer_and_map_back_to_characters():
   # Reading a prediction back: the span's words, as written in the passage.
   w = holding[0]
   rows = {"start": np.array([w.feature["start"]]), "end": np.array([w.feature["end"]]), "score": np.array([1.0])}
-  assert train._read_back("span", {"context": context}, rows, [w.token_word]) == "Alice Smith"
+  assert task_examples._read_back("span", {"context": context}, rows, [w.token_word]) == "Alice Smith"
 
 
 # --- bundled tasks ----------------------------------------------------------------------------
@@ -415,16 +417,16 @@ def test_label_subsets():
   examples = [{"label": i % 3} for i in range(30)]
   config = finetune.with_overrides(finetune.default_config("bbc_topic"), {"labels_per_class": 2, "draws": 3})
   task = tasks.Task("t", "classify", ("a", "b", "c"), None, "accuracy", "")
-  subsets = train.label_subsets(task, examples, config)
+  subsets = task_examples.label_subsets(task, examples, config)
   assert len(subsets) == 3
   for s in subsets:
     assert sorted(np.bincount([examples[i]["label"] for i in s])) == [2, 2, 2]
   assert len({tuple(s) for s in subsets}) > 1  # the draws differ
   config = finetune.with_overrides(config, {"labels_per_class": 0, "label_fraction": 0.1})
-  assert [len(s) for s in train.label_subsets(task, examples, config)] == [3, 3, 3]
+  assert [len(s) for s in task_examples.label_subsets(task, examples, config)] == [3, 3, 3]
   tag_task = tasks.Task("t", "tag", ("o", "i"), None, "f1", "")
   with pytest.raises(ValueError, match="label_fraction"):
-    train.label_subsets(tag_task, examples, finetune.with_overrides(config, {"labels_per_class": 2,
+    task_examples.label_subsets(tag_task, examples, finetune.with_overrides(config, {"labels_per_class": 2,
                                                                              "label_fraction": 1.0}))
 
 

@@ -281,6 +281,63 @@ def test_classification_loss_and_accuracy():
   np.testing.assert_allclose(accuracy(logits, np.argmax(logits, -1)), 1.0)
 
 
+def ref_weighted_classification(logits, labels, weights):
+  return sum(w * _nll(l, y) for l, y, w in zip(logits, labels, weights)) / np.sum(weights)
+
+
+def ref_tagging(logits, tags, weights):
+  """Each labelled token (tag >= 0) of each row, weighted by its row's weight."""
+  pairs = [(weights[b], _nll(logits[b, t], tags[b, t])) for b in range(tags.shape[0])
+           for t in range(tags.shape[1]) if tags[b, t] >= 0]
+  return sum(w * nll for w, nll in pairs) / sum(w for w, _ in pairs)
+
+
+def ref_span(start, end, starts, ends, context, weights):
+  """(CE(start) + CE(end)) / 2 per row, each softmax over the row's context positions only."""
+  total = 0.0
+  for b in range(start.shape[0]):
+    ctx = list(np.flatnonzero(context[b]))
+    row = (_nll(start[b, ctx], ctx.index(starts[b])) + _nll(end[b, ctx], ctx.index(ends[b]))) / 2
+    total += weights[b] * row
+  return total / np.sum(weights)
+
+
+def test_weighted_classification_loss_matches_reference():
+  logits, labels = _LOGITS[0], _TOKENS[0]  # (5, 7), (5,)
+  weights = np.array([1.0, 0.0, 1.0, 0.5, 1.0])  # a padding row (0) counts for nothing
+  value, grad = jax.jit(jax.value_and_grad(lambda l: losses.classification_loss(l, labels, weights=weights)))(
+      jnp.asarray(logits, jnp.float32))
+  np.testing.assert_allclose(value, ref_weighted_classification(logits, labels, weights), rtol=2e-6)
+  want, = numeric_grad(lambda l: ref_weighted_classification(l, labels, weights), logits)
+  np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6)
+  assert float(losses.classification_loss(logits, labels, weights=np.zeros(5))) == 0.0
+
+
+def test_tagging_loss_matches_reference():
+  tags = np.array([[-1, 2, -1, 0, 6], [-1, 1, 3, -1, -1]])
+  weights = np.array([1.0, 0.5])
+  value, grad = jax.jit(jax.value_and_grad(lambda l: losses.tagging_loss(l, tags, weights)))(
+      jnp.asarray(_LOGITS, jnp.float32))
+  np.testing.assert_allclose(value, ref_tagging(_LOGITS, tags, weights), rtol=2e-6)
+  want, = numeric_grad(lambda l: ref_tagging(l, tags, weights), _LOGITS)
+  np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6)
+  # Without weights every row counts fully: 5 labelled tokens, each once.
+  np.testing.assert_allclose(losses.tagging_loss(_LOGITS, tags), ref_tagging(_LOGITS, tags, np.ones(2)), rtol=2e-6)
+
+
+def test_span_loss_matches_reference_and_ignores_logits_outside_the_context():
+  start, end = _rng.normal(size=(3, 6)), _rng.normal(size=(3, 6))
+  start[:, 0] = end[:, 0] = 50.0  # a huge logit on [CLS], outside the context
+  context = np.array([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 1, 1, 0, 0, 0]], bool)
+  starts, ends, weights = np.array([2, 3, 1]), np.array([4, 5, 2]), np.array([1.0, 1.0, 0.0])
+  fn = jax.jit(jax.value_and_grad(lambda s, e: losses.span_loss(s, e, starts, ends, context, weights), argnums=(0, 1)))
+  value, grads = fn(jnp.asarray(start, jnp.float32), jnp.asarray(end, jnp.float32))
+  np.testing.assert_allclose(value, ref_span(start, end, starts, ends, context, weights), rtol=1e-5)
+  want = numeric_grad(lambda s, e: ref_span(s, e, starts, ends, context, weights), start, end)
+  for got, expected in zip(grads, want):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_accuracy_by_hand_with_ties_and_weights():
   logits = jnp.array([[0.0, 2.0, 1.0], [3.0, 3.0, -1.0], [0.5, 0.1, 0.2], [1.0, 1.0, 1.0]])
   # Row 0's argmax is 1; rows 1 and 3 tie at the top, and the first tied class is the argmax
@@ -424,6 +481,11 @@ _BAD_CALLS = [
                                     np.ones((2, 2))), "mask"),
     (lambda: losses.classification_loss(np.ones((4, 5)), np.ones((3,), np.int32)),
      r"labels must have shape"),
+    (lambda: losses.classification_loss(np.ones((4, 5)), np.ones((4,), np.int32), weights=np.ones(3)),
+     r"classification_loss: weights must have shape \(4,\)"),
+    (lambda: losses.tagging_loss(np.ones((4, 5)), np.ones((4,), np.int32)), r"tagging_loss: logits must be \(B, T, K\)"),
+    (lambda: losses.span_loss(np.ones((2, 5)), np.ones((2, 4)), np.zeros(2, np.int32), np.zeros(2, np.int32),
+                              np.ones((2, 5), bool)), "span_loss: start_logits, end_logits and context_mask"),
 ]
 
 

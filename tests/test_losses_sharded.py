@@ -136,6 +136,30 @@ def _classification(params, floats, ints, axis_name, block_size):
   return losses.classification_loss(_pooled_logits(params, floats), labels, axis_name=axis_name)
 
 
+def _weighted_classification(params, floats, ints, axis_name, block_size):
+  del block_size
+  inputs, row_weights = floats  # (n, T, 4), (n,)
+  (labels,) = ints
+  return losses.classification_loss(_pooled_logits(params, (inputs,)), labels, weights=row_weights,
+                                    axis_name=axis_name)
+
+
+def _tagging(params, floats, ints, axis_name, block_size):
+  del block_size
+  inputs, row_weights = floats
+  (tags,) = ints  # (n, T), -1 at unlabelled tokens
+  return losses.tagging_loss(_encode(params["w"], inputs), tags, row_weights, axis_name=axis_name)
+
+
+def _span(params, floats, ints, axis_name, block_size):
+  del block_size
+  inputs, row_weights = floats
+  starts, ends, context = ints  # (n,), (n,), (n, T)
+  logits = _encode(params["w"], inputs)  # (n, T, 2)
+  return losses.span_loss(logits[..., 0], logits[..., 1], starts, ends, context > 0, row_weights,
+                          axis_name=axis_name)
+
+
 def _accuracy(params, floats, ints, axis_name, block_size):
   del block_size
   (labels,) = ints
@@ -164,6 +188,16 @@ def _losses():
   token_inputs = normal(GLOBAL_BATCH, 5, 4)
   w_tokens = normal(4, 6)  # 6 classes / vocabulary entries
   log_scale = jnp.float32(1.5)
+  # Rows of weight 0 (padding) on some devices only, and tokens without a tag (-1).
+  row_weights = jnp.asarray(np.where(np.arange(GLOBAL_BATCH) % 5 == 3, 0.0, 1.0), jnp.float32)
+  tags = jnp.asarray(np.where(rng.random((GLOBAL_BATCH, 5)) < np.linspace(0.1, 0.8, GLOBAL_BATCH)[:, None], -1,
+                              rng.integers(0, 6, (GLOBAL_BATCH, 5))), jnp.int32)
+  context = np.zeros((GLOBAL_BATCH, 5), np.int32)
+  context[:, 1:] = 1  # position 0 ([CLS]) is never in the context
+  context[::3, 4] = 0
+  starts = jnp.asarray(rng.integers(1, 4, GLOBAL_BATCH), jnp.int32)
+  ends = jnp.asarray(np.minimum(np.asarray(starts) + 1, 3), jnp.int32)
+  w_span = normal(4, 2)
   table = {
       "nt_xent": Loss(_nt_xent, {"w": w}, (x1, x2)),
       "info_nce": Loss(_info_nce, {"w": w}, (x1, x2)),
@@ -175,6 +209,10 @@ def _losses():
       "masked_lm_loss": Loss(_masked_lm, {"w": w_tokens}, (token_inputs, mask), (tokens,)),
       "next_token_loss": Loss(_next_token, {"w": w_tokens}, (token_inputs, mask), (tokens,)),
       "classification_loss": Loss(_classification, {"w": w_tokens}, (token_inputs,), (labels,)),
+      "weighted_classification_loss": Loss(_weighted_classification, {"w": w_tokens}, (token_inputs, row_weights),
+                                           (labels,)),
+      "tagging_loss": Loss(_tagging, {"w": w_tokens}, (token_inputs, row_weights), (tags,)),
+      "span_loss": Loss(_span, {"w": w_span}, (token_inputs, row_weights), (starts, ends, jnp.asarray(context))),
       "accuracy": Loss(_accuracy, {"w": w_tokens}, (token_inputs,), (labels,),
                        differentiable=False),
   }

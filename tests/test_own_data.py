@@ -19,7 +19,7 @@ from PIL import Image
 
 from ssljax import data
 from ssljax.data import file_splits, image_folder, text_files
-from ssljax.finetune import file_task, tasks
+from ssljax.downstream import file_task, tasks
 from ssljax.train import checks
 from ssljax.train.defaults import load_config
 

@@ -186,8 +186,8 @@ def test_soak_random_sigkills_end_with_the_uninterrupted_parameters(tmp_path, da
   print(f"survived {kills} SIGKILLs ({during_save} during a checkpoint write) in {time.time() - started:.0f} s")
   assert kills >= 6
 
-  _, params, model_state = workdir_lib.restore_model(workdir)
-  _, ref_params, ref_model_state = workdir_lib.restore_model(reference_dir)
+  _, params, model_state = objectives.restore_model(workdir)
+  _, ref_params, ref_model_state = objectives.restore_model(reference_dir)
   assert jax.tree.all(jax.tree.map(np.array_equal, (params, model_state), (ref_params, ref_model_state)))
   assert _losses(workdir) == _losses(reference_dir)
 
@@ -485,6 +485,23 @@ def test_a_run_saved_before_an_attention_option_existed_resumes_without_it(tmp_p
   with_option.model[key] = value
   with pytest.raises(checks.ResumeError, match=f"config.model.{key}: <missing> in the saved run, {value} now"):
     checks.check_resume(with_option, str(tmp_path))
+
+
+def test_a_run_saved_before_init_from_and_the_schedule_keys_existed_resumes_without_them(tmp_path):
+  config = defaults.load_config("gpt:smoke")
+  _fake_run(str(tmp_path), config)
+  path = os.path.join(str(tmp_path), workdir_lib.CONFIG_FILE)
+  with open(path) as f:
+    saved = json.load(f)
+  del saved["init_from"]
+  for key in ("schedule", "warmup_fraction", "eps"):
+    del saved["optim"][key]
+  with open(path, "w") as f:
+    json.dump(saved, f)
+  checks.check_resume(config, str(tmp_path))  # no error: cosine, warmup_steps, eps 1e-8 is what it trained with
+  config.optim.schedule = "linear"
+  with pytest.raises(checks.ResumeError, match="config.optim.schedule: <missing> in the saved run, 'linear' now"):
+    checks.check_resume(config, str(tmp_path))
 
 
 def test_resume_into_another_objective_is_refused_even_when_allowed(tmp_path):

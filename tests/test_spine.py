@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ssljax import interface, losses, workdir
+from ssljax import interface, losses, objectives, workdir
 from ssljax.interface import DATA_AXIS, Family, LossAux, Monitor, Objective, TrainInput
 from ssljax.train import defaults, loop
 from ssljax.train.metrics import read_metrics
@@ -101,7 +101,7 @@ def test_a_token_objective_trains_resumes_and_restores_through_the_generic_loop(
   # Resumes at 10 for 5 more steps: a longer run is another schedule, so it must be allowed.
   loop.train(_config(15), wd, progress=False, allow_config_change=True)
   assert [m["step"] for m in read_metrics(wd)] == list(range(1, 16))
-  objective, params, model_state = workdir.restore_model(wd)
+  objective, params, model_state = objectives.restore_model(wd)
   assert objective.name == "test_next_token" and model_state == {}
   report = objective.family.evaluate(objective, params, model_state, workdir.load_config(wd), wd, "test")
   assert report == {"split": "test", "params": 3}

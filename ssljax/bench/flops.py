@@ -28,7 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ssljax.objectives import bert, clip, gpt
+from ssljax.objectives import clip, common, gpt
 from ssljax.text import vocab
 
 # Dense (no structured sparsity) bfloat16 peak TFLOP/s per chip, from the vendors' datasheets:
@@ -132,7 +132,7 @@ def analytic_flops(config: ml_collections.ConfigDict, params: dict, batch: dict[
                       + 6.0 * cfg.embed_dim * cfg.vocab_size)
     return {"flops": flops, "params": n, "formula": "B T (6 N + 12 L d T + 6 d V)"}
   if config.objective == "bert":
-    cfg = bert.encoder_config(config)
+    cfg = common.bert_encoder_config(config)
     n = block_params(params["encoder"])
     sequences, length = batch["tokens"].shape
     predictions = sequences * vocab.max_predictions(config)

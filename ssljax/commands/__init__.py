@@ -1,5 +1,6 @@
-"""What a user does with a finished run: evaluate it (`ssljax eval`), continue a prompt with it
-(`ssljax generate`), classify images zero-shot with it (`ssljax zero-shot`).
+"""What a user does with a finished run: evaluate it (`ssljax eval`; the trainer's own
+`train.evaluation`, handed on here), continue a prompt with it (`ssljax generate`), classify
+images zero-shot with it (`ssljax zero-shot`).
 
 Each restores the run through `ssljax.workdir`, so these sit above the objectives and the trainer:
 
@@ -10,7 +11,7 @@ Each restores the run through `ssljax.workdir`, so these sit above the objective
 """
 
 from ssljax.commands import zero_shot
-from ssljax.commands.evaluate import evaluate_workdir
+from ssljax.train.evaluation import evaluate_workdir
 from ssljax.commands.generate_text import generate
 
 __all__ = ["evaluate_workdir", "generate", "zero_shot"]

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import jax
 
+from ssljax import objectives
 from ssljax import workdir as workdir_lib
 from ssljax.families import text
 from ssljax.text import tokenizer as tokenizer_lib
@@ -25,7 +26,7 @@ def generate(workdir: str, prompts: Sequence[str], *, num_samples: int = 1, max_
   """`num_samples` continuations of every prompt (a list per prompt); the same seed gives the
   same text."""
   config = workdir_lib.load_config(workdir)
-  objective, params, model_state = workdir_lib.restore_model(workdir, config)
+  objective, params, model_state = objectives.restore_model(workdir, config)
   if "generate" not in objective.extras:
     raise ValueError(f"the run in {workdir} is a {objective.name} run, which does not generate text")
   tokenizer = tokenizer_lib.load(workdir)

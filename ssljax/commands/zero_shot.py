@@ -24,8 +24,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from ssljax import data, objectives
 from ssljax import workdir as workdir_lib
-from ssljax import data
 from ssljax.families import image_text
 from ssljax.text import tokenizer as tokenizer_lib
 
@@ -52,7 +52,7 @@ class ZeroShotClassifier:
 
   def __init__(self, workdir: str):
     self.config = workdir_lib.load_config(workdir)
-    objective, self.params, self.model_state = workdir_lib.restore_model(workdir, self.config)
+    objective, self.params, self.model_state = objectives.restore_model(workdir, self.config)
     if "embed_text" not in objective.extras:
       raise ValueError(f"the run in {workdir} is a {objective.name} run, not an image-text (CLIP) run")
     self.tokenizer = tokenizer_lib.load(workdir)

@@ -4,11 +4,13 @@ extraction, with the whole encoder trained.
 
   results = ssljax.finetune.run("runs/bert", "bbc_topic", {"labels_per_class": 10})
 
-`run` restores the encoder and the tokenizer of a finished BERT run (`ssljax.workdir`), trains
-a head for the task (`heads`, `train`) on the task's examples (`tasks`, `inputs`), chooses the
-learning rate on the validation split, scores the test split once, fits the task's baseline
-(`baselines`) on the same labels, and writes everything to `finetune.json` in the output
-directory (default <pretrained workdir>/finetune/<task>[-scratch][-<label budget>]/).
+`run` trains a head for the task (`heads`) on the encoder of a finished BERT run, on the task's
+examples (`tasks`, `inputs`), each learning rate and label draw a run of the trainer under the
+output directory (`protocol`), chooses the learning rate on the validation split, scores the
+test split once, fits the task's baseline (`baselines`) on the same labels, and writes
+everything to `finetune.json` in the output directory (default
+<pretrained workdir>/finetune/<task>[-scratch][-<label budget>]/). Run again, it skips the
+finished trials and resumes the others.
 `ssljax finetune --workdir RUN --task NAME [--config.KEY=VALUE]` is the same from the shell.
 """
 
@@ -21,8 +23,8 @@ from typing import Any
 
 import ml_collections
 
-from ssljax.finetune import baselines, heads, inputs, metrics, tasks
-from ssljax.finetune.tasks import TASKS, TaskDataMissing
+from ssljax.downstream import baselines, heads, inputs, metrics, tasks
+from ssljax.downstream.tasks import TASKS, TaskDataMissing
 
 RESULTS_FILE = "finetune.json"
 
@@ -38,7 +40,8 @@ def with_overrides(config: ml_collections.ConfigDict,
                    overrides: Mapping[str, Any] | None) -> ml_collections.ConfigDict:
   """A copy of `config` with `overrides` ({"labels_per_class": 10, "splits.train": "train[:1%]"})
   applied; a key the config does not have is an error that names it."""
-  config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy of the values
+  # An unlocked copy; its linked keys (configs/finetune.py's trainer keys) stay linked.
+  config = ml_collections.ConfigDict(config.to_dict(preserve_field_references=True))
   flat = dict(overrides or {})
   for key in flat:
     node = config
@@ -60,7 +63,7 @@ def with_overrides(config: ml_collections.ConfigDict,
 def run_name(config: ml_collections.ConfigDict) -> str:
   """<task>[-scratch][-<label budget>]: runs of one pretrained model that differ in these do not
   overwrite each other."""
-  from ssljax.finetune.train import budget_name
+  from ssljax.downstream.examples import budget_name
 
   name = config.task + ("-scratch" if config.init == "scratch" else "")
   budget = budget_name(config)
@@ -78,10 +81,10 @@ def load_encoder(pretrained_workdir: str):
   (dense + tanh on [CLS]) is pretrained by next-sentence prediction, and its classification
   heads start from it (Devlin et al. 2019, section 4).
   """
-  from ssljax import workdir as workdir_lib
+  from ssljax import objectives
   from ssljax.text import tokenizer as tokenizer_lib
 
-  objective, params, _ = workdir_lib.restore_model(pretrained_workdir)
+  objective, params, _ = objectives.restore_model(pretrained_workdir)
   encoder_config = objective.extras.get("encoder_config")
   if encoder_config is None or "encoder" not in params:
     raise ValueError(f"{pretrained_workdir!r} is a {objective.name!r} run; fine-tuning needs a BERT run "
@@ -111,7 +114,7 @@ def run(pretrained_workdir: str, task_name: str | None = None, config_overrides:
     The results: the chosen learning rate, validation and test metrics (mean and std over
     label draws), every trial's validation score, the baseline, sizes and timing.
   """
-  from ssljax.finetune import train
+  from ssljax.finetune import protocol
 
   if config is None:
     config = default_config(task_name or "bbc_topic")
@@ -119,11 +122,10 @@ def run(pretrained_workdir: str, task_name: str | None = None, config_overrides:
     raise ValueError(f"task {task_name!r} given, but the config is for {config.task!r}")
   config = with_overrides(config, config_overrides)
   task = tasks.for_config(config)
-  encoder_config, pretrained, tokenizer = load_encoder(pretrained_workdir)
-  results = train.finetune(task, encoder_config, pretrained, tokenizer, config, progress=progress)
+  out = output_dir or output_dir_for(pretrained_workdir, config)
+  results = protocol.finetune(task, pretrained_workdir, config, out, progress=progress)
   results["pretrained_workdir"] = os.path.abspath(pretrained_workdir)
   results["config"] = config.to_dict()
-  out = output_dir or output_dir_for(pretrained_workdir, config)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, RESULTS_FILE), "w") as f:
     json.dump(results, f, indent=2, default=_jsonable)

@@ -1,26 +1,13 @@
-"""Fine-tuning the whole encoder with a task head (Devlin et al. 2019, arXiv 1810.04805, section 4
-and appendix A.3), and the selection protocol around it.
-
-Recipe: AdamW (beta2 0.999, eps 1e-6, weight decay 0.01 on the matrices only, not on
-embeddings, biases or LayerNorm), the learning rate warmed up linearly over the first 10% of
-the steps and decayed linearly (or along a cosine) to zero, gradients clipped to norm 1, dropout
-0.1, a few epochs. Every parameter is trained, the pretrained encoder's included.
-
-Protocol: for every draw of the labelled subset (all labels: one draw) and every candidate
-learning rate, a fresh head on the pretrained encoder (or, `init="scratch"`, on a randomly
-initialised one of the same shape) is trained and scored on the validation split; the learning
-rate with the best mean validation metric over the draws is chosen, and only its test scores
-(mean and std over the draws) are reported. The baselines of `baselines.py` are fit on the same
-labelled subsets and chosen on the same validation split.
-
-The step runs on one device, jitted once per run: the learning rate is an argument of the step
-(not a constant baked into the compiled program), so trials with other rates and draws reuse it.
+"""LP-FT's head fit on the frozen encoder (`Runner.fit_head`, Kumar et al. 2022, arXiv
+2202.10054) and the batch size of a label budget: fine-tuning's pieces outside the trainer. The
+training itself is the trainer's (the "finetune" objective, objectives/finetune.py), and
+`protocol.py` runs the trials and chooses among them; the examples, predictions, scores and
+baselines are `ssljax.downstream`'s.
 """
 
 from __future__ import annotations
 
-import math
-import time
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,66 +16,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 
-from ssljax.finetune import baselines, heads, inputs, metrics, with_overrides
-from ssljax.finetune.heads import CLASSIFY, PAIR, SPAN, TAG
-from ssljax.finetune.tasks import Task
+from ssljax.downstream import heads, inputs
+from ssljax.downstream.examples import budget_name, predictions, read_at, score
+from ssljax.downstream.tasks import Task
+from ssljax.finetune import with_overrides
 from ssljax.models.transformer import TransformerConfig
 from ssljax.text.tokenizer import Tokenizer
-from ssljax.train.optim import decay_mask
 
 
 # The head-fitting probe keeps every labelled example's (T, D) states: 4,096 are 268 MB at 128
 # tokens of width 128 (all of bbc_same_article's 3,562 pairs) and 4.8 GB for BERT-base at 384.
 PROBE_MAX_EXAMPLES = 4096
-
-
-class Subset(Sequence):
-  """The examples of `source` at `indices`, read when asked for."""
-
-  def __init__(self, source: Sequence, indices: np.ndarray):
-    self.source, self.indices = source, np.asarray(indices, np.int64)
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, k: int):
-    return self.source[int(self.indices[k])]
-
-  def __getitems__(self, ks) -> list:
-    picked = [int(self.indices[k]) for k in ks]
-    if hasattr(self.source, "__getitems__"):
-      return list(self.source.__getitems__(picked))
-    return [self.source[i] for i in picked]
-
-
-def read_all(source: Sequence, chunk: int = 1024) -> list:
-  """Every example of a source, in order, in chunks (one ArrayRecord read per chunk)."""
-  if isinstance(source, (list, tuple)):
-    return list(source)
-  out = []
-  for start in range(0, len(source), chunk):
-    ids = range(start, min(start + chunk, len(source)))
-    out += source.__getitems__(ids) if hasattr(source, "__getitems__") else [source[i] for i in ids]
-  return out
-
-
-def capped(source: Sequence, limit: int, seed: int) -> Sequence:
-  """At most `limit` examples (0: all), a fixed random choice kept in source order: bundled
-  tasks are stored sorted by topic, so the first ones would all share one."""
-  if not limit or len(source) <= limit:
-    return source
-  keep = np.sort(np.random.default_rng(seed).choice(len(source), size=limit, replace=False))
-  return Subset(source, keep)
-
-
-def budget_name(config: ml_collections.ConfigDict) -> str:
-  if config.labels_per_class:
-    return f"{config.labels_per_class}_per_class"
-  if config.label_fraction < 1.0:
-    return f"fraction_{config.label_fraction:g}"
-  return "all"
 
 
 def for_label_budget(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -100,87 +39,20 @@ def for_label_budget(config: ml_collections.ConfigDict) -> ml_collections.Config
   return with_overrides(config, {"batch_size": config.few_label_batch_size})
 
 
-def label_subsets(task: Task, train: Sequence[dict], config: ml_collections.ConfigDict) -> list[np.ndarray]:
-  """Indices into `train` of the labelled examples, one array per draw.
-
-  All labels: one draw of everything. `labels_per_class=k` (classification, pairs): k examples
-  of every class, drawn without replacement (all of a class with fewer). `label_fraction=f`
-  (any task, meant for tagging and spans): round(f * N) examples, at least one.
-  """
-  n = len(train)
-  if config.labels_per_class and config.label_fraction < 1.0:
-    raise ValueError("set config.labels_per_class or config.label_fraction, not both")
-  if not config.labels_per_class and config.label_fraction >= 1.0:
-    return [np.arange(n)]
-  if config.draws < 1:
-    raise ValueError(f"config.draws must be >= 1, got {config.draws}")
-  subsets = []
-  if config.labels_per_class:
-    if task.kind not in (CLASSIFY, PAIR):
-      raise ValueError(f"labels_per_class needs a classification task; {task.name} is a {task.kind} task: "
-                       "use --config.label_fraction")
-    labels = np.asarray([e["label"] for e in read_all(train)])
-    for draw in range(config.draws):
-      rng = np.random.default_rng([config.seed, draw])
-      picked = [rng.choice(np.flatnonzero(labels == c), size=min(config.labels_per_class, np.sum(labels == c)),
-                           replace=False) for c in range(task.num_labels) if np.any(labels == c)]
-      subsets.append(np.sort(np.concatenate(picked)))
-    return subsets
-  if not 0.0 < config.label_fraction < 1.0:
-    raise ValueError(f"config.label_fraction must be in (0, 1], got {config.label_fraction}")
-  size = max(1, round(config.label_fraction * n))
-  for draw in range(config.draws):
-    subsets.append(np.sort(np.random.default_rng([config.seed, draw]).choice(n, size=size, replace=False)))
-  return subsets
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict, peak: float, steps: int) -> optax.Schedule:
-  """Linear warmup over warmup_fraction of the steps, then linear (BERT) or cosine decay to 0."""
-  warmup = min(int(config.warmup_fraction * steps), steps - 1)
-  if config.schedule == "linear":
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warmup, 1)),
-                                 optax.linear_schedule(peak, 0.0, max(steps - warmup, 1))], [warmup])
-  if config.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(steps, 1))
-  raise ValueError(f"config.schedule must be 'linear' or 'cosine', got {config.schedule!r}")
-
-
-def base_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW with a unit learning rate; the step multiplies its update by the scheduled rate, so
-  that rate is an argument rather than a constant of the compiled step. With lr = 1, adamw's
-  update is -(adam + wd * p); times lr it is exactly AdamW's -lr * (adam + wd * p)."""
-  return optax.chain(
-      optax.clip_by_global_norm(config.clip_norm),
-      optax.adamw(1.0, b1=0.9, b2=0.999, eps=1e-6, weight_decay=config.weight_decay, mask=decay_mask))
-
-
 class Runner:
-  """One model, one optimizer and one encoder of examples: the compiled train step and predict."""
+  """A task's model and encoder of examples on one device, outside the trainer: initialising it
+  (with the pretrained encoder), LP-FT's head fitting (`fit_head`) and prediction. Training is
+  the trainer's (`protocol.py`, objectives/finetune.py)."""
 
   def __init__(self, task: Task, encoder_config: TransformerConfig, tokenizer: Tokenizer,
                config: ml_collections.ConfigDict):
-    seq_len = min(config.seq_len or encoder_config.max_len, encoder_config.max_len)
     self.task, self.config = task, config
     self.model = heads.FinetuneModel(encoder_config.replace(dropout=config.dropout), task.kind,
                                      task.num_labels, config.dropout, config.pooling)
-    self.encoder = inputs.Encoder(tokenizer, task.kind, seq_len, max_question_len=config.max_question_len,
-                                  doc_stride=config.doc_stride)
-    self.tx = base_optimizer(config)
+    self.encoder = inputs.encoder_for(tokenizer, task.kind, encoder_config.max_len, config)
     loss_of = heads.loss_fn(task.kind)
     predict_of = heads.predict_fn(task.kind, config.max_answer_len)
-    model, tx = self.model, self.tx
-
-    def step(params, opt_state, batch, lr, key):
-      def objective(p):
-        out = model.apply({"params": p}, batch, train=True, rngs={"dropout": key})
-        return loss_of(out, batch)
-
-      loss, grads = jax.value_and_grad(objective)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      updates = jax.tree.map(lambda u: lr * u, updates)
-      return optax.apply_updates(params, updates), opt_state, loss
-
-    self.step = jax.jit(step, donate_argnums=(0, 1))
+    model = self.model
     self.encode = jax.jit(lambda encoder_params, batch: heads.encode(encoder_config, encoder_params, batch))
     self.head_tx = optax.adam(config.probe_lr)
 
@@ -194,26 +66,18 @@ class Runner:
 
     self.head_step = jax.jit(head_step)
     self.init_params = jax.jit(lambda key, batch: model.init({"params": key}, batch)["params"])
-    # Every parameter lives on this device, committed: the pretrained ones arrive committed from
-    # the checkpoint, and a mix of committed and uncommitted arguments would compile the step
-    # a second time once its own (committed) outputs come back.
+    # Every parameter lives on this device, committed, as the pretrained ones arrive from the
+    # checkpoint: a mix of committed and uncommitted arguments would compile twice.
     self.device = jax.local_devices()[0]
     self.predict = jax.jit(lambda params, batch: predict_of(model.apply({"params": params}, batch), batch))
 
   def init(self, key, template: dict, pretrained: dict | None = None):
-    """A fresh model whose parts named in `pretrained` ("encoder", and "pooler" when the run
-    has BERT's pretrained pooler and the head uses one) are copies of those (the step donates
-    its inputs); with None everything is random (the from-scratch baseline)."""
+    """A fresh model whose "encoder" (and "pooler", `heads.load_pretrained`) are copies of
+    `pretrained`'s; with None everything is random (the from-scratch baseline)."""
     batch = inputs.collate([template], 1, template)
     params = self.init_params(key, batch)
-    for name, value in (pretrained or {}).items():
-      if name not in params:
-        continue  # e.g. the pooler, for a head without one
-      same_tree = jax.tree.structure(params[name]) == jax.tree.structure(value)
-      if not same_tree or any(a.shape != b.shape for a, b in zip(jax.tree.leaves(params[name]),
-                                                                  jax.tree.leaves(value))):
-        raise ValueError(f"the pretrained {name!r} parameters do not match the {name!r} built from its config")
-      params = {**params, name: jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), value)}
+    if pretrained:
+      params = heads.load_pretrained(params, pretrained)
     return jax.device_put(params, self.device)
 
   def fit_head(self, params, train: Sequence[dict], indices: np.ndarray, template: dict) -> tuple[Any, dict]:
@@ -234,7 +98,7 @@ class Runner:
     size = c.eval_batch_size
     batches, hidden = [], []
     for start in range(0, len(indices), size):  # (N, T, D) states, encoded a batch at a time
-      features = [self.encoder.train_feature(e) for e in _read(train, indices[start:start + size])]
+      features = [self.encoder.train_feature(e) for e in read_at(train, indices[start:start + size])]
       batch = inputs.collate(features, size, template)
       batches.append(batch)
       hidden.append(self.encode(params["encoder"], batch))
@@ -249,36 +113,6 @@ class Runner:
     return {**params, **head}, {"probe_examples": len(indices), "probe_loss_start": first,
                                 "probe_loss_end": float(loss)}
 
-  def steps_for(self, labelled: int) -> int:
-    c = self.config
-    steps = max(math.ceil(c.epochs * labelled / c.batch_size), c.min_steps)
-    return min(steps, c.max_steps) if c.max_steps else steps
-
-  def train(self, params, train: Sequence[dict], indices: np.ndarray, lr: float, key, *, order_seed,
-            template: dict, progress: bool, desc: str) -> tuple[Any, dict]:
-    """Trains `params` on the examples at `indices`; returns them and the step count and the
-    mean loss of the last tenth of the steps."""
-    c = self.config
-    steps = self.steps_for(len(indices))
-    schedule = learning_rate_schedule(c, lr, steps)
-    opt_state = jax.device_put(self.tx.init(params), self.device)  # committed, as the step returns it
-    rng = np.random.default_rng(order_seed)
-    epochs = math.ceil(steps * c.batch_size / len(indices))
-    order = np.concatenate([rng.permutation(indices) for _ in range(epochs)])  # epoch after epoch
-    losses = []
-    bar = tqdm.tqdm(range(steps), desc=desc, disable=not progress, unit="step", leave=False, dynamic_ncols=True)
-    for step in bar:
-      picked = order[step * c.batch_size:(step + 1) * c.batch_size]
-      features = [self.encoder.train_feature(e) for e in _read(train, picked)]
-      batch = inputs.collate(features, c.batch_size, template)
-      params, opt_state, loss = self.step(params, opt_state, batch, jnp.float32(schedule(step)),
-                                          jax.random.fold_in(key, step))
-      losses.append(loss)
-      if progress and step % 10 == 9:
-        bar.set_postfix(loss=f"{float(loss):.4f}")
-    tail = [float(x) for x in losses[-max(1, steps // 10):]]
-    return params, {"steps": steps, "final_train_loss": float(np.mean(tail))}
-
   def evaluate(self, params, examples: Sequence[dict], *, progress: bool = False, desc: str = "eval") -> dict:
     """The task's metrics on `examples`, streamed in batches."""
     predictions, gold = self.predictions(params, examples, progress=progress, desc=desc)
@@ -286,179 +120,5 @@ class Runner:
 
   def predictions(self, params, examples: Sequence[dict], *, progress: bool = False,
                   desc: str = "eval") -> tuple[list, list]:
-    """One prediction per example (a class, a list of word tags, or the answer's text) and its
-    gold answer, read chunk by chunk: only these, not the examples, are kept."""
-    size = self.config.eval_batch_size
-    result, gold = [], []
-    chunks = range(0, len(examples), size)
-    for start in tqdm.tqdm(chunks, desc=desc, disable=not progress, leave=False, unit="batch"):
-      chunk = _read(examples, np.arange(start, min(start + size, len(examples))))
-      encoded = [self.encoder.eval_features(e) for e in chunk]
-      flat = [f for features, _ in encoded for f in features]
-      out = []
-      for b in range(0, len(flat), size):
-        batch = inputs.collate(flat[b:b + size], size, flat[0])
-        out.append(jax.tree.map(np.asarray, self.predict(params, batch)))
-      out = jax.tree.map(lambda *xs: np.concatenate(xs), *out)
-      k = 0
-      for example, (features, meta) in zip(chunk, encoded):
-        rows = jax.tree.map(lambda x: x[k:k + len(features)], out)
-        result.append(_read_back(self.task.kind, example, rows, meta))
-        gold.append(_gold(self.task.kind, example))
-        k += len(features)
-    return result, gold
-
-
-def _read(source: Sequence, indices) -> list:
-  if hasattr(source, "__getitems__"):
-    return list(source.__getitems__([int(i) for i in indices]))
-  return [source[int(i)] for i in indices]
-
-
-def _read_back(kind: str, example: dict, rows, meta):
-  """An example's prediction from the outputs of its features."""
-  if kind in (CLASSIFY, PAIR):
-    return int(rows[0])
-  if kind == TAG:
-    return rows[0][meta].tolist()  # the tag at each kept word's label position
-  best = int(np.argmax(rows["score"]))  # the window whose best span scores highest
-  token_word = meta[best]
-  first, last = token_word[rows["start"][best]], token_word[rows["end"][best]]
-  words = inputs.passage_units(example["context"])
-  if first < 0 or last < 0:  # no legal span (an empty passage)
-    return ""
-  return example["context"][words[first][0]:words[last][1]]
-
-
-def _gold(kind: str, example: dict):
-  if kind in (CLASSIFY, PAIR):
-    return example["label"]
-  if kind == TAG:
-    return example["tags"]
-  return [a["text"] for a in example["answers"]]
-
-
-def score(task: Task, predictions: list, gold: list) -> dict:
-  """The task's metrics of one prediction per example against its gold answer (a class, the
-  word tags, or the answer texts); tagging scores the words the encoder kept."""
-  if task.kind in (CLASSIFY, PAIR):
-    return {"accuracy": metrics.accuracy(predictions, gold)}
-  if task.kind == TAG:
-    gold = [g[:len(p)] for g, p in zip(gold, predictions)]
-    result = metrics.tagging_scores(predictions, gold, outside=task.outside)
-    if any(name.startswith("B-") for name in task.labels):
-      result["entity_f1"] = metrics.entity_f1(predictions, gold, task.labels)
-    return result
-  return metrics.span_scores(predictions, gold)
-
-
-def mean_std(results: list[dict]) -> dict:
-  """Each metric's mean over draws, and its std (`<metric>_std`) when there are several."""
-  out = {}
-  for key in results[0]:
-    values = [r[key] for r in results]
-    out[key] = float(np.mean(values))
-    if len(values) > 1:
-      out[f"{key}_std"] = float(np.std(values))
-  return out
-
-
-def template_feature(encoder: inputs.Encoder, train: Sequence[dict]) -> dict:
-  """A training feature of the task: the shape of padding rows and of the model's init."""
-  for start in range(0, len(train), 64):
-    for example in _read(train, np.arange(start, min(start + 64, len(train)))):
-      feature = encoder.train_feature(example)
-      if feature is not None:
-        return feature
-  raise ValueError("no training example fits the encoder's sequence length")
-
-
-def run_baseline(task: Task, runner: Runner, data: dict, subsets: list[np.ndarray], seed: int) -> dict | None:
-  """The task kind's baseline on each labelled subset, mean (and std) over the draws."""
-  enc = runner.encoder
-  if task.kind == SPAN:
-    return {"name": "surface_heuristic", "validation": baselines.span_heuristic(read_all(data["validation"])),
-            "test": baselines.span_heuristic(read_all(data["test"]))}
-  train, val, test = (read_all(data[r]) for r in ("train", "validation", "test"))
-  if task.kind == TAG:
-    def visible(examples):  # the words the encoder keeps, with their tags
-      return [(e["words"][:n], e["tags"][:n]) for e in examples
-              for n in [len(enc.tagging(e["words"], None)[1])]]
-
-    val_v, test_v = visible(val), visible(test)
-    draws = []
-    for indices in subsets:
-      table = baselines.majority_tags([(train[i]["words"], train[i]["tags"]) for i in indices])
-      draws.append({role: metrics.tagging_scores([baselines.tag_with_majority(table, w) for w, _ in split],
-                                                 [t for _, t in split], outside=task.outside)
-                    for role, split in (("validation", val_v), ("test", test_v))})
-    return {"name": "majority_tag_per_word", **{r: mean_std([d[r] for d in draws]) for r in ("validation", "test")}}
-  visible = [enc.visible_text(e) for e in train]
-  val_x, test_x = [enc.visible_text(e) for e in val], [enc.visible_text(e) for e in test]
-  labels = lambda examples: [e["label"] for e in examples]  # noqa: E731
-  if task.kind == CLASSIFY:
-    fit, unlabelled = baselines.tfidf_logreg, visible
-  else:
-    fit, unlabelled = baselines.tfidf_pair_logreg, [t for pair in visible for t in pair]
-  draws = [fit(unlabelled, ([visible[i] for i in ix], [train[i]["label"] for i in ix]), (val_x, labels(val)),
-               (test_x, labels(test)), seed=seed) for ix in subsets]
-  return {"name": draws[0]["name"], "C": [d["C"] for d in draws],
-          **{r: mean_std([d[r] for d in draws]) for r in ("validation", "test")}}
-
-
-def finetune(task: Task, encoder_config: TransformerConfig, pretrained: dict | None, tokenizer: Tokenizer,
-             config: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
-  """Fine-tunes on `task` under `config` and returns the results (see `ssljax.finetune.run`).
-
-  Args:
-    encoder_config: the pretrained encoder's architecture.
-    pretrained: {"encoder": its parameters, optionally "pooler": BERT's pretrained pooler};
-      ignored when config.init == "scratch".
-    tokenizer: the tokenizer it was pretrained with.
-  """
-  if config.init not in ("pretrained", "scratch"):
-    raise ValueError(f"config.init must be 'pretrained' or 'scratch', got {config.init!r}")
-  if not config.lrs:
-    raise ValueError("config.lrs needs at least one learning rate")
-  started = time.perf_counter()
-  config = for_label_budget(config)
-  runner = Runner(task, encoder_config, tokenizer, config)
-  data = {role: task.read(config, role) for role in ("train", "validation", "test")}
-  data["train"] = capped(data["train"], config.max_train_examples, config.seed)
-  for role in ("validation", "test"):
-    data[role] = capped(data[role], config.max_eval_examples, config.seed)
-  subsets = label_subsets(task, data["train"], config)
-  template = template_feature(runner.encoder, data["train"])
-  if config.init == "pretrained" and not pretrained:
-    raise ValueError("config.init='pretrained' needs the pretrained parameters")
-  pretrained = pretrained if config.init == "pretrained" else None
-  trials, test_scores = [], {}
-  root = jax.random.key(config.seed)
-  for draw, indices in enumerate(subsets):
-    key = jax.random.fold_in(root, draw)  # one head init (and probe) per draw: learning rates compared fairly
-    start, probe = runner.fit_head(runner.init(key, template, pretrained), data["train"], indices, template)
-    for lr in config.lrs:
-      params = jax.device_put(jax.tree.map(jnp.copy, start), runner.device)  # the step donates its parameters
-      desc = f"{task.name} lr={lr:g}" + (f" draw {draw + 1}/{len(subsets)}" if len(subsets) > 1 else "")
-      params, info = runner.train(params, data["train"], indices, lr, jax.random.fold_in(key, 1),
-                                  order_seed=[config.seed, draw], template=template, progress=progress, desc=desc)
-      validation = runner.evaluate(params, data["validation"], progress=progress, desc="validation")
-      # Scored now so that the parameters need not be kept; reported only for the chosen rate.
-      test_scores[(draw, lr)] = runner.evaluate(params, data["test"], progress=progress, desc="test")
-      trials.append({"draw": draw, "lr": lr, "labelled": int(len(indices)), **probe, **info,
-                     "validation": validation})
-      del params
-  chosen = max(config.lrs, key=lambda lr: np.mean([t["validation"][task.metric] for t in trials if t["lr"] == lr]))
-  results = {
-      "task": task.name, "kind": task.kind, "description": task.description, "init": config.init,
-      "metric": task.metric, "labels": budget_name(config), "draws": len(subsets),
-      "examples": {role: len(data[role]) for role in data},
-      "chosen": {"lr": chosen},
-      "validation": mean_std([t["validation"] for t in trials if t["lr"] == chosen]),
-      "test": mean_std([test_scores[(d, chosen)] for d in range(len(subsets))]),
-      "trials": trials,
-  }
-  if config.baseline:
-    results["baseline"] = run_baseline(task, runner, data, subsets, config.seed)
-  results["seconds"] = round(time.perf_counter() - started, 1)
-  return results
+    return predictions(self.task.kind, self.encoder, functools.partial(self.predict, params), examples,
+                       self.config.eval_batch_size, progress=progress, desc=desc)

@@ -14,7 +14,7 @@ from ssljax.losses._common import l2_normalize
 from ssljax.losses.byol import byol_loss
 from ssljax.losses.contrastive import clip_loss, info_nce, nt_xent
 from ssljax.losses.cross_entropy import (accuracy, classification_loss, masked_lm_loss,
-                                         next_token_loss)
+                                         next_token_loss, span_loss, tagging_loss)
 from ssljax.losses.sigmoid import siglip_loss
 from ssljax.losses.vicreg import vicreg_loss, vicreg_terms
 
@@ -29,6 +29,8 @@ __all__ = [
     "next_token_loss",
     "nt_xent",
     "siglip_loss",
+    "span_loss",
+    "tagging_loss",
     "vicreg_loss",
     "vicreg_terms",
 ]

@@ -113,11 +113,13 @@ def next_token_loss(logits: Array, tokens: Array, mask: Array | None = None, *,
   return _weighted_mean(nll, mask[:, 1:].astype(jnp.float32), axis_name)
 
 
-def classification_loss(logits: Array, labels: Array, *,
+def classification_loss(logits: Array, labels: Array, *, weights: Array | None = None,
                         axis_name: AxisName | None = None) -> Array:
-  """Mean softmax cross-entropy with integer labels (next-sentence, rotation, patch position).
+  """Mean softmax cross-entropy with integer labels (next-sentence, rotation, patch position,
+  a fine-tuned classifier).
 
       loss = -1/N sum_i log softmax(logits_i)[labels_i]
+      (with weights: - sum_i w_i log softmax(logits_i)[labels_i] / sum_i w_i)
 
   Used by RotNet (Gidaris et al. 2018, arXiv:1803.07728), relative patch placement
   (Doersch et al. 2015, arXiv:1505.05192) and BERT's next-sentence prediction.
@@ -125,13 +127,96 @@ def classification_loss(logits: Array, labels: Array, *,
   Args:
     logits: (..., C) class scores.
     labels: (...) integer classes in [0, C).
+    weights: optional (...) weights of the rows (0 for padding rows); None counts all.
     axis_name: mesh axis (or tuple of axes) for a global mean, or None.
 
   Returns:
-    Scalar float32 loss.
+    Scalar float32 loss; 0 when every weight is 0.
   """
-  logits, labels = _check_logits_labels("classification_loss", logits, labels)
-  return _weighted_mean(_token_nll(logits, labels), jnp.ones(labels.shape), axis_name)
+  fn = "classification_loss"
+  logits, labels = _check_logits_labels(fn, logits, labels)
+  weights = _row_weights(fn, weights, labels.shape)
+  return _weighted_mean(_token_nll(logits, labels), weights, axis_name)
+
+
+def _row_weights(fn: str, weights, shape) -> Array:
+  """`weights` as float32 of `shape`, checked; ones when None."""
+  if weights is None:
+    return jnp.ones(shape, jnp.float32)
+  weights = _common.as_array(fn, "weights", weights)
+  if weights.shape != tuple(shape):
+    raise ValueError(f"{fn}: weights must have shape {tuple(shape)}, got {_common.describe(weights)}")
+  return weights.astype(jnp.float32)
+
+
+def tagging_loss(logits: Array, tags: Array, weights: Array | None = None, *,
+                 axis_name: AxisName | None = None) -> Array:
+  """Token tagging (BERT's named entities, arXiv:1810.04805, section 5.3): mean cross-entropy
+  over the labelled tokens of the counted rows.
+
+      loss = sum_{b,t: tags[b,t] >= 0} w_b (-log softmax(logits[b,t])[tags[b,t]])
+             / sum_{b,t: tags[b,t] >= 0} w_b
+
+  Every labelled token counts once, so a long sentence weighs more than a short one (token-level
+  training), and across devices the mean is over the global batch's labelled tokens.
+
+  Args:
+    logits: (B, T, K) tag scores.
+    tags: (B, T) integer tags, negative where a token carries no label (special tokens,
+      padding, a word's later sub-tokens).
+    weights: optional (B,) row weights (0 for padding rows); None counts every row.
+    axis_name: mesh axis (or tuple of axes) for a global mean, or None.
+
+  Returns:
+    Scalar float32 loss; 0 when no token is labelled.
+  """
+  fn = "tagging_loss"
+  logits, tags = _check_logits_labels(fn, logits, tags)
+  if logits.ndim != 3:
+    raise ValueError(f"{fn}: logits must be (B, T, K), got {_common.describe(logits)}")
+  rows = _row_weights(fn, weights, tags.shape[:1])
+  labelled = (tags >= 0).astype(jnp.float32) * rows[:, None]  # (B, T)
+  return _weighted_mean(_token_nll(logits, tags), labelled, axis_name)
+
+
+# A masked logit: far below any real one but finite, so that 0 * masked stays 0.
+_MASKED_LOGIT = -1e9
+
+
+def span_loss(start_logits: Array, end_logits: Array, starts: Array, ends: Array, context_mask: Array,
+              weights: Array | None = None, *, axis_name: AxisName | None = None) -> Array:
+  """Span extraction (SQuAD; BERT, arXiv:1810.04805, section 4.2): the mean over rows of
+  (CE(start) + CE(end)) / 2, each a softmax over the context positions only.
+
+      loss = sum_b w_b (-log p_start[b, starts_b] - log p_end[b, ends_b]) / 2 / sum_b w_b,
+      p_start[b] = softmax(start_logits[b] restricted to context_mask[b])
+
+  Args:
+    start_logits, end_logits: (B, T) scores of each position as the answer's first (last) token.
+    starts, ends: (B,) integer positions of the answer's first and last token (in the context).
+    context_mask: (B, T) bool, True at the passage's positions.
+    weights: optional (B,) row weights (0 for padding rows); None counts every row.
+    axis_name: mesh axis (or tuple of axes) for a global mean, or None.
+
+  Returns:
+    Scalar float32 loss; 0 when every weight is 0.
+  """
+  fn = "span_loss"
+  start_logits = _common.as_array(fn, "start_logits", start_logits)
+  end_logits = _common.as_array(fn, "end_logits", end_logits)
+  context_mask = _common.as_array(fn, "context_mask", context_mask)
+  if start_logits.ndim != 2 or end_logits.shape != start_logits.shape or context_mask.shape != start_logits.shape:
+    raise ValueError(f"{fn}: start_logits, end_logits and context_mask must share one (B, T) shape, got "
+                     f"{_common.describe(start_logits)}, {_common.describe(end_logits)}, "
+                     f"{_common.describe(context_mask)}")
+  rows = _row_weights(fn, weights, start_logits.shape[:1])
+
+  def context_nll(logits, positions):  # (B, T), (B,) -> (B,)
+    _, positions = _check_logits_labels(fn, logits, positions)
+    return _token_nll(jnp.where(context_mask, logits.astype(jnp.float32), _MASKED_LOGIT), positions)
+
+  per_row = (context_nll(start_logits, starts) + context_nll(end_logits, ends)) / 2
+  return _weighted_mean(per_row, rows, axis_name)
 
 
 def _is_first_argmax(logits: Array, labels: Array) -> Array:

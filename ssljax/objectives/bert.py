@@ -44,22 +44,10 @@ from ssljax import losses
 from ssljax.families import masked_text
 from ssljax.models import transformer
 from ssljax.interface import DATA_AXIS, LossAux, Objective, register
-from ssljax.models import from_config
+from ssljax.objectives import common
 from ssljax.text import masking, vocab
 from ssljax.text import tokenizer as tokenizer_lib
 
-NUM_SEGMENTS = 2  # sentence A and sentence B
-
-
-def encoder_config(config: ml_collections.ConfigDict) -> transformer.TransformerConfig:
-  """The bidirectional encoder that `config.model` describes, with BERT's two segments and
-  `model.max_len` positions (default: the pretraining length; BERT-base keeps 512, so that
-  fine-tuning can use longer inputs than the pretraining's 128)."""
-  max_len = config.model.get("max_len") or config.text.seq_len
-  if max_len < config.text.seq_len:
-    raise ValueError(f"config.model.max_len={max_len} is shorter than config.text.seq_len={config.text.seq_len}")
-  return from_config.transformer_config(config.model, vocab_size=vocab.model_vocab_size(config), max_len=max_len,
-                                        causal=False).replace(num_segments=NUM_SEGMENTS)
 
 
 class BertPretraining(nn.Module):
@@ -122,7 +110,7 @@ def nsp_loss_weight(config: ml_collections.ConfigDict) -> float:
 
 @register("bert")
 def make(config: ml_collections.ConfigDict) -> Objective:
-  cfg = encoder_config(config)
+  cfg = common.bert_encoder_config(config)
   model = BertPretraining(cfg)
   mask_options = _masking_options(config)
   nsp_weight = nsp_loss_weight(config)

@@ -1,5 +1,6 @@
-"""Pieces shared by the image objectives: the encoder from a config, image scaling, and the
-init / features / calibrate functions of a network whose `encode` method is the representation."""
+"""Pieces shared by objectives: for images, the encoder from a config, image scaling, and the
+init / features / calibrate functions of a network whose `encode` method is the representation;
+for text, BERT's encoder from a config (pretraining and fine-tuning build the same one)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssljax import models
+from ssljax.models import from_config, transformer
 from ssljax.models.from_config import compute_dtype
+from ssljax.text import vocab
+
+NUM_SEGMENTS = 2  # BERT's sentence A and sentence B
 
 
 def encoder(model_config: ml_collections.ConfigDict, axis_name: str | None) -> nn.Module:
@@ -101,3 +106,14 @@ def calibrate_fn(net: nn.Module, method: Callable | str = "encode"):
     return {**model_state, "batch_stats": {**model_state["batch_stats"], **updates["batch_stats"]}}
 
   return calibrate
+
+
+def bert_encoder_config(config: ml_collections.ConfigDict) -> transformer.TransformerConfig:
+  """The bidirectional encoder that a BERT run's `config.model` describes, with two segments and
+  `model.max_len` positions (default: the pretraining length; BERT-base keeps 512, so that
+  fine-tuning can use longer inputs than the pretraining's 128)."""
+  max_len = config.model.get("max_len") or config.text.seq_len
+  if max_len < config.text.seq_len:
+    raise ValueError(f"config.model.max_len={max_len} is shorter than config.text.seq_len={config.text.seq_len}")
+  return from_config.transformer_config(config.model, vocab_size=vocab.model_vocab_size(config), max_len=max_len,
+                                        causal=False).replace(num_segments=NUM_SEGMENTS)

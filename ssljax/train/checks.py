@@ -104,13 +104,21 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
   _check_values(config)
 
 
-def reference_config(objective: str) -> ml_collections.ConfigDict | None:
-  """The default config of `objective` from the configs directory, or None where there is
-  none (an objective registered in user code, an installed package without configs/)."""
+# Objectives whose configs have keys of their own per variant, and the key that names the variant
+# (the fine-tuning task `file` has the columns of the user's file).
+VARIANT_KEYS = {"finetune": "task"}
+
+
+def reference_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict | None:
+  """The config of `config.objective` from the configs directory (of the variant that
+  VARIANT_KEYS names, else the default one), or None where there is none (an objective
+  registered in user code, an installed package without configs/)."""
   from ssljax.train import defaults
 
+  variant_key = VARIANT_KEYS.get(config.objective)
+  name = f"{config.objective}:{config[variant_key]}" if variant_key in config else config.objective
   try:
-    return defaults.load_config(objective)
+    return defaults.load_config(name)
   except FileNotFoundError:
     return None
 
@@ -139,7 +147,7 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
   `--config.KEY=...` overrides are already refused by ml_collections for unknown keys and bad
   types; this catches the same mistakes in configs written in Python or edited in a notebook
   (a typo there would otherwise be a key that nothing reads)."""
-  reference = reference_config(config.objective)
+  reference = reference_config(config)
   if reference is None:
     return
   given = workdir_lib.flatten(config.to_dict())
@@ -262,7 +270,8 @@ def _same_compute_dtype(key: str, old, new) -> bool:
 # Keys added after runs were saved, with the value that means what those runs did: a saved
 # config without the key trained exactly as this value does.
 ADDED_KEYS_DEFAULTS = {"model.relative_buckets": 0, "model.qkv_conv_width": 0, "data.path": None,
-                       "data.channels": None}
+                       "data.channels": None, "init_from": None, "optim.warmup_fraction": 0.0,
+                       "optim.schedule": "cosine", "optim.eps": 1e-8}
 
 
 def _added_key_at_its_old_meaning(key: str, old, new) -> bool:

@@ -18,6 +18,10 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.objective = ""
   c.seed = 0
+  # The workdir of a finished run whose parameters a fresh run starts from (fine-tuning: the
+  # pretrained encoder); the objective takes what it needs (`Objective.load_pretrained`). A run
+  # that resumes reads its own checkpoint instead.
+  c.init_from = config_dict.placeholder(str)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist5k"
@@ -44,7 +48,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.momentum = 0.9
   c.optim.trust_coefficient = 1e-3
   c.optim.warmup_steps = 0
+  c.optim.warmup_fraction = 0.0  # > 0: the warm-up is this fraction of train.steps (not warmup_steps)
+  c.optim.schedule = "cosine"  # after the warm-up, decay to 0 along a cosine or "linear" (BERT fine-tuning)
   c.optim.b1, c.optim.b2 = 0.9, 0.999  # AdamW's moment decays
+  c.optim.eps = 1e-8  # AdamW's epsilon (BERT: 1e-6)
   c.optim.clip_norm = 0.0  # > 0: clip the global gradient norm to this first
 
   c.train = ml_collections.ConfigDict()

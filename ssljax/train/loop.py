@@ -13,6 +13,7 @@ import ml_collections
 import optax
 
 from ssljax import data, objectives
+from ssljax import workdir as workdir_lib
 from ssljax.train import checkpoint, checks, mesh as mesh_lib, nonfinite, optim, preemption, sharding, step as step_lib
 from ssljax.train.metrics import MetricWriter, Progress
 from ssljax.train.state import TrainState
@@ -20,8 +21,13 @@ from ssljax.workdir import save_config
 
 
 def state_factory(objective, example, tx, probe_tx, num_classes: int | None):
-  """A jitted function key -> fresh TrainState (one compilation: Flax and optax initialise
-  leaf by leaf otherwise, each op a compilation of its own, tens of seconds on CPU).
+  """A jitted function (key, pretrained=None) -> fresh TrainState (one compilation: Flax and
+  optax initialise leaf by leaf otherwise, each op a compilation of its own, tens of seconds on
+  CPU).
+
+  `pretrained`: another run's parameters (`config.init_from`), handed to the objective's
+  `load_pretrained` before the optimizer state is made for the result. They are an argument,
+  not a constant closed over, so that they are not baked into the compiled program.
 
   The online linear probe exists when the examples have `num_classes` classes and a probe
   optimizer is given; otherwise its fields are None."""
@@ -32,8 +38,10 @@ def state_factory(objective, example, tx, probe_tx, num_classes: int | None):
     ).shape[-1]
 
   @jax.jit
-  def create(key):
+  def create(key, pretrained=None):
     params, model_state = objective.init(key, example)
+    if pretrained is not None:
+      params = objective.load_pretrained(params, pretrained)
     probe_params = step_lib.init_probe(feature_dim, num_classes) if with_probe else None
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -58,6 +66,21 @@ def abstract_state(create, config, sharding) -> TrainState:
   if isinstance(sharding, jax.sharding.Sharding):
     sharding = jax.tree.map(lambda _: sharding, shapes)
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, sharding)
+
+
+def pretrained_params(config: ml_collections.ConfigDict, objective, mesh) -> dict | None:
+  """The parameters of the run `config.init_from` names, replicated over `mesh`; None when it is
+  unset. Read from that run's checkpoint alone: its objective is not built."""
+  source = config.get("init_from")
+  if not source:
+    return None
+  if objective.load_pretrained is None:
+    raise checks.ConfigError(f"config.init_from={source!r}: the {objective.name!r} objective cannot start from "
+                             "another run's parameters (it has no load_pretrained); unset config.init_from")
+  replicated = jax.NamedSharding(mesh, jax.P())
+  return checks.as_input_error(f"reading the parameters of config.init_from={source!r}",
+                               "Give the workdir of a finished `ssljax train` run.",
+                               workdir_lib.restore_params, source, sharding=replicated)
 
 
 def probe_optimizer(config) -> optax.GradientTransformation:
@@ -105,8 +128,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   restored = checkpoint.restore(mngr, abstract_state(create, config, shardings))
   if restored is None:
     # Made in place, each device computing only its part: a model that does not fit one
-    # device replicated never exists whole.
-    state = jax.jit(create, out_shardings=shardings)(init_key(config))
+    # device replicated never exists whole (except another run's parameters, read replicated).
+    pretrained = pretrained_params(config, objective, mesh)
+    make = jax.jit(create, out_shardings=shardings)
+    if pretrained is None:
+      state = make(init_key(config))
+    else:
+      state = checks.as_input_error(f"starting from the parameters of config.init_from={config.init_from!r}",
+                                    "Give the workdir of a run whose model this objective can start from.",
+                                    make, init_key(config), pretrained)
+      del pretrained  # copied into the state
   else:
     state, data_state = restored
     iterator.set_state(data_state)

@@ -25,13 +25,37 @@ def scaled_learning_rate(optim: ml_collections.ConfigDict, global_batch: int) ->
   )
 
 
+SCHEDULES = ("cosine", "linear")
+
+
+def warmup_steps(optim: ml_collections.ConfigDict, total_steps: int) -> int:
+  """Steps of the linear warm-up: `optim.warmup_fraction` of the run when set (BERT's
+  fine-tuning: 10%), else `optim.warmup_steps`; always at least one step short of the run."""
+  fraction = optim.get("warmup_fraction", 0.0)
+  if fraction and optim.warmup_steps:
+    raise ValueError(f"set config.optim.warmup_steps ({optim.warmup_steps}) or config.optim.warmup_fraction "
+                     f"({fraction}), not both")
+  if not 0.0 <= fraction < 1.0:
+    raise ValueError(f"config.optim.warmup_fraction must be in [0, 1), got {fraction}")
+  steps = int(fraction * total_steps) if fraction else optim.warmup_steps
+  return min(steps, max(total_steps - 1, 0))
+
+
 def schedule(optim: ml_collections.ConfigDict, total_steps: int, global_batch: int) -> optax.Schedule:
-  """Linear warmup to the peak, then cosine decay to zero over the remaining steps."""
+  """Linear warm-up to the peak, then decay to zero at the last step: along a cosine
+  (`optim.schedule="cosine"`, the pretraining default) or a straight line ("linear", BERT's
+  fine-tuning schedule, Devlin et al. 2019, appendix A.3)."""
   peak = scaled_learning_rate(optim, global_batch)
-  warmup = min(optim.warmup_steps, max(total_steps - 1, 0))
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=max(total_steps, 1)
-  )
+  warmup = warmup_steps(optim, total_steps)
+  kind = optim.get("schedule", "cosine")
+  if kind == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=max(total_steps, 1)
+    )
+  if kind == "linear":
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warmup, 1)),
+                                 optax.linear_schedule(peak, 0.0, max(total_steps - warmup, 1))], [warmup])
+  raise ValueError(f"config.optim.schedule must be one of {SCHEDULES}, got {kind!r}")
 
 
 def decay_mask(params):
@@ -122,7 +146,7 @@ def optimizer(
         momentum=optim.momentum,
     )
   elif optim.name == "adamw":
-    tx = optax.adamw(lr, b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999),
+    tx = optax.adamw(lr, b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999), eps=optim.get("eps", 1e-8),
                      weight_decay=optim.weight_decay, mask=decay_mask)
   elif optim.name == "sgd":
     tx = optax.chain(

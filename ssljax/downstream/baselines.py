@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ssljax.finetune import metrics
+from ssljax.downstream import metrics
 
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 

@@ -19,7 +19,8 @@ Every head reads the final hidden states of the whole encoder, which is fine-tun
   first sub-token of each word carries a label (section 5.3);
 * span extraction (SQuAD): one linear layer gives every token a start and an end logit; the
   softmax over the context tokens gives the probability that the answer starts (ends) there,
-  the loss is the mean of the start and end cross-entropies, and the prediction is the span
+  the loss is the mean of the start and end cross-entropies (`ssljax.losses.span_loss`, like
+  the other heads' losses in `loss_fn`), and the prediction is the span
   i <= j, j - i < max_answer_len, that maximises start_i + end_j (section 4.2).
 
 Heads run in float32 whatever the encoder's compute dtype, and new weights start as
@@ -32,8 +33,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
+from ssljax import losses
 from ssljax.models.transformer import INIT_STD, Transformer, TransformerConfig
 from ssljax.text.tokenizer import PAD
 
@@ -48,10 +49,6 @@ PAIR_POOLINGS = ("segments", "cosine")  # these compare the two texts of a pair
 # The cosine head's starting scale: cosines differ by hundredths between pairs, so a unit
 # scale would start every probability near 1/2 and learn slowly.
 COSINE_SCALE = 20.0
-
-# A masked logit: far below any real one, but finite, so that 0 * masked stays 0 in the loss.
-MASKED = -1e9
-
 
 def _dense(features: int, name: str) -> nn.Dense:
   return nn.Dense(features, kernel_init=nn.initializers.normal(INIT_STD), name=name)
@@ -149,6 +146,45 @@ def cosine_logits(cosine, scale, threshold):
   return jnp.stack([jnp.zeros_like(cosine), scale * (cosine - threshold)], axis=-1)
 
 
+# What fine-tuning takes from a pretrained BERT run: the encoder, and BERT's pooler (dense + tanh
+# on [CLS], pretrained by next-sentence prediction), which its classification heads start from
+# (Devlin et al. 2019, section 4).
+PRETRAINED_PARTS = ("encoder", "pooler")
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def load_pretrained(params: dict, pretrained: dict, whole: bool = False) -> dict:
+  """`params` of a `FinetuneModel` with its "encoder" (and its "pooler", where both have one:
+  heads that pool by [CLS]) replaced by float32 copies of `pretrained`'s, a pretrained run's
+  parameters; with `whole`, every part (`pretrained` is a fine-tuned model of the same task).
+  Names and shapes must match the model built from that run's config; a mismatch is a
+  ValueError naming the entries."""
+  if "encoder" not in pretrained:
+    raise ValueError(f"the pretrained parameters have no 'encoder' (their top-level names: {sorted(pretrained)}); "
+                     "fine-tuning starts from the encoder of a BERT run")
+  missing = sorted(set(params) - set(pretrained)) if whole else []
+  if missing:
+    raise ValueError(f"the fine-tuned parameters to start from have no {missing} (their top-level names: "
+                     f"{sorted(pretrained)}); start from a run of the same task and head")
+  params = dict(params)
+  for name in (list(params) if whole else PRETRAINED_PARTS):
+    if name not in params or name not in pretrained:
+      continue
+    want, got = _shapes(params[name]), _shapes(pretrained[name])
+    differences = ([f"{k}: {got[k]} pretrained, {want[k]} here" for k in sorted(want.keys() & got.keys())
+                    if want[k] != got[k]] + [f"{k}: only pretrained" for k in sorted(got.keys() - want.keys())]
+                   + [f"{k}: not pretrained" for k in sorted(want.keys() - got.keys())])
+    if differences:
+      raise ValueError(f"the pretrained {name!r} parameters do not match the {name!r} built from its config: "
+                       f"{len(differences)} entries differ, e.g. {'; '.join(differences[:3])}")
+    params[name] = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), pretrained[name])
+  return params
+
+
 def encode(encoder_config, encoder_params, batch):
   """The encoder's (B, T, D) float32 hidden states of a batch, without dropout (what
   `FinetuneModel(...)(batch, hidden=...)` takes)."""
@@ -157,45 +193,6 @@ def encode(encoder_config, encoder_params, batch):
   hidden = Transformer(encoder_config).apply({"params": encoder_params}, tokens, segments=segments,
                                              padding_mask=tokens != PAD)
   return hidden.astype(jnp.float32)
-
-
-def _weighted_mean(values, weights):
-  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-def classification_loss(logits, labels, weights):
-  """Mean cross-entropy over the rows with weight 1 (0: padding rows). logits (B, K), labels (B,)."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)  # (B,)
-  return _weighted_mean(ce, weights)
-
-
-def tagging_loss(logits, tags, weights):
-  """Mean cross-entropy over the labelled tokens (tag >= 0) of the rows with weight 1.
-
-  logits (B, T, K); tags (B, T) with -1 where a token carries no label (special tokens,
-  padding, a word's later sub-tokens). Every labelled token counts once, so long sentences
-  weigh more than short ones, as in token-level training.
-  """
-  labelled = (tags >= 0) & (weights[:, None] > 0)  # (B, T)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), jnp.maximum(tags, 0))
-  return _weighted_mean(ce, labelled.astype(jnp.float32))
-
-
-def masked_log_softmax(logits, mask):
-  """log softmax over the positions where `mask` is True (the context): (B, T) -> (B, T)."""
-  return jax.nn.log_softmax(jnp.where(mask, logits.astype(jnp.float32), MASKED), axis=-1)
-
-
-def span_loss(start_logits, end_logits, starts, ends, context_mask, weights):
-  """SQuAD's loss: (CE(start) + CE(end)) / 2, each a softmax over the context tokens.
-
-  start_logits, end_logits (B, T); starts, ends (B,) token positions of the answer's first and
-  last token; context_mask (B, T) True at the passage's tokens.
-  """
-  rows = jnp.arange(starts.shape[0])
-  start_ce = -masked_log_softmax(start_logits, context_mask)[rows, starts]  # (B,)
-  end_ce = -masked_log_softmax(end_logits, context_mask)[rows, ends]
-  return _weighted_mean((start_ce + end_ce) / 2, weights)
 
 
 def best_spans(start_logits, end_logits, context_mask, max_answer_len: int):
@@ -219,14 +216,17 @@ def best_spans(start_logits, end_logits, context_mask, max_answer_len: int):
   return best // length, best % length, jnp.max(scores, axis=-1)
 
 
-def loss_fn(kind: str):
-  """(model output, batch) -> scalar loss, for a head kind."""
+def loss_fn(kind: str, axis_name=None):
+  """(model output, batch) -> scalar loss, for a head kind: `ssljax.losses`' classification,
+  tagging and span losses, weighted by the batch's "weight" (0 for padding rows). With
+  `axis_name` the loss is the global batch's (per device, inside shard_map)."""
   if kind in (CLASSIFY, PAIR):
-    return lambda out, b: classification_loss(out, b["label"], b["weight"])
+    return lambda out, b: losses.classification_loss(out, b["label"], weights=b["weight"], axis_name=axis_name)
   if kind == TAG:
-    return lambda out, b: tagging_loss(out, b["tags"], b["weight"])
+    return lambda out, b: losses.tagging_loss(out, b["tags"], b["weight"], axis_name=axis_name)
   if kind == SPAN:
-    return lambda out, b: span_loss(out[0], out[1], b["start"], b["end"], b["context_mask"], b["weight"])
+    return lambda out, b: losses.span_loss(out[0], out[1], b["start"], b["end"], b["context_mask"], b["weight"],
+                                           axis_name=axis_name)
   raise ValueError(f"unknown head kind {kind!r}; choose one of {KINDS}")
 
 

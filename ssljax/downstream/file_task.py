@@ -26,8 +26,8 @@ import os
 import ml_collections
 
 from ssljax.data import file_splits
-from ssljax.finetune.heads import CLASSIFY, PAIR
-from ssljax.finetune.tasks import FILE, ROLES, Task
+from ssljax.downstream.heads import CLASSIFY, PAIR
+from ssljax.downstream.tasks import FILE, ROLES, Task
 
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
 EXTENSIONS = (*DELIMITERS, ".jsonl")

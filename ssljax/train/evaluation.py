@@ -1,6 +1,6 @@
 """`ssljax eval`: evaluate a finished run with its family's evaluation, beside its baselines.
 
-The run's config and latest checkpoint are all it needs (`ssljax.workdir.restore_model`); what
+The run's config and latest checkpoint are all it needs (`ssljax.objectives.restore_model`); what
 is measured depends on the modality (image runs: linear probes, few-label probes over several
 draws, kNN; for the trained encoder, a calibrated random-init encoder and raw pixels). The
 report goes to stdout and to `eval.json` (or `eval_<split>.json` for another split than test)
@@ -14,6 +14,7 @@ import os
 
 import jax
 
+from ssljax import objectives
 from ssljax import workdir as workdir_lib
 
 EVAL_FILE = "eval.json"
@@ -29,7 +30,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, verbose: bool = 
   writes and returns the report."""
   config = workdir_lib.load_config(workdir)
   split = split or config.data.test_split
-  objective, params, model_state = workdir_lib.restore_model(workdir, config)
+  objective, params, model_state = objectives.restore_model(workdir, config)
   report = objective.family.evaluate(objective, params, model_state, config, workdir, split)
   path = os.path.join(workdir, eval_file(split, config.data.test_split))
   # With several processes each evaluates on one of its own devices (the same report); the

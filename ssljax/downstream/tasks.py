@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ssljax.finetune.heads import CLASSIFY, PAIR, SPAN, TAG
+from ssljax.downstream.heads import CLASSIFY, PAIR, SPAN, TAG
 
 ROLES = ("train", "validation", "test")
 FILE = "file"  # the task of a user's own files; its labels come from the files, so it is built per config
@@ -351,7 +351,7 @@ def get(name: str) -> Task:
 def for_config(config) -> Task:
   """The task a fine-tuning config names: one of TASKS, or the `file` task its keys describe."""
   if config.task == FILE:
-    from ssljax.finetune.file_task import file_task  # imported on use: it imports ssljax.data
+    from ssljax.downstream.file_task import file_task  # imported on use: it imports ssljax.data
 
     return file_task(config)
   return get(config.task)

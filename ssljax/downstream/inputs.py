@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ssljax.finetune.heads import CLASSIFY, KINDS, PAIR, SPAN, TAG
+from ssljax.downstream.heads import CLASSIFY, KINDS, PAIR, SPAN, TAG
 from ssljax.text.tokenizer import CLS, PAD, SEP, Tokenizer
 
 IGNORE = -1  # tag of tokens without a label
@@ -101,7 +101,7 @@ class SpanWindow:
 class Encoder:
   """Encodes one task's examples for a tokenizer and sequence length.
 
-  Examples (see `ssljax.finetune.tasks`): {"text", "label"} (classify), {"text_a", "text_b",
+  Examples (see `ssljax.downstream.tasks`): {"text", "label"} (classify), {"text_a", "text_b",
   "label"} (pair), {"words", "tags"} (tag), {"question", "context", "answers": [{"text",
   "start"}]} (span).
   """
@@ -235,6 +235,13 @@ class Encoder:
     feature = self.train_feature({**example, "label": 0})
     feature.pop("label")
     return [feature], None
+
+
+def encoder_for(tokenizer: Tokenizer, kind: str, max_len: int, config) -> Encoder:
+  """The Encoder a fine-tuning config asks for: inputs of `config.seq_len` tokens (0: the
+  encoder's `max_len` positions), at most `max_len`, and its span keys."""
+  seq_len = min(config.seq_len or max_len, max_len)
+  return Encoder(tokenizer, kind, seq_len, max_question_len=config.max_question_len, doc_stride=config.doc_stride)
 
 
 def collate(features: list[dict[str, np.ndarray] | None], batch_size: int, template: dict[str, np.ndarray]) -> dict:
