@@ -347,6 +347,12 @@ def test_file_task_errors(tmp_path):
   write_csv(tmp_path / "same.csv", [("one text", "x", "pos"), ("one text", "y", "neg")])
   with pytest.raises(file_task.TaskFileError, match="no validation examples.*add rows or give --config.validation_path"):
     tasks.for_config(finetune_config(data_path=str(tmp_path / "same.csv"), text_field="review", label_field="stars"))
+  (tmp_path / "rows.jsonl").write_text('{"text": "fine", "label": "pos"}\n\n[1, 2]\n{"text": "bad"', encoding="utf-8")
+  with pytest.raises(file_task.TaskFileError, match=r"rows.jsonl, line 3 is a JSON list; a .jsonl file holds one JSON obj"):
+    tasks.for_config(finetune_config(data_path=str(tmp_path / "rows.jsonl")))
+  (tmp_path / "rows.jsonl").write_text('{"text": "fine", "label": "pos"}\n{"text": "bad"', encoding="utf-8")
+  with pytest.raises(file_task.TaskFileError, match=r"rows.jsonl, line 2 is not a JSON object"):
+    tasks.for_config(finetune_config(data_path=str(tmp_path / "rows.jsonl")))
   with pytest.raises(KeyError, match="data_pth"):
     finetune_config(data_pth="x.csv")
 

@@ -78,6 +78,17 @@ def _jsonl_line_offsets(file: str) -> list[tuple[int, int]]:
   return found
 
 
+def json_object(line: str, where: str) -> dict:
+  """One .jsonl line as its JSON object, or an error naming `where` (the file and line)."""
+  try:
+    value = json.loads(line)
+  except json.JSONDecodeError as error:
+    raise ValueError(f"{where} is not a JSON object ({error}); a .jsonl file holds one JSON object per line") from None
+  if not isinstance(value, dict):
+    raise TypeError(f"{where} is a JSON {type(value).__name__}; a .jsonl file holds one JSON object per line")
+  return value
+
+
 def _document_text(file: str, line: int | None, text_key: str, raw: bytes) -> str:
   """The text of one document: a .txt file's contents, or a .jsonl line's `text_key` field."""
   where = file if line is None else f"{file}, line {line}"
@@ -87,12 +98,7 @@ def _document_text(file: str, line: int | None, text_key: str, raw: bytes) -> st
     raise ValueError(f"{where} is not UTF-8 ({error}); convert it to UTF-8") from None
   if line is None:
     return decoded
-  try:
-    document = json.loads(decoded)
-  except json.JSONDecodeError as error:
-    raise ValueError(f"{where} is not a JSON object ({error}); a .jsonl file holds one JSON object per line") from None
-  if not isinstance(document, dict):
-    raise TypeError(f"{where} is a JSON {type(document).__name__}; a .jsonl file holds one JSON object per line")
+  document = json_object(decoded, where)
   if text_key not in document:
     raise ValueError(f"{where} has no field {text_key!r} (it has {sorted(document)}); set config.data.text_key to "
                      "the field that holds each document's text")

@@ -20,12 +20,11 @@ from __future__ import annotations
 import csv
 import functools
 import glob
-import json
 import os
 
 import ml_collections
 
-from ssljax.data import file_splits
+from ssljax.data import file_splits, text_files
 from ssljax.downstream.heads import CLASSIFY, PAIR
 from ssljax.downstream.tasks import FILE, ROLES, Task
 
@@ -71,13 +70,11 @@ def _rows(file: str) -> list[tuple[str, dict]]:
     for number, line in enumerate(f, start=1):
       if not line.strip():
         continue
+      where = f"{file}, line {number}"
       try:
-        row = json.loads(line)
-      except json.JSONDecodeError as error:
-        raise TaskFileError(f"{file}, line {number} is not a JSON object ({error})") from None
-      if not isinstance(row, dict):
-        raise TaskFileError(f"{file}, line {number} is a JSON {type(row).__name__}, not an object")
-      rows.append((f"{file}, line {number}", row))
+        rows.append((where, text_files.json_object(line, where)))
+      except (ValueError, TypeError) as error:
+        raise TaskFileError(str(error)) from None
     return rows
 
 
