@@ -21,12 +21,16 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  # Written beside and renamed into place, so a run killed mid-write leaves the old file whole.
-  path = os.path.join(workdir, CONFIG_FILE)
+def replace_file(path: str, text: str) -> None:
+  """Writes `text` beside `path` and renames it into place, so a run killed mid-write leaves the
+  old file whole (or none), never a torn one."""
   with open(path + ".tmp", "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+    f.write(text)
   os.replace(path + ".tmp", path)
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  replace_file(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

@@ -77,19 +77,13 @@ def run_trial(config: ml_collections.ConfigDict, directory: str, *, progress: bo
   record = {"steps": config.train.steps, "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 10):])),
             **scores}
   if jax.process_index() == 0:
-    _write_json(path, record)
+    workdir_lib.replace_file(path, json.dumps(record, indent=2))
   return record
 
 
 def _metrics(report: dict) -> dict:
   """The task's metrics of an evaluation report (finetune_tasks), without its description."""
   return {k: v for k, v in report.items() if k not in ("task", "split", "metric", "examples")}
-
-
-def _write_json(path: str, value) -> None:
-  with open(path + ".tmp", "w") as f:  # renamed into place: a killed run leaves no torn record
-    json.dump(value, f, indent=2)
-  os.replace(path + ".tmp", path)
 
 
 def head_start(config: ml_collections.ConfigDict, runner: ft.Runner, pretrained_workdir: str, pretrained: dict | None,
@@ -110,7 +104,7 @@ def head_start(config: ml_collections.ConfigDict, runner: ft.Runner, pretrained_
   checkpoint.save(mngr, 0, {"params": params}, {}, force=True)
   mngr.close()
   if jax.process_index() == 0:
-    _write_json(probe_path, probe)
+    workdir_lib.replace_file(probe_path, json.dumps(probe, indent=2))
   return directory, probe
 
 
