@@ -37,7 +37,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
     c.model.projector_width, c.model.projector_dim, c.model.predictor_width = 256, 64, 256
     c.train.batch_size = 128
     c.train.steps = 800
-    c.train.knn_every = 400
+    c.evals.knn.every = 400
     # tau_base on the validation split at 800 steps (probe all / 10 per class / kNN): 0.99 gave
     # 0.882 / 0.654 / 0.730 and 0.96 gave 0.876 / 0.648 / 0.704. The learning rate is the one
     # that suits configs/simclr.py (LARS 2.0 at this batch).

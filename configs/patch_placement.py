@@ -39,7 +39,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
     c.model.head_depth, c.model.head_width = 2, 256
     c.train.batch_size = 256
     c.train.steps = 600
-    c.train.knn_every = 300
+    c.evals.knn.every = 300
     c.optim.lr, c.optim.warmup_steps = 0.1, 50
   elif variant == "cifar10":
     # 3 x 8 + 2 x 2 + 2 x 1 = 30 px of a 32 px image.

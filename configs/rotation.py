@@ -32,7 +32,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
     c.augment = augment.crop_and_flip(crop_scale=(0.5, 1.0), flip_p=0.0)
     c.train.batch_size = 64
     c.train.steps = 400
-    c.train.knn_every = 200
+    c.evals.knn.every = 200
     c.optim.lr, c.optim.warmup_steps = 0.1, 40
   elif variant == "cifar10":
     # The paper's CIFAR-10 optimiser (SGD, batch 128, lr 0.1, momentum 0.9, wd 5e-4, 100

@@ -26,7 +26,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
     c.augment = crop_and_flip(crop_scale=(0.5, 1.0), flip_p=0.0)
     c.train.batch_size = 256
     c.train.steps = 300
-    c.train.knn_every = 150
+    c.evals.knn.every = 150
     c.optim.lr, c.optim.weight_decay, c.optim.warmup_steps = 0.1, 5e-4, 30
   elif variant == "cifar10":
     # The usual CIFAR-10 ResNet-18 recipe: SGD batch 128, lr 0.1, momentum 0.9, wd 5e-4,

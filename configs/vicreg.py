@@ -36,7 +36,7 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
     c.model.expander_width, c.model.expander_dim = 512, 512
     c.train.batch_size = 128
     c.train.steps = 400
-    c.train.knn_every = 200
+    c.evals.knn.every = 200
     # LARS 2.0 x 128 / 256 = 1.0 beat 0.5 x 128 / 256 (linear probe 0.899 against 0.886).
     c.optim.lr, c.optim.warmup_steps = 2.0, 40
     for view in (c.augment.view1, c.augment.view2):

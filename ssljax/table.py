@@ -7,7 +7,7 @@ side by side, next to a calibrated random-init encoder and raw pixels.
 It sits above both the trainer and the evaluators (it trains, then evaluates). For each
 objective, `configs/<objective>.py:get_config(variant)` (variant defaults to the dataset's name)
 is trained with `ssljax.train.loop.train` in `<workdir>/<objective>` and its encoder is probed
-exactly as `ssljax eval` probes it (`families.image.evaluate_encoders`): a linear probe with all
+exactly as `ssljax eval` probes it (the evaluators linear_probe, few_label_probe, knn): a linear probe with all
 labels, one with 10 labels per class (mean and std over draws of the labelled subset), and
 weighted kNN, fit on the training split and scored on `split`. The wall time of the pretraining
 is recorded too. The table goes to stdout and to `<workdir>/table.json` (`table_<split>.json`
@@ -26,20 +26,19 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import json
 import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import functools
-
 import jax
 import ml_collections
 
 from ssljax import objectives as objectives_lib
 from ssljax import workdir as workdir_lib
-from ssljax.families import image
+from ssljax import evaluators
 from ssljax.train import defaults, loop
 
 OBJECTIVES = ("simclr", "byol", "vicreg", "rotation", "patch_placement", "supervised")
@@ -119,24 +118,41 @@ def _encoder_spec(config: ml_collections.ConfigDict) -> tuple:
   return (m.encoder, m.width, m.stem, m.get("stem_stride", 1))
 
 
-def _baselines(configs: dict[str, ml_collections.ConfigDict], split: str) -> dict[str, dict[str, float]]:
-  """Calibrated random-init encoders and raw pixels.
-
-  One random encoder per distinct encoder architecture among the configs, built by the first
-  objective that uses it exactly as `ssljax eval` builds its random_init row (residual scales
-  at 1, BatchNorm statistics calibrated on training images). The first objective's is
-  "random_init"; an objective with a different encoder (patch placement's stride-1 stem, say)
-  gets "random_init_<objective>".
-  """
-  first = {}
+def _baselines_of(configs: dict[str, ml_collections.ConfigDict]) -> dict[str, dict[str, str]]:
+  """{objective: {baseline: its row's name}}: which objective's evaluation also probes which
+  baseline. Raw pixels once, with the first objective; a calibrated random-init encoder once per
+  distinct encoder architecture, with the first objective that uses it (built exactly as
+  `ssljax eval` builds its random_init row): the first is "random_init", one with a different
+  encoder (patch placement's stride-1 stem, say) "random_init_<objective>"."""
+  out, seen = {}, set()
   for name, config in configs.items():
-    first.setdefault(_encoder_spec(config), name)
-  encoders = {}
-  for name in first.values():
-    label = "random_init" if not encoders else f"random_init_{name}"
-    encoders[label] = image.random_init_encoder(configs[name])
-  config = next(iter(configs.values()))
-  return image.evaluate_encoders(encoders, config, split, include_raw_pixels=True)
+    out[name] = {}
+    if _encoder_spec(config) not in seen:
+      out[name]["random_init"] = "random_init" if not seen else f"random_init_{name}"
+      seen.add(_encoder_spec(config))
+  out[next(iter(configs))]["raw_pixels"] = "raw_pixels"
+  return out
+
+
+PROBES = ("linear_probe", "few_label_probe", "knn")
+
+
+def probe_rows(objective, params, model_state, config: ml_collections.ConfigDict, workdir: str, split: str,
+               baselines: Mapping[str, str]) -> dict[str, dict[str, float]]:
+  """{encoder: {"linear_probe", "linear_probe_<k>_per_class", "..._std", "knn"}} of the run's
+  encoder and `baselines` ({baseline: row name}), from the image evaluators of its config."""
+  config = _apply_overrides(copy.deepcopy(config), {"eval.baselines": tuple(baselines)})
+  with config.unlocked():
+    config.evals = ml_collections.ConfigDict({name: config.evals[name] for name in PROBES})
+  reports = evaluators.from_config(objective, config, workdir).run(params, model_state, split)
+  few = reports["few_label_probe"]
+  column = f"linear_probe_{few['labels_per_class']}_per_class"
+  rows = {}
+  for encoder, accuracy in reports["linear_probe"]["accuracy"].items():
+    rows[baselines.get(encoder, encoder)] = {
+        "linear_probe": accuracy, column: few["accuracy"][encoder]["mean"],
+        column + "_std": few["accuracy"][encoder]["std"], "knn": reports["knn"]["accuracy"][encoder]}
+  return rows
 
 
 def table_file(split: str) -> str:
@@ -190,6 +206,7 @@ def run_table(
   os.makedirs(workdir_root, exist_ok=True)
   results: dict[str, dict[str, float]] = {}
   report = {"dataset": dataset, "split": split, "results": results}
+  baselines, baseline_rows = _baselines_of(configs), {}
   for name, config in configs.items():
     if progress:
       print(f"[table] {name}: pretraining {config.objective} ({variant}, {config.train.steps} steps)", flush=True)
@@ -197,19 +214,35 @@ def run_table(
     if progress:
       print(f"[table] {name}: pretrained in {seconds:.0f} s; probing", flush=True)
 
-    encode = functools.partial(objective.features, params, model_state)
-    row = image.evaluate_encoders({name: encode}, config, split, include_raw_pixels=False)[name]
-    results[name] = {**row, "pretrain_seconds": seconds}
+    rows = probe_rows(objective, params, model_state, config, os.path.join(workdir_root, name), split,
+                      baselines[name])
+    results[name] = {**rows.pop(objective.name), "pretrain_seconds": seconds}
+    baseline_rows.update({row: {**values, "pretrain_seconds": 0.0} for row, values in rows.items()})
     _write(report, workdir_root)
-  if progress:
-    print("[table] baselines: random-init encoder and raw pixels", flush=True)
-  for name, row in _baselines(configs, split).items():
-    results[name] = {**row, "pretrain_seconds": 0.0}
+  results.update(baseline_rows)  # after the objectives
   _write(report, workdir_root)
   print()
-  print(image.format_results(report))
+  print(format_table(report))
   print(f"written to {os.path.join(workdir_root, table_file(split))}", flush=True)
   return report
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+  """The printed table of top-1 accuracies; the few-label probe as mean ± std over draws."""
+  results = report["results"]
+  columns = [c for c in next(iter(results.values())) if not c.endswith("_std")]
+  width = max(len(name) for name in results) + 2
+  lines = [f"Evaluation on {report['dataset']} ({report['split']} split), top-1 accuracy:",
+           "method".ljust(width) + "".join(c.rjust(30) for c in columns)]
+  for name, row in results.items():
+    cells = []
+    for c in columns:
+      cell = f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "-"))
+      if c + "_std" in row:
+        cell += f" ± {row[c + '_std']:.4f}"
+      cells.append(cell.rjust(30))
+    lines.append(name.ljust(width) + "".join(cells))
+  return "\n".join(lines)
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:

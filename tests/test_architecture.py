@@ -19,7 +19,7 @@ FLOORS = (
     ("data", "workdir"),
     ("evaluate", "downstream"),
     ("families",),
-    ("objectives",),
+    ("objectives", "evaluators"),
     ("train",),
     ("commands", "finetune", "table", "bench"),
     ("cli",),

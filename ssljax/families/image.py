@@ -43,8 +43,17 @@ def require_labels(config: ml_collections.ConfigDict, info: data.DatasetInfo, ne
     raise data.NoLabelsError(
         f"{needed_by} needs labelled images, but {config.data.name} at {config.data.get('path')!r} has none "
         "(no class folders). Put the images in class folders (PATH/<class>/...), or train without "
-        "evaluation: --config.train.evaluate=False --config.train.knn_every=0")
+        "evaluation: --config.train.evaluate=False, and every=0 for the evaluators of config.evals "
+        "(--config.evals.knn.every=0)")
   return info.num_classes
+
+
+def evaluations(config: ml_collections.ConfigDict) -> list[str]:
+  """What reads labels when the run trains: the end-of-training evaluation and the evaluators
+  that run during training, as config keys."""
+  evals = config.get("evals", {})
+  needed = ["config.train.evaluate"] if config.train.evaluate and len(evals) else []
+  return needed + [f"config.evals.{name}.every" for name, options in evals.items() if options.get("every")]
 
 
 def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
@@ -52,12 +61,11 @@ def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
   d = config.data
   source = data.in_memory(data.open_split(d, d.train_split))
   info = data.dataset_info(d)
-  # An unlabelled folder trains, but the evaluation and the kNN monitor would stop at their
-  # first call; say so before any step is taken.
-  if config.train.evaluate:
-    require_labels(config, info, "the evaluation at the end of training (config.train.evaluate)")
-  if config.train.knn_every:
-    require_labels(config, info, "the kNN monitor (config.train.knn_every)")
+  # An unlabelled folder trains, but the evaluators would stop at their first call; say so
+  # before any step is taken.
+  needed = evaluations(config)
+  if needed:
+    require_labels(config, info, f"the evaluation ({', '.join(needed)})")
   return TrainInput(source=source, record_fn=record_fn(config), num_classes=info.num_classes,
                     unit="images")
 

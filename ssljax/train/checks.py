@@ -20,7 +20,7 @@ import warnings
 import jax
 import ml_collections
 
-from ssljax import objectives, workdir as workdir_lib
+from ssljax import evaluators, objectives, workdir as workdir_lib
 from ssljax.models import from_config
 
 
@@ -64,7 +64,6 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
            f"config.train.checkpoint_every must be positive, got {config.train.checkpoint_every}")
   _require(config.train.keep_checkpoints > 0,
            f"config.train.keep_checkpoints must be positive, got {config.train.keep_checkpoints}")
-  _require(config.train.knn_every >= 0, f"config.train.knn_every must be >= 0, got {config.train.knn_every}")
   _require(config.train.get("param_sharding", "replicated") in ("replicated", "fsdp"),
            f"config.train.param_sharding must be 'replicated' or 'fsdp', got {config.train.get('param_sharding')!r}")
   gather = config.train.get("fsdp_gather", "model")
@@ -77,10 +76,11 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
   _require(config.optim.lr > 0, f"config.optim.lr must be positive, got {config.optim.lr}")
   _require(config.optim.weight_decay >= 0, f"config.optim.weight_decay must be >= 0, got {config.optim.weight_decay}")
   _require(config.optim.warmup_steps >= 0, f"config.optim.warmup_steps must be >= 0, got {config.optim.warmup_steps}")
-  if "label_draws" in config.eval:
-    _require(config.eval.label_draws >= 1, f"config.eval.label_draws must be >= 1, got {config.eval.label_draws}")
-    _require(config.eval.labels_per_class >= 1,
-             f"config.eval.labels_per_class must be >= 1, got {config.eval.labels_per_class}")
+  try:
+    evaluators.check_options(config)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
+  if "calibration_examples" in config.eval:
     _require(config.eval.calibration_examples >= 2,
              f"config.eval.calibration_examples must be >= 2, got {config.eval.calibration_examples}")
   if "text" in config:
@@ -140,6 +140,10 @@ def _same_type(value, reference) -> bool:
   return isinstance(value, type(reference))
 
 
+def _without_evals(flat: dict) -> dict:
+  return {k: v for k, v in flat.items() if k != "evals" and not k.startswith("evals.")}
+
+
 def check_keys(config: ml_collections.ConfigDict) -> None:
   """Every key of `config` exists in the objective's own config (configs/<objective>.py), with
   a value of the same type, and none of those keys is missing.
@@ -150,8 +154,10 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
   reference = reference_config(config)
   if reference is None:
     return
-  given = workdir_lib.flatten(config.to_dict())
-  known = workdir_lib.flatten(reference.to_dict())
+  # config.evals chooses among the evaluators: its entries and their options are checked by
+  # `evaluators.check_options`, not against the objective's own choice.
+  given = _without_evals(workdir_lib.flatten(config.to_dict()))
+  known = _without_evals(workdir_lib.flatten(reference.to_dict()))
   for key in sorted(given.keys() - known.keys()):
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean config.{close[0]}?" if close else ""
@@ -236,12 +242,12 @@ def _check_own_data(d: ml_collections.ConfigDict) -> None:
 # cosine learning-rate schedule, so training longer changes the learning rate of every later
 # step), and resuming with it changed needs --allow_config_change.
 RESUMABLE_KEYS = frozenset({
-    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.knn_every",
+    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.eval_every", "train.evaluate", "train.nonfinite", "train.param_sharding",
     "train.fsdp_min_size", "train.fsdp_gather", "train.distributed", "data.data_dir", "data.path", "data.eval_split",
     "data.test_split", "model.attention_impl", "model.remat",
 })
-RESUMABLE_PREFIXES = ("eval.",)
+RESUMABLE_PREFIXES = ("eval.", "evals.")
 
 
 def resumable(key: str) -> bool:

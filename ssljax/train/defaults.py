@@ -8,6 +8,8 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
+from ssljax import evaluators
+
 # configs/ sits beside the package in a checkout (and in an editable install).
 CONFIGS_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
 
@@ -60,7 +62,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 3
-  c.train.knn_every = 0  # 0: no kNN monitor during training
   c.train.probe_lr = 1e-3  # the online linear probe's Adam learning rate (labelled data only)
   c.train.evaluate = True  # run `ssljax eval` on the test split when training ends
   # A step whose loss or gradients are NaN/inf: "stop" names it and stops (the latest checkpoint
@@ -78,6 +79,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.seed = 0
   c.eval.batch_size = 500  # examples per streamed evaluation batch
+  # The evaluations of the run by name, each with its options (`evaluators.options`): each runs
+  # on the validation split every `every` steps (0: never during training), and all of them on
+  # the test split when training ends (`train.evaluate`) and in `ssljax eval`.
+  c.evals = ml_collections.ConfigDict()
   return c
 
 
@@ -95,14 +100,13 @@ def image_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.zero_init_residual = True  # each block's last BN scale starts at 0 (Goyal et al. 2017)
   c.model.bn_momentum = 0.9
 
-  c.eval.labels_per_class = 10
-  c.eval.label_draws = 5  # the few-labels probe is averaged over this many labelled subsets
-  c.eval.probe_l2 = (1e-4, 1e-3, 1e-2, 1e-1)  # candidates, chosen by 3-fold cross-validation
-  c.eval.probe_steps = 500
-  c.eval.knn_k = 20
-  c.eval.knn_temperature = 0.07
+  # Encoders probed beside the run's (evaluators/image_encoders.py); raw pixels is off where
+  # images are large.
+  c.eval.baselines = ("random_init", "raw_pixels")
   c.eval.calibration_examples = 1000  # training images that set the random-init baseline's BN
-  c.eval.raw_pixels = True  # the raw-pixel baseline (off where images are large)
+  c.evals.linear_probe = evaluators.options("linear_probe")
+  c.evals.few_label_probe = evaluators.options("few_label_probe")  # 10 labels per class, 5 draws
+  c.evals.knn = evaluators.options("knn")
   return c
 
 
@@ -204,15 +208,15 @@ def apply_image_variant(c: ml_collections.ConfigDict, variant: str) -> None:
   elif variant.startswith("imagenet"):
     c.data.name, c.data.image_size = "imagenet2012", 256
     c.data.train_split, c.data.eval_split, c.data.test_split = "train[:99%]", "train[99%:]", "validation"
-    c.eval.raw_pixels = False  # 150,528 dimensions per image
+    c.eval.baselines = ("random_init",)  # raw pixels: 150,528 dimensions per image
     c.model.encoder, c.model.width, c.model.stem, c.model.dtype = "resnet50", 64, "imagenet", "bfloat16"
     c.train.checkpoint_every, c.train.log_every = 1000, 100
   elif variant == "smoke":
     c.model.encoder, c.model.width = "resnet_tiny", 4
     c.train.batch_size, c.train.steps = 16, 4
     c.train.log_every, c.train.checkpoint_every = 1, 2
-    c.eval.probe_steps = 20
-    c.eval.label_draws = 2
+    c.evals.linear_probe.max_steps = c.evals.few_label_probe.max_steps = 20
+    c.evals.few_label_probe.draws = 2
     c.eval.calibration_examples = 64
     c.optim.lr = 0.1
   else:

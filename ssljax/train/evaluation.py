@@ -14,7 +14,7 @@ import os
 
 import jax
 
-from ssljax import objectives
+from ssljax import evaluators, objectives
 from ssljax import workdir as workdir_lib
 
 EVAL_FILE = "eval.json"
@@ -31,7 +31,14 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, verbose: bool = 
   config = workdir_lib.load_config(workdir)
   split = split or config.data.test_split
   objective, params, model_state = objectives.restore_model(workdir, config)
-  report = objective.family.evaluate(objective, params, model_state, config, workdir, split)
+  evaluation = evaluators.from_config(objective, config, workdir)
+  if evaluation.evaluators:
+    report = {"objective": objective.name, "dataset": config.data.name, "split": split,
+              **evaluation.run(params, model_state, split)}
+    format_report = evaluation.format
+  else:
+    report = objective.family.evaluate(objective, params, model_state, config, workdir, split)
+    format_report = objective.family.format_results
   path = os.path.join(workdir, eval_file(split, config.data.test_split))
   # With several processes each evaluates on one of its own devices (the same report); the
   # first writes and prints it.
@@ -41,6 +48,6 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, verbose: bool = 
     json.dump(report, f, indent=2)
   if verbose:
     print()
-    print(objective.family.format_results(report))
+    print(format_report(report))
     print(f"written to {path}")
   return report

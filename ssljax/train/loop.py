@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssljax import data, objectives
+from ssljax import data, evaluators, objectives
 from ssljax import workdir as workdir_lib
 from ssljax.train import checkpoint, checks, mesh as mesh_lib, nonfinite, optim, preemption, sharding, step as step_lib
 from ssljax.train.metrics import MetricWriter, Progress
@@ -153,7 +153,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   writer = MetricWriter(workdir, resume_step=start, enabled=jax.process_index() == 0)
   bar = Progress(t.steps, start, units_per_step=t.batch_size * inp.units_per_example, unit=inp.unit,
                  enabled=progress and jax.process_index() == 0)
-  monitors = objective.family.monitors(objective, config, workdir)
+  evaluation = checks.as_input_error("making the evaluators of config.evals", "Check config.evals.",
+                                    evaluators.from_config, objective, config, workdir)
+  monitors = [] if evaluation.evaluators else objective.family.monitors(objective, config, workdir)
   batch_sharding = mesh_lib.batch_sharded(mesh)
   sigterm = preemption.StopOnSigterm(mngr.reached_preemption).install()
   try:
@@ -171,10 +173,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         metrics.update(watch.metrics())
         metrics["learning_rate"] = float(learning_rate(step))
         due = [m for m in monitors if done % m.every == 0 or done == t.steps]
-        if due:
+        due_evaluators = evaluation.due(done, t.steps)
+        if due or due_evaluators:
           params, model_state = sharding.to_host((state.params, state.model_state), mesh)
           for monitor in due:
             metrics.update(monitor.fn(params, model_state))
+          if due_evaluators:  # on the validation split: the test split is reported once, at the end
+            reports = evaluation.run(params, model_state, config.data.eval_split, due_evaluators)
+            metrics.update(evaluation.scalars(reports))
         metrics.update(bar.update(done, metrics))
         if jax.process_index() == 0:
           writer.write(done, metrics)

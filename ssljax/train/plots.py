@@ -1,4 +1,5 @@
-"""`ssljax plot`: PNG curves of the logged metrics (loss, learning rate, probe accuracy)."""
+"""`ssljax plot`: PNG curves of the logged metrics (loss, learning rate, probe accuracy, and
+what the evaluators of config.evals logged on the validation split during training)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ CURVES = {
     "loss.png": ("loss", "pretraining loss"),
     "learning_rate.png": ("learning_rate", "learning rate"),
     "probe_accuracy.png": ("probe_accuracy", "online linear probe accuracy (train batches)"),
-    "knn_accuracy.png": ("knn_accuracy", "kNN accuracy (eval split)"),
 }
+VALIDATION_PREFIX = "val_"  # the evaluators' scalars (`evaluators.Evaluation.scalars`)
+
+
+def curves(records: list[dict]) -> dict[str, tuple[str, str]]:
+  """CURVES, and one curve per validation scalar the run logged ("val_knn_accuracy.png")."""
+  logged = sorted({k for r in records for k in r if k.startswith(VALIDATION_PREFIX)})
+  return {**CURVES, **{f"{k}.png": (k, f"{k[len(VALIDATION_PREFIX):]} (validation split)") for k in logged}}
 
 
 def plot_workdir(workdir: str) -> list[str]:
-  """Writes one PNG per logged metric of CURVES into `workdir`/plots; returns their paths."""
+  """Writes one PNG per logged metric of `curves` into `workdir`/plots; returns their paths."""
   import matplotlib
 
   matplotlib.use("Agg")  # files only; no display needed
@@ -27,7 +34,7 @@ def plot_workdir(workdir: str) -> list[str]:
   out_dir = os.path.join(workdir, "plots")
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  for filename, (key, title) in CURVES.items():
+  for filename, (key, title) in curves(records).items():
     points = [(r["step"], r[key]) for r in records if key in r]
     if not points:
       continue
