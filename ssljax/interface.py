@@ -98,9 +98,9 @@ class Family:
 
   name: str
   train_input: Callable[[ml_collections.ConfigDict, str], TrainInput]
-  monitors: Callable[[Any, ml_collections.ConfigDict, str], Sequence[Monitor]]
-  evaluate: Callable[..., dict]
-  format_results: Callable[[dict], str]
+  monitors: Callable[[Any, ml_collections.ConfigDict, str], Sequence[Monitor]] | None = None
+  evaluate: Callable[..., dict] | None = None
+  format_results: Callable[[dict], str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,16 +2,8 @@
 
 - Input: records become {"image": uint8 (H, W, C), "label": int32} on the host (resized when
   the dataset's images vary in size); augmentation happens on the device, inside the step.
-- Monitor: weighted kNN accuracy on the validation split every `config.train.knn_every` steps.
-- Evaluation (`ssljax eval`, and the end of `ssljax train`) on one split, test by default:
-  a linear probe with every training label, a linear probe with `labels_per_class` labels per
-  class averaged over `label_draws` draws of the labelled subset (mean and std), and weighted
-  kNN; for the trained encoder, a random-init encoder and raw pixels.
-
-The random-init encoder is the same architecture with every block's last BatchNorm scale at 1
-(zero-init would make each residual branch output zero, leaving a stem, the shortcuts and a
-pooling layer) and BatchNorm statistics calibrated on `eval.calibration_examples` training
-images in train mode (initial statistics, mean 0 and variance 1, match no layer's input).
+What a run reports is the image evaluators' (`ssljax.evaluators`: linear_probe,
+few_label_probe, knn), which `config.evals` names.
 """
 
 from __future__ import annotations
@@ -26,8 +18,7 @@ import numpy as np
 
 from ssljax import data
 from ssljax.evaluate import features as features_lib
-from ssljax.evaluate import knn, linear_probe
-from ssljax.interface import Family, Monitor, TrainInput, build
+from ssljax.interface import Family, TrainInput, build
 
 Encoder = Callable[[dict], jax.Array]  # a batch {"image": ...} -> (b, D) features
 
@@ -75,45 +66,6 @@ def few_label_options(eval_config: ml_collections.ConfigDict) -> dict:
   return dict(labels_per_class=eval_config.labels_per_class, draws=eval_config.label_draws, seed=eval_config.seed)
 
 
-def probe_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                   eval_config: ml_collections.ConfigDict, num_classes: int) -> dict[str, float]:
-  """The accuracies of one representation: probe with all labels, probe with a few labels per
-  class (mean and std over draws of the labelled subset), weighted kNN."""
-  probe = dict(num_classes=num_classes, l2=eval_config.probe_l2, max_steps=eval_config.probe_steps)
-  few = linear_probe.few_label_accuracies(train_x, train_y, test_x, test_y, **few_label_options(eval_config),
-                                          **probe)
-  key = f"linear_probe_{eval_config.labels_per_class}_per_class"
-  return {
-      "linear_probe": linear_probe.accuracy(train_x, train_y, test_x, test_y, **probe),
-      key: float(np.mean(few)),
-      key + "_std": float(np.std(few)),
-      "knn": knn.knn_accuracy(train_x, train_y, test_x, test_y, num_classes=num_classes,
-                              k=eval_config.knn_k, temperature=eval_config.knn_temperature),
-  }
-
-
-def _split_features(encode: Encoder, config: ml_collections.ConfigDict, split: str):
-  d = config.data
-  source = data.open_split(d, split)
-  return features_lib.extract(encode, source, record_fn(config), batch_size=config.eval.batch_size)
-
-
-def evaluate_encoders(encoders: dict[str, Encoder], config: ml_collections.ConfigDict, split: str,
-                      *, include_raw_pixels: bool | None = None) -> dict[str, dict[str, float]]:
-  """Probes every named encoder (batch -> features), fit on the training split and scored on
-  `split`, streaming both splits in batches."""
-  include_raw_pixels = config.eval.raw_pixels if include_raw_pixels is None else include_raw_pixels
-  if include_raw_pixels:
-    encoders = {**encoders, "raw_pixels": features_lib.raw_pixels}
-  num_classes = require_labels(config, data.dataset_info(config.data), "the linear probes and kNN")
-  results = {}
-  for name, encode in encoders.items():
-    train_x, train_y = _split_features(encode, config, config.data.train_split)
-    test_x, test_y = _split_features(encode, config, split)
-    results[name] = probe_features(train_x, train_y, test_x, test_y, config.eval, num_classes)
-  return results
-
-
 def calibration_batch(config: ml_collections.ConfigDict) -> dict:
   """`eval.calibration_examples` training images drawn at random (the stored order is sorted by
   class on the bundled datasets), fixed by `eval.seed`."""
@@ -145,55 +97,4 @@ def random_init_encoder(config: ml_collections.ConfigDict, batch: dict | None = 
   return functools.partial(objective.features, params, model_state)
 
 
-def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, workdir: str,
-             split: str) -> dict:
-  del workdir
-  require_labels(config, data.dataset_info(config.data), "`ssljax eval` (linear probes and kNN)")
-  encoders = {
-      objective.name: functools.partial(objective.features, params, model_state),
-      "random_init": random_init_encoder(config),
-  }
-  return {"dataset": config.data.name, "split": split,
-          "results": evaluate_encoders(encoders, config, split)}
-
-
-def format_results(report: dict) -> str:
-  """A table of top-1 accuracies; the few-label probe as mean ± std over draws."""
-  results = report["results"]
-  columns = [c for c in next(iter(results.values())) if not c.endswith("_std")]
-  width = max(len(name) for name in results) + 2
-  lines = [f"Evaluation on {report['dataset']} ({report['split']} split), top-1 accuracy:",
-           "method".ljust(width) + "".join(c.rjust(30) for c in columns)]
-  for name, row in results.items():
-    cells = []
-    for c in columns:
-      cell = f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "-"))
-      if c + "_std" in row:
-        cell += f" ± {row[c + '_std']:.4f}"
-      cells.append(cell.rjust(30))
-    lines.append(name.ljust(width) + "".join(cells))
-  return "\n".join(lines)
-
-
-def knn_monitor(objective, config: ml_collections.ConfigDict) -> Monitor:
-  """kNN accuracy of the current encoder on the validation split (never the test split)."""
-
-  def fn(params, model_state):
-    encode = functools.partial(objective.features, params, model_state)
-    train_x, train_y = _split_features(encode, config, config.data.train_split)
-    val_x, val_y = _split_features(encode, config, config.data.eval_split)
-    num_classes = int(max(train_y.max(), val_y.max()) + 1)
-    e = config.eval
-    return {"knn_accuracy": knn.knn_accuracy(train_x, train_y, val_x, val_y, num_classes=num_classes,
-                                             k=e.knn_k, temperature=e.knn_temperature)}
-
-  return Monitor(every=config.train.knn_every, fn=fn)
-
-
-def monitors(objective, config: ml_collections.ConfigDict, workdir: str) -> list[Monitor]:
-  del workdir
-  return [knn_monitor(objective, config)] if config.train.knn_every else []
-
-
-FAMILY = Family(name="image", train_input=train_input, monitors=monitors, evaluate=evaluate,
-                format_results=format_results)
+FAMILY = Family(name="image", train_input=train_input)

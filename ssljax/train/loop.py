@@ -155,7 +155,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
                  enabled=progress and jax.process_index() == 0)
   evaluation = checks.as_input_error("making the evaluators of config.evals", "Check config.evals.",
                                     evaluators.from_config, objective, config, workdir)
-  monitors = [] if evaluation.evaluators else objective.family.monitors(objective, config, workdir)
+  legacy = not evaluation.evaluators and objective.family.monitors is not None
+  monitors = objective.family.monitors(objective, config, workdir) if legacy else []
   batch_sharding = mesh_lib.batch_sharded(mesh)
   sigterm = preemption.StopOnSigterm(mngr.reached_preemption).install()
   try:
