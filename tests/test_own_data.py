@@ -372,14 +372,14 @@ def test_cli_image_folder_train_and_eval(labelled_root, tmp_path, data_dir):
   own = ["--config.data.name=image_folder", f"--config.data.path={root}", "--config.data.image_size=16"]
   # The few-label probe draws 2 labelled images per class here (the smallest class trains on 8).
   _train(["--config", os.path.join(REPO, "configs", "simclr.py") + ":smoke", "--workdir", workdir, *own,
-          "--config.train.evaluate=False", "--config.eval.labels_per_class=2"], data_dir)
+          "--config.train.evaluate=False", "--config.evals.few_label_probe.labels_per_class=2"], data_dir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     assert [json.loads(line)["step"] for line in f][-1] == 4
   result = run_cli(["eval", "--workdir", workdir], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   report = read_json(os.path.join(workdir, "eval.json"))
   assert report["dataset"] == "image_folder" and report["split"] == "test"
-  assert set(report["results"]) == {"simclr", "random_init", "raw_pixels"}
+  assert set(report["linear_probe"]["accuracy"]) == {"simclr", "random_init", "raw_pixels"}
 
   # Unlabelled images of any size, decoded to grayscale: they train; evaluation says why not.
   unlabelled = str(tmp_path / "unlabelled")

@@ -449,7 +449,7 @@ def test_resume_may_change_logging_checkpointing_and_evaluation_keys(tmp_path):
   _fake_run(str(tmp_path), config)
   changed = defaults.load_config("simclr:smoke")
   changed.train.log_every, changed.train.checkpoint_every, changed.train.keep_checkpoints = 7, 9, 1
-  changed.train.evaluate, changed.train.nonfinite, changed.eval.probe_steps = False, "skip", 3
+  changed.train.evaluate, changed.train.nonfinite, changed.evals.knn.k = False, "skip", 3
   changed.data.data_dir = "/elsewhere"
   checks.check_resume(changed, str(tmp_path))  # no error
 
@@ -613,8 +613,8 @@ BAD_INPUTS = {
     "wrong_type_override": (_check(SMOKE, "--config.train.steps=many"), ["config.train.steps", "many"]),
     "unknown_key_in_python": (_check(SMOKE, edit=_unlocked(lambda c: setattr(c.train, "stepz", 3))),
                               ["config.train.stepz is not a key of the simclr config", "did you mean config.train.steps"]),
-    "missing_key_in_python": (_check(SMOKE, edit=_unlocked(lambda c: c.train.__delitem__("knn_every"))),
-                              ["config.train.knn_every is missing", "configs/simclr.py"]),
+    "missing_key_in_python": (_check(SMOKE, edit=_unlocked(lambda c: c.train.__delitem__("log_every"))),
+                              ["config.train.log_every is missing", "configs/simclr.py"]),
     "wrong_type_in_a_dict": (_check(SMOKE, edit=_from_dict(lambda d: d["train"].update(steps=2e3))),
                              ["config.train.steps=2000.0 is of type float", "of type int"]),
     "batch_vs_devices": (_check(SMOKE, "--config.train.batch_size=12"),

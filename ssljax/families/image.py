@@ -17,7 +17,6 @@ import ml_collections
 import numpy as np
 
 from ssljax import data
-from ssljax.evaluate import features as features_lib
 from ssljax.interface import Family, TrainInput, build
 
 Encoder = Callable[[dict], jax.Array]  # a batch {"image": ...} -> (b, D) features
