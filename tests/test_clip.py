@@ -151,9 +151,9 @@ def test_logit_scale_never_exceeds_100_when_pushed(records):
                                       lambda g, s, p=None: (jax.tree.map(jnp.ones_like, g), s))
   labels = jax.tree_util.tree_map_with_path(lambda path, _: "push" if path[-1].key == "log_scale" else "sgd", params)
   tx = optax.multi_transform({"push": push, "sgd": optax.sgd(0.1)}, labels)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state)
   mesh = _mesh(8)
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh)
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(1), mesh)
   state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
   batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
   scales = []

@@ -26,7 +26,7 @@ def _smoke(data_dir):
 
 def test_options_hold_every_default_and_refuse_unknown_ones():
   options = evaluators.options("knn", every=5)
-  assert options.to_dict() == {"every": 5, "k": 20, "temperature": 0.07}
+  assert options.to_dict() == {"type": "knn", "every": 5, "k": 20, "temperature": 0.07}
   with pytest.raises(ValueError, match="'kk' is not an option of the 'knn' evaluator.*did you mean 'k'"):
     evaluators.options("knn", kk=5)
   with pytest.raises(ValueError, match="unknown evaluator 'knnn'; registered evaluators: .*knn"):
@@ -36,7 +36,7 @@ def test_options_hold_every_default_and_refuse_unknown_ones():
 def test_the_config_check_names_a_bad_entry():
   config = defaults.load_config("simclr:smoke")
   with config.unlocked():
-    config.evals.nearest = {"k": 3}
+    config.evals.nearest = {"k": 3}  # no type: the entry's name is taken for it
   with pytest.raises(checks.ConfigError, match="config.evals.nearest: unknown evaluator 'nearest'"):
     checks.check(config, device_count=1)
   config = defaults.load_config("simclr:smoke")
@@ -53,7 +53,6 @@ def test_two_entries_of_one_type_and_their_due_steps():
   config = defaults.load_config("simclr:smoke")
   with config.unlocked():
     config.evals.knn_5 = evaluators.options("knn", k=5, every=3)
-    config.evals.knn_5.type = "knn"
   config.evals.knn.every = 2
   evaluation = evaluators.from_config(types.SimpleNamespace(name="simclr"), config, "unused")
   by_name = {e.name: e for e in evaluation.evaluators}

@@ -296,9 +296,6 @@ class _Bigram(nn.Module):
 _FAMILY = Family(
     name="test_poisoned_tokens",
     train_input=lambda config, wd: TrainInput(source=_PoisonedTokens(), record_fn=_record, unit="tokens"),
-    monitors=lambda objective, config, wd: [],
-    evaluate=lambda *args: {},
-    format_results=str,
 )
 
 
@@ -376,13 +373,13 @@ def _one_step(num_devices, batch, skip, param_sharding="replicated"):
   objective = objectives.build(_config())
   tx = optax.adamw(0.05)
   params, model_state = objective.init(jax.random.key(0), batch)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state)
   mesh = data_mesh(num_devices)
   train = _config(param_sharding=param_sharding, fsdp_min_size=0).train  # fsdp: every leaf split
   specs = sharding.state_specs(state, train, num_devices)
   state = jax.device_put(state, sharding.named(mesh, specs))
   global_batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh, state_specs=specs,
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(1), mesh, state_specs=specs,
                                         skip_nonfinite=skip)
   before = jax.device_get(state)
   after, metrics = train_step(state, global_batch)

@@ -56,8 +56,7 @@ def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
   needed = evaluations(config)
   if needed:
     require_labels(config, info, f"the evaluation ({', '.join(needed)})")
-  return TrainInput(source=source, record_fn=record_fn(config), num_classes=info.num_classes,
-                    unit="images")
+  return TrainInput(source=source, record_fn=record_fn(config), unit="images")
 
 
 def few_label_options(eval_config: ml_collections.ConfigDict) -> dict:

@@ -141,10 +141,7 @@ def record_fn(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokeni
 def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
   tokenizer = run_tokenizer(config, workdir)
   source = data.in_memory(_source(config, config.data.train_split))
-  label_key = config.data.get("label_key")
-  num_classes = len(class_names(config, label_key)) if label_key else None
-  return TrainInput(source=source, record_fn=record_fn(config, tokenizer), num_classes=num_classes,
-                    unit="pairs")
+  return TrainInput(source=source, record_fn=record_fn(config, tokenizer), unit="pairs")
 
 
 # --- zero-shot classification ------------------------------------------------------------------

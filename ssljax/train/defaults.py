@@ -62,7 +62,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 3
-  c.train.probe_lr = 1e-3  # the online linear probe's Adam learning rate (labelled data only)
   c.train.evaluate = True  # run `ssljax eval` on the test split when training ends
   # A step whose loss or gradients are NaN/inf: "stop" names it and stops (the latest checkpoint
   # is the last finite state); "skip" drops its update and counts it (ssljax/train/nonfinite.py).
