@@ -23,7 +23,7 @@ CI_SCRIPT = os.path.join(REPO, ".ci", "run")
 # What a command prints, as the README quotes it (the first line of its table or report).
 TRAIN_PRINTS = {
     "simclr": "Evaluation on mnist5k (test split), top-1 accuracy:",
-    "gpt": "Language model on bbc_news (test split",
+    "gpt": "Evaluation of gpt on bbc_news (test split)",
     "bert": "BERT pretraining on bbc_news (test split",
     "clip": "CLIP evaluation on shapes",
 }
