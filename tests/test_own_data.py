@@ -253,6 +253,7 @@ def test_text_files_documents_and_splits(corpus):
 
 
 def test_tokenizer_and_families_read_the_training_documents(corpus):
+  from ssljax.evaluators import few_shot
   from ssljax.families import text
 
   root, documents = corpus
@@ -263,7 +264,7 @@ def test_tokenizer_and_families_read_the_training_documents(corpus):
   assert sorted(text.tokenizer_texts(config)) == train
   training = text.training_documents(config)
   assert sorted(training[i]["body"] for i in range(len(training))) == train
-  assert "topic" not in text.few_shot_tasks(config, "test")  # own text has no topics to prompt for
+  assert "topic" not in few_shot.tasks(config, "test")  # own text has no topics to prompt for
 
 
 def test_text_files_errors(corpus, tmp_path):

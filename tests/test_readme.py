@@ -23,7 +23,7 @@ CI_SCRIPT = os.path.join(REPO, ".ci", "run")
 # What a command prints, as the README quotes it (the first line of its table or report).
 TRAIN_PRINTS = {
     "simclr": "Evaluation of simclr on mnist5k (test split)",
-    "gpt": "Language model on bbc_news (test split",
+    "gpt": "Evaluation of gpt on bbc_news (test split)",
     "bert": "BERT pretraining on bbc_news (test split",
     "clip": "CLIP evaluation on shapes",
 }
