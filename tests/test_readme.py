@@ -25,7 +25,7 @@ TRAIN_PRINTS = {
     "simclr": "Evaluation of simclr on mnist5k (test split)",
     "gpt": "Evaluation of gpt on bbc_news (test split)",
     "bert": "BERT pretraining on bbc_news (test split",
-    "clip": "CLIP evaluation on shapes",
+    "clip": "Evaluation of clip on shapes (test split)",
 }
 # Overrides that make a README command a few seconds long on the smoke runs. `ssljax finetune`:
 # a few dozen examples, one epoch, a few steps per learning rate.
