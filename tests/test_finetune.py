@@ -208,8 +208,15 @@ def test_fit_head_trains_the_head_alone_on_the_frozen_encoder(monkeypatch):
   before = jax.tree.map(np.asarray, params)
   fitted, info = runner.fit_head(params, examples, np.arange(16), template)
   assert info["probe_loss_end"] < info["probe_loss_start"]
-  # The threshold moved from 0 to between the two classes' mean cosines.
+  # The record's losses are the head's loss on the frozen states before and after (L-BFGS, at most
+  # probe_steps iterations).
   batch = inputs.collate([runner.encoder.train_feature(e) for e in examples], 16, template)
+  hidden = runner.encode(params["encoder"], batch)
+  head_of = lambda p: {k: v for k, v in p.items() if k != "encoder"}  # noqa: E731
+  assert float(runner.head_loss(head_of(params), batch, hidden)) == pytest.approx(info["probe_loss_start"], rel=1e-5)
+  assert float(runner.head_loss(head_of(fitted), batch, hidden)) == pytest.approx(info["probe_loss_end"], rel=1e-4)
+  assert 1 <= info["probe_iterations"] <= 150
+  # The threshold moved from 0 to between the two classes' mean cosines.
   cosines = np.asarray(heads.segment_cosine(heads.encode(TINY, params["encoder"], batch), batch["tokens"] != PAD,
                                             batch["segments"]))
   labels = np.arange(16) % 2

@@ -20,7 +20,8 @@ scores best on the validation split, as the fine-tuned model's learning rate is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -79,15 +80,29 @@ def penalty(c: float, examples: int, classes: int) -> float:
   return (2.0 if classes == 2 else 1.0) / (c * examples)
 
 
-def fit_probe(x: scipy.sparse.spmatrix, y: np.ndarray, c: float) -> Callable[[scipy.sparse.spmatrix], np.ndarray]:
+class Probe(NamedTuple):
+  """A fitted linear probe: the labels its outputs stand for, weights (D, K) and bias (K,)."""
+
+  classes: np.ndarray
+  w: np.ndarray
+  b: np.ndarray
+
+  def logits(self, features) -> np.ndarray:
+    """(N, D) features, sparse or dense -> (N, K) logits."""
+    return np.asarray(features @ self.w) + self.b
+
+  def predict(self, features) -> np.ndarray:
+    return self.classes[np.argmax(self.logits(features), axis=1)]
+
+
+def fit_probe(x: scipy.sparse.spmatrix, y: np.ndarray, c: float) -> Probe:
   """The linear probe (`linear_probe.fit`) on sparse features (N, D) and their labels (of two
-  classes or more) at scikit-learn's C: a function features -> predicted labels."""
+  classes or more) at scikit-learn's C."""
   classes, index = np.unique(y, return_inverse=True)
   params = linear_probe.fit(jax_sparse.BCOO.from_scipy_sparse(x.astype(np.float32)), jnp.asarray(index, jnp.int32),
                             jnp.ones(len(index), jnp.float32), penalty(c, len(index), len(classes)),
                             num_classes=len(classes), max_steps=MAX_STEPS)
-  w, b = np.asarray(params["w"]), np.asarray(params["b"])
-  return lambda features: classes[np.argmax(features @ w + b, axis=1)]
+  return Probe(classes, np.asarray(params["w"]), np.asarray(params["b"]))
 
 
 def _accuracy(predict, x, y) -> float:
@@ -102,7 +117,7 @@ def probe_on_validation(train, validation, test, name: str) -> dict:
   if len(np.unique(train_y)) < 2:  # one labelled class (a tiny draw): predict it
     chosen, predict = None, lambda x: np.full(x.shape[0], train_y[0])
   else:
-    predictors = {c: fit_probe(train_x, train_y, c) for c in C_GRID}
+    predictors = {c: fit_probe(train_x, train_y, c).predict for c in C_GRID}
     chosen = max(C_GRID, key=lambda c: _accuracy(predictors[c], val_x, val_y))
     predict = predictors[chosen]
   return {"name": name, "C": chosen, "validation": {"accuracy": _accuracy(predict, val_x, val_y)},

@@ -51,7 +51,8 @@ def format_report(report: dict) -> str:
 @register("task_metrics", max_examples=0)
 def make(context, options) -> Evaluator:
   if options.max_examples < 0:
-    raise ValueError(f"config.evals.task_metrics.max_examples must be >= 0 (0: every example), got {options.max_examples}")
+    raise ValueError("config.evals.task_metrics.max_examples must be >= 0 (0: every example), "
+                     f"got {options.max_examples}")
   extras = context.objective.extras
   if "encoder" not in extras or "predict" not in extras:
     raise ValueError(f"the task_metrics evaluator scores a fine-tuning run (objective 'finetune'); the "

@@ -17,9 +17,9 @@ import ml_collections
 import numpy as np
 
 from ssljax.downstream import heads, inputs
-from ssljax.evaluate import linear_probe
 from ssljax.downstream.examples import budget_name, predictions, read_at, score
 from ssljax.downstream.tasks import Task
+from ssljax.evaluate import linear_probe
 from ssljax.finetune import with_overrides
 from ssljax.models.transformer import TransformerConfig
 from ssljax.text.tokenizer import Tokenizer
@@ -82,7 +82,7 @@ class Runner:
     a few labels moves too little in a few dozen steps: the cosine pair head's threshold must
     travel to where the pairs' cosines lie). No-op when probe_steps is 0. The states are kept
     in memory, so at most PROBE_MAX_EXAMPLES labelled examples take part. Returns the parameters
-    and the fit's record: its examples, and the loss before and after."""
+    and the fit's record: its examples, the L-BFGS iterations taken, and the loss before and after."""
     c = self.config
     if c.probe_steps < 0:
       raise ValueError(f"config.probe_steps must be >= 0, got {c.probe_steps}")
@@ -102,7 +102,8 @@ class Runner:
     hidden = jnp.concatenate(hidden)
     head = {name: value for name, value in params.items() if name != "encoder"}
     fitted = linear_probe.minimise(self.head_loss, head, batch, hidden, max_steps=c.probe_steps)
-    return {**params, **fitted.params}, {"probe_examples": len(indices), "probe_loss_start": float(fitted.start_value),
+    return {**params, **fitted.params}, {"probe_examples": len(indices), "probe_iterations": int(fitted.steps),
+                                         "probe_loss_start": float(fitted.start_value),
                                          "probe_loss_end": float(fitted.value)}
 
   def evaluate(self, params, examples: Sequence[dict], *, progress: bool = False, desc: str = "eval") -> dict:
