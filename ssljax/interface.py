@@ -1,12 +1,12 @@
 """The Objective interface: what a model is, how a batch becomes a loss, and which modality
-family feeds and evaluates it.
+family feeds it.
 
 The trainer and the evaluators know an objective only through this dataclass, so a new
 objective is a new module plus a config; nothing else changes. `config.objective` names the
-objective and `build(config)` looks it up in the registry. What depends on the modality (how
-records become examples, what to monitor during training, how to evaluate a finished run) is
-a `Family`, shared by every objective of that modality: a new modality is a new family, and
-the trainer does not change.
+objective and `build(config)` looks it up in the registry. How records of a modality become
+examples is a `Family`, shared by every objective of that modality; what a run is evaluated by
+is named in its config (`config.evals`, `ssljax.evaluators`). A new modality is a new family
+and its evaluators, and the trainer does not change.
 
 This is the ground floor of the package: it imports nothing of ssljax, so every room may import
 it (the trainer for `DATA_AXIS`, a family for `TrainInput`) without loading an objective.

@@ -55,7 +55,7 @@ def abstract_state(create, config, sharding) -> TrainState:
 def pretrained_params(config: ml_collections.ConfigDict, objective, mesh) -> dict | None:
   """The parameters of the run `config.init_from` names, replicated over `mesh`; None when it is
   unset. Read from that run's checkpoint alone: its objective is not built."""
-  source = config.get("init_from")
+  source = config.init_from
   if not source:
     return None
   if objective.load_pretrained is None:
@@ -94,7 +94,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   example = checks.as_input_error(f"reading the first training records of {config.data.name}",
                                   checks.data_fix(config), data.example_batch, inp.source, inp.record_fn,
                                   inp.iter_stage)
-  fsdp = t.get("param_sharding", "replicated") == "fsdp"
+  fsdp = t.param_sharding == "fsdp"
   tx, learning_rate = optim.optimizer(config.optim, t.steps, t.batch_size, sharded=fsdp)
   create = checks.as_input_error("building the model for the training examples", checks.MODEL_FIX, state_factory,
                                  objective, example, tx)
@@ -126,9 +126,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   start = int(state.step)
 
   train_step = step_lib.make_train_step(objective, tx, jax.random.key(config.seed), mesh,
-                                        state_specs=specs, skip_nonfinite=t.get("nonfinite") == "skip",
-                                        gather_per_layer=t.get("fsdp_gather", "model") == "layer")
-  watch = nonfinite.Watch(t.get("nonfinite", "stop"), state.params)
+                                        state_specs=specs, skip_nonfinite=t.nonfinite == "skip",
+                                        gather_per_layer=t.fsdp_gather == "layer")
+  watch = nonfinite.Watch(t.nonfinite, state.params)
   writer = MetricWriter(workdir, resume_step=start, enabled=jax.process_index() == 0)
   bar = Progress(t.steps, start, units_per_step=t.batch_size * inp.units_per_example, unit=inp.unit,
                  enabled=progress and jax.process_index() == 0)
