@@ -24,7 +24,7 @@ CI_SCRIPT = os.path.join(REPO, ".ci", "run")
 TRAIN_PRINTS = {
     "simclr": "Evaluation on mnist5k (test split), top-1 accuracy:",
     "gpt": "Language model on bbc_news (test split",
-    "bert": "BERT pretraining on bbc_news (test split",
+    "bert": "Evaluation of bert on bbc_news (test split",
     "clip": "CLIP evaluation on shapes",
 }
 # Overrides that make a README command a few seconds long on the smoke runs. `ssljax finetune`:
