@@ -22,6 +22,7 @@
 import ml_collections
 from ml_collections import config_dict
 
+from ssljax import evaluators
 from ssljax.train.defaults import check_variant, image_config
 
 VARIANTS = ("shapes", "base", "smoke")
@@ -90,16 +91,18 @@ def clip_config() -> ml_collections.ConfigDict:
   c.train.steps = 1000
   c.train.log_every = 25
   c.train.checkpoint_every = 200
-  c.train.eval_every = 0  # > 0: zero-shot accuracy on the validation split every this many steps
 
-  c.eval.zero_shot = ("shape", "colour")  # labelled attributes to classify from prompts
-  c.eval.zero_shot_template = "a photo of a {}."  # the paper's default prompt
-  c.eval.retrieval_examples = 1000  # pairs of each split scored (zero-shot and retrieval)
-  c.eval.probe_pool = 2000  # training images the few-label probe draws its labels from
-  c.eval.labels_per_class = 10
-  c.eval.label_draws = 5
+  c.eval.baselines = ("random_init",)  # image towers probed beside the run's (attribute_probe)
   c.eval.calibration_examples = 500
   c.eval.batch_size = 250
+  # On the test split and the held-out one (data.heldout_split), each on its first 1,000 pairs:
+  # zero-shot accuracy of shape, colour and their combination from prompts, beside chance (every=N:
+  # on the validation split every N steps during training too); image-text retrieval recall@1
+  # and @5; a 10-labels-per-class probe of each attribute on the image tower's features.
+  c.evals = ml_collections.ConfigDict()
+  c.evals.zero_shot = evaluators.options("zero_shot")
+  c.evals.retrieval = evaluators.options("retrieval")
+  c.evals.attribute_probe = evaluators.options("attribute_probe")
   return c
 
 
@@ -119,8 +122,8 @@ def get_config(variant: str = "shapes") -> ml_collections.ConfigDict:
     c.augment.crop_size = 224
     c.augment.crop_scale, c.augment.crop_ratio = (0.9, 1.0), (1.0, 1.0)  # the paper's random square crop
     c.augment.jitter_p = 0.0
-    c.eval.zero_shot = ()  # no attribute labels: retrieval only
-    c.eval.retrieval_examples = 5000
+    # No attribute labels: retrieval only.
+    c.evals = ml_collections.ConfigDict({"retrieval": evaluators.options("retrieval", examples=5000)})
     c.eval.batch_size = 256
     # The paper's ViT-B/16 run: batch 32,768, AdamW lr 5e-4, beta2 0.98, weight decay 0.2,
     # 2,000 warm-up steps, cosine decay, 32 epochs of 400M pairs (12.8B pairs seen).
@@ -135,7 +138,8 @@ def get_config(variant: str = "shapes") -> ml_collections.ConfigDict:
     c.train.batch_size, c.train.steps = 16, 4
     c.train.log_every, c.train.checkpoint_every = 1, 2
     c.optim.warmup_steps = 0
-    c.eval.retrieval_examples, c.eval.probe_pool, c.eval.batch_size = 64, 200, 64
-    c.eval.label_draws, c.eval.calibration_examples, c.eval.probe_steps = 2, 64, 20
+    c.eval.batch_size, c.eval.calibration_examples = 64, 64
+    c.evals.zero_shot.examples = c.evals.retrieval.examples = c.evals.attribute_probe.examples = 64
+    c.evals.attribute_probe.pool, c.evals.attribute_probe.draws, c.evals.attribute_probe.max_steps = 200, 2, 20
   c.lock()
   return c

@@ -11,10 +11,17 @@ smoke.
   SentencePiece vocabulary trained on it, or `--config.text.model_file`), bfloat16 compute and
   cuDNN attention on NVIDIA GPUs (XLA's elsewhere), AdamW with the GPT-3 paper's small-model settings.
 - smoke: tiny, for tests.
+
+Evaluators (`config.evals`): at the end, on the test split, `language_model` (loss per token,
+perplexity and bits per byte beside add-k unigram and bigram models), `samples` (continued
+headlines) and `few_shot` (in-context accuracy for k = 0, 1, 2, 4, 8); during training, `lm`:
+the loss per token on the first 64 validation windows every `evals.lm.every` steps (logged as
+`val_lm_loss_per_token`; 0: at the end only).
 """
 
 import ml_collections
 
+from ssljax import evaluators
 from ssljax.train.defaults import check_variant, text_config
 
 VARIANTS = ("bbc_news", "gpt2", "smoke")
@@ -24,6 +31,10 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
   variant = check_variant("gpt", variant or "bbc_news", VARIANTS)
   c = text_config()
   c.objective = "gpt"
+  c.evals.language_model = evaluators.options("language_model")
+  c.evals.samples = evaluators.options("samples")
+  c.evals.few_shot = evaluators.options("few_shot")
+  c.evals.lm = evaluators.options("language_model", type="language_model", max_windows=64, baselines=False)
   if variant == "bbc_news":
     # Chosen on the validation split (docs/gpt.md): 2,048 pieces run 1.35x faster a step than
     # 4,096, and BPE makes the tasks' " =>" one piece (unigram splits it in three).
@@ -41,7 +52,7 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.train.steps = 1850
     c.train.log_every = 50
     c.train.checkpoint_every = 500
-    c.train.eval_every = 1000
+    c.evals.lm.every = 1000
     c.optim.lr, c.optim.warmup_steps = 2e-3, 200
   elif variant == "gpt2":
     c.data.name, c.data.label_key = "openwebtext", ""
@@ -50,7 +61,7 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.text.max_training_texts = 200_000  # documents for the tokenizer and the n-gram baselines
     c.model.preset, c.model.dtype, c.model.attention_impl = "gpt2", "bfloat16", "auto"
     c.train.batch_size, c.train.steps = 512, 600_000  # 0.5M tokens per step, as GPT-3 small
-    c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 100, 5000, 5000
+    c.train.log_every, c.train.checkpoint_every, c.evals.lm.every = 100, 5000, 5000
     c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay = 6e-4, 2000, 0.1
   elif variant == "smoke":
     c.text.tokenizer = "byte"
@@ -61,7 +72,8 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.model.qkv_conv_width = 3  # as bbc_news, so the smoke tests run it
     c.train.batch_size, c.train.steps = 8, 4
     c.train.log_every, c.train.checkpoint_every = 1, 2
-    c.eval.lm_batch_size, c.eval.few_shot_ks, c.eval.few_shot_draws = 8, (0, 2), 2
-    c.eval.few_shot_queries, c.eval.num_samples, c.eval.sample_tokens = 8, 2, 8
+    c.evals.language_model.batch_size = c.evals.lm.batch_size = c.evals.few_shot.batch_size = 8
+    c.evals.few_shot.ks, c.evals.few_shot.draws, c.evals.few_shot.queries = (0, 2), 2, 8
+    c.evals.samples.num_samples, c.evals.samples.max_new_tokens = 2, 8
   c.lock()
   return c

@@ -36,18 +36,13 @@ class LossAux:
   Attributes:
     model_state: the updated non-trainable state (BatchNorm statistics, ...).
     metrics: scalars to log; each is averaged over devices by the trainer.
-    features: stop-gradient features of the batch's examples, (n, D), in batch order, for the
-      trainer's online linear probe (used when the batch has a "label"); None when there are none.
   """
 
   model_state: ModelState
   metrics: Mapping[str, jax.Array]
-  features: jax.Array | None = None
 
 
-jax.tree_util.register_dataclass(
-    LossAux, data_fields=["model_state", "metrics", "features"], meta_fields=[]
-)
+jax.tree_util.register_dataclass(LossAux, data_fields=["model_state", "metrics"], meta_fields=[])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +56,6 @@ class TrainInput:
     iter_stage: grain.IterDataset -> grain.IterDataset applied after record_fn and before
       batching, for stages that change the number of examples (packing documents into
       fixed-length sequences); None for one example per record.
-    num_classes: classes of the examples' "label", for the online linear probe; None: no probe.
     unit: what the throughput counts ("images", "tokens", ...).
     units_per_example: how many of `unit` one example holds (1 image, T tokens).
   """
@@ -69,7 +63,6 @@ class TrainInput:
   source: Any
   record_fn: Callable[[dict], dict] | None = None
   iter_stage: Callable[[Any], Any] | None = None
-  num_classes: int | None = None
   unit: str = "examples"
   units_per_example: int = 1
 

@@ -47,11 +47,11 @@ def run_steps(objective, batch, num_devices: int, tx, steps: int = 2, jit_init: 
   the host."""
   init = jax.jit(objective.init) if jit_init else objective.init
   params, model_state = init(jax.random.key(0), batch)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state)
   mesh = data_mesh(num_devices)
   state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
   global_batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh)
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(1), mesh)
   history = []
   for _ in range(steps):
     state, metrics = train_step(state, global_batch)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from absl import flags
 from ml_collections import config_flags
@@ -39,13 +40,18 @@ def test_train_eval_plot_smoke(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
   result = _ssljax(["train", "--config", SMOKE, "--workdir", workdir, "--noprogress"], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "linear_probe_10_per_class" in result.stdout
+  assert "Linear probe, 10 labels per class" in result.stdout
   report = json.load(open(os.path.join(workdir, "eval.json")))
-  assert report["split"] == "test" and report["dataset"] == "mnist5k"
-  assert set(report["results"]) == {"simclr", "random_init", "raw_pixels"}
-  for row in report["results"].values():
-    assert set(row) == {"linear_probe", "linear_probe_10_per_class", "linear_probe_10_per_class_std", "knn"}
-    assert all(0.0 <= v <= 1.0 for v in row.values())
+  assert report["split"] == "test" and report["dataset"] == "mnist5k" and report["objective"] == "simclr"
+  assert set(report) == {"objective", "dataset", "split", "linear_probe", "few_label_probe", "knn"}
+  encoders = {"simclr", "random_init", "raw_pixels"}
+  for name in ("linear_probe", "knn"):
+    assert set(report[name]["accuracy"]) == encoders
+    assert all(0.0 <= v <= 1.0 for v in report[name]["accuracy"].values())
+  few = report["few_label_probe"]
+  assert few["labels_per_class"] == 10 and set(few["accuracy"]) == encoders
+  for row in few["accuracy"].values():
+    assert len(row["draws"]) == 2 and row["mean"] == pytest.approx(np.mean(row["draws"]))
   assert sorted(_losses(workdir)) == [1, 2, 3, 4]
   result = _ssljax(["plot", "--workdir", workdir], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -57,7 +63,7 @@ def test_train_eval_plot_smoke(tmp_path, data_dir):
   result = _ssljax(["eval", "--workdir", workdir, "--split", "validation"], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   validation = json.load(open(os.path.join(workdir, "eval_validation.json")))
-  assert validation["split"] == "validation" and validation["results"] != report["results"]
+  assert validation["split"] == "validation" and validation["knn"] != report["knn"]
 
 
 @pytest.mark.parametrize("variant", ["smoke", "mnist5k"])
@@ -65,7 +71,7 @@ def test_same_losses_on_one_and_eight_devices(tmp_path, data_dir, variant):
   """`ssljax train` with real augmentation logs the same losses on 1 and on 8 devices: every
   example's random views come from its global index, not from the device it lands on."""
   extra = [] if variant == "smoke" else ["--config.train.steps=3", "--config.train.batch_size=32",
-                                         "--config.train.log_every=1", "--config.train.knn_every=0"]
+                                         "--config.train.log_every=1", "--config.evals.knn.every=0"]
   config = os.path.join(REPO, "configs", "simclr.py") + ":" + variant
   losses = {}
   for devices in (1, 8):

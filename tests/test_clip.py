@@ -18,6 +18,8 @@ import pytest
 from helpers import data_mesh, run_cli, run_steps
 from ssljax import augment, data
 from ssljax.data import shapes
+from ssljax.evaluate import retrieval as retrieval_lib
+from ssljax.evaluate import zero_shot as zero_shot_lib
 from ssljax.families import image_text
 from ssljax.models import clip as clip_model
 from ssljax.interface import DATA_AXIS, build
@@ -151,9 +153,9 @@ def test_logit_scale_never_exceeds_100_when_pushed(records):
                                       lambda g, s, p=None: (jax.tree.map(jnp.ones_like, g), s))
   labels = jax.tree_util.tree_map_with_path(lambda path, _: "push" if path[-1].key == "log_scale" else "sgd", params)
   tx = optax.multi_transform({"push": push, "sgd": optax.sgd(0.1)}, labels)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state)
   mesh = _mesh(8)
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh)
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(1), mesh)
   state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
   batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
   scales = []
@@ -175,13 +177,13 @@ def test_prompt_ensemble_classifier_on_a_hand_made_case():
   prompts = np.array([[[1.0, 0.0], [0.0, 1.0]],  # class A
                       [[0.8, 0.6], [0.6, -0.8]]])  # class B
   image = np.array([[0.6, 0.8]])
-  weights = image_text.ensemble_classifier(prompts)
+  weights = zero_shot_lib.ensemble_classifier(prompts)
   s = 1 / math.sqrt(2)
   np.testing.assert_allclose(weights[0], [s, s], rtol=1e-6)
   np.testing.assert_allclose(weights[1], np.array([0.7, -0.1]) / math.hypot(0.7, 0.1), rtol=1e-6)
-  assert image_text.zero_shot_predictions(image, prompts[:, 0])[0] == 1
-  assert image_text.zero_shot_predictions(image, weights)[0] == 0
-  assert image_text.expand_templates(["a {size} {}", "the {}"], {"size": ["small", "large"]}) == [
+  assert zero_shot_lib.predictions(image, prompts[:, 0])[0] == 1
+  assert zero_shot_lib.predictions(image, weights)[0] == 0
+  assert zero_shot_lib.expand_templates(["a {size} {}", "the {}"], {"size": ["small", "large"]}) == [
       "a small {}", "a large {}", "the {}"]
 
 
@@ -189,13 +191,22 @@ def test_retrieval_recall_and_its_chance():
   # Image i's caption is i; image 0 prefers caption 1 (same scene), image 2 prefers caption 0.
   texts = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
   images = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.9, 0.0, 0.1]])
-  result = image_text.retrieval(images, texts, ["a", "a", "b"], ks=(1, 2))
+  result = retrieval_lib.retrieval(images, texts, ["a", "a", "b"], ks=(1, 2))
   # image->text top-1: image 0 -> caption 1 (miss, same scene), 1 -> 0 (miss, same scene), 2 -> 1.
   assert result["strict"]["image_to_text"]["R@1"] == 0.0
   assert result["scene"]["image_to_text"]["R@1"] == pytest.approx(2 / 3)
   assert result["strict"]["chance"]["R@1"] == pytest.approx(1 / 3)
   assert result["scene"]["chance"]["R@1"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3) / 3)
   assert result["strict"]["chance"]["R@2"] == pytest.approx(2 / 3)
+
+
+def test_the_variants_evaluations():
+  """shapes: zero-shot, retrieval and the attribute probe, at the end only; base (captions without
+  attribute labels): retrieval only."""
+  shapes_config = defaults.load_config("clip")
+  assert set(shapes_config.evals) == {"zero_shot", "retrieval", "attribute_probe"}
+  assert all(options.every == 0 for options in shapes_config.evals.values())
+  assert set(defaults.load_config("clip:base").evals) == {"retrieval"}
 
 
 # --- the shapes dataset -------------------------------------------------------------------------
@@ -335,7 +346,7 @@ def test_heldout_combinations_never_appear_in_training(data_dir):
 def test_train_eval_and_zero_shot_through_the_cli(tmp_path, data_dir):
   workdir = str(tmp_path / "clip")
   result = _cli(["train", "--config", CLIP_SMOKE, "--workdir", workdir, "--noprogress", "--config.train.steps=80",
-                 "--config.train.log_every=5", "--config.train.eval_every=40", "--config.optim.lr=3e-3"], data_dir)
+                 "--config.train.log_every=5", "--config.evals.zero_shot.every=40", "--config.optim.lr=3e-3"], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   # ln(16) is the loss of embeddings that tell the batch's 16 pairs apart no better than chance.
@@ -344,17 +355,21 @@ def test_train_eval_and_zero_shot_through_the_cli(tmp_path, data_dir):
   assert all(m["logit_scale"] <= 100 for m in metrics)
   assert os.path.exists(os.path.join(workdir, "tokenizer.model"))
   report = json.load(open(os.path.join(workdir, "eval.json")))
-  assert report["splits"] == ["test", "test_heldout"]
-  for split in report["splits"]:
-    assert set(report["zero_shot"][split]) == {"shape", "colour", "combination"}
-    assert report["zero_shot"][split]["combination"]["chance"] == pytest.approx(1 / 25)
-    assert set(report["retrieval"][split]["strict"]) == {"image_to_text", "text_to_image", "chance"}
-    assert set(report["linear_probe"][split]["shape"]) == {"clip", "random_init", "chance"}
+  evaluations = ("zero_shot", "retrieval", "attribute_probe")
+  assert report["split"] == "test" and all(list(report[e]["splits"]) == ["test", "test_heldout"] for e in evaluations)
+  for split in ("test", "test_heldout"):
+    assert set(report["zero_shot"]["splits"][split]) == {"shape", "colour", "combination"}
+    assert report["zero_shot"]["splits"][split]["combination"]["chance"] == pytest.approx(1 / 25)
+    assert set(report["retrieval"]["splits"][split]["strict"]) == {"image_to_text", "text_to_image", "chance"}
+    assert report["retrieval"]["splits"][split]["pairs"] == 64
+    assert set(report["attribute_probe"]["splits"][split]["shape"]) == {"clip", "random_init", "chance"}
+  assert 0 < report["zero_shot"]["logit_scale"] <= 100
   assert "Zero-shot accuracy, test_heldout" in result.stdout and "Retrieval among 64 pairs" in result.stdout
 
   evaluated = _cli(["eval", "--workdir", workdir, "--split", "validation"], data_dir)
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-  assert json.load(open(os.path.join(workdir, "eval_validation.json")))["splits"] == ["validation"]
+  validation = json.load(open(os.path.join(workdir, "eval_validation.json")))
+  assert all(list(validation[e]["splits"]) == ["validation"] for e in evaluations)
 
   from ssljax.commands import zero_shot
 

@@ -98,20 +98,20 @@ def test_two_processes_with_split_parameters_resume_and_evaluate_once(tmp_path, 
   workdir = str(tmp_path / "fsdp")
   # The kNN monitor reads the split parameters whole on every process.
   args = ["--workdir", workdir, *COMMON, "--config.train.param_sharding=fsdp", "--config.train.fsdp_min_size=0",
-          "--config.train.knn_every=2"]
+          "--config.evals.knn.every=2"]
   for code, output in _train_processes([*args, "--config.train.evaluate=False"], data_dir, tmp_path):
     assert code == 0, output[-3000:]
   _assert_same_losses(_losses(workdir), one_device_losses)
-  knn = {r["step"]: r["knn_accuracy"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
-         if "knn_accuracy" in r}
+  knn = {r["step"]: r["val_knn_accuracy"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+         if "val_knn_accuracy" in r}
   assert sorted(knn) == [2, 4]
   shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
   results = _train_processes(args, data_dir, tmp_path)
   for code, output in results:
     assert code == 0, output[-3000:]
   _assert_same_losses(_losses(workdir), one_device_losses)
-  resumed_knn = {r["step"]: r["knn_accuracy"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
-                 if "knn_accuracy" in r}
+  resumed_knn = {r["step"]: r["val_knn_accuracy"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+                 if "val_knn_accuracy" in r}
   assert resumed_knn == pytest.approx(knn)
   assert "linear_probe" in results[0][1] and "linear_probe" not in results[1][1]
   assert json.load(open(os.path.join(workdir, "eval.json")))["split"] == "test"

@@ -37,7 +37,7 @@ def test_parameters_and_their_adam_moments_get_the_same_specs():
 
   def create():
     params, model_state = objective.init(jax.random.key(0), example)
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state)
 
   abstract = jax.eval_shape(create)
   specs = sharding.state_specs(abstract, config.train, 8)
@@ -57,14 +57,14 @@ def _run(objective, batch, num_devices, tx, mode, steps=3, min_size=0, gather_pe
   """`steps` train steps with parameters `mode` ("replicated" or "fsdp") on `num_devices`;
   (state on the host, losses, the state's PartitionSpecs)."""
   params, model_state = objective.init(jax.random.key(0), batch)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state)
   mesh = data_mesh(num_devices)
   train = defaults.base_config().train
   train.param_sharding, train.fsdp_min_size = mode, min_size
   specs = sharding.state_specs(state, train, num_devices)
   state = jax.device_put(state, sharding.named(mesh, specs))
   global_batch = jax.device_put(batch, jax.NamedSharding(mesh, P(DATA_AXIS)))
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh, state_specs=specs,
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(1), mesh, state_specs=specs,
                                         gather_per_layer=gather_per_layer)
   losses = []
   for _ in range(steps):
@@ -174,12 +174,12 @@ def test_sharded_optimizers_keep_the_state_structure(name):
 def test_fsdp_without_vma_checks_is_refused():
   objective, batch = _gpt()
   params, _ = objective.init(jax.random.key(0), batch)
-  state = jax.eval_shape(lambda: TrainState(jnp.zeros((), jnp.int32), params, (), {}, None, None))
+  state = jax.eval_shape(lambda: TrainState(jnp.zeros((), jnp.int32), params, (), {}))
   train = defaults.base_config().train
   train.param_sharding, train.fsdp_min_size = "fsdp", 0
   specs = sharding.state_specs(state, train, 8)
   with pytest.raises(ValueError, match="check_vma"):
-    step_lib.make_train_step(objective, _clipped_sgd(True), None, jax.random.key(0), data_mesh(8),
+    step_lib.make_train_step(objective, _clipped_sgd(True), jax.random.key(0), data_mesh(8),
                              check_vma=False, state_specs=specs)
 
 

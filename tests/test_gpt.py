@@ -96,17 +96,20 @@ def test_sharded_gpt_gradient_equals_the_single_device_gradient():
 def test_train_eval_generate_and_loss_falls_on_bbc_news(tmp_path, data_dir):
   workdir = str(tmp_path / "gpt")
   result = _cli(["train", "--config", GPT_SMOKE, "--workdir", workdir, "--noprogress", "--config.train.steps=40",
-                 "--config.train.log_every=5", "--config.train.eval_every=20", "--config.optim.lr=3e-3"], data_dir)
+                 "--config.train.log_every=5", "--config.evals.lm.every=20", "--config.optim.lr=3e-3"], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert metrics[-1]["loss"] < 0.7 * metrics[0]["loss"], [m["loss"] for m in metrics]
-  assert "validation_loss" in metrics[3] and "tokens_per_sec" in metrics[-1]
+  assert "val_lm_loss_per_token" in metrics[3] and "tokens_per_sec" in metrics[-1]
   report = json.load(open(os.path.join(workdir, "eval.json")))
+  assert set(report) == {"objective", "dataset", "split", "language_model", "samples", "few_shot", "lm"}
   lm = report["language_model"]
   for name in ("model", "bigram", "unigram"):
     assert lm[name]["bits_per_byte"] > 0 and lm[name]["perplexity"] > 1
   assert lm["unigram"]["bits_per_byte"] > lm["bigram"]["bits_per_byte"]  # a real corpus has structure
-  assert len(report["samples"]) == 2 and set(report["few_shot"]) == {"word_label", "word_map", "topic"}
+  capped = report["lm"]  # the training-time entry: the first 64 windows, no baselines, no byte count
+  assert capped["scored"]["windows"] == 64 and capped["model"]["bits_per_byte"] is None and "bigram" not in capped
+  assert len(report["samples"]["continuations"]) == 2 and set(report["few_shot"]) == {"word_label", "word_map", "topic"}
   assert set(report["few_shot"]["topic"]) == {"0", "2"}
   assert "bits/byte" in result.stdout and "In-context few-shot accuracy" in result.stdout
 
@@ -117,6 +120,42 @@ def test_train_eval_generate_and_loss_falls_on_bbc_news(tmp_path, data_dir):
   again = _cli(["generate", "--workdir", workdir, "--prompt", "Shares in", "--num_samples", "2",
                 "--max_new_tokens", "8", "--seed", "3"], data_dir)
   assert again.stdout == generated.stdout  # a seed fixes the samples
+
+
+def test_training_time_lm_entry_logs_the_loss_per_token_of_the_first_validation_windows(tmp_path, data_dir):
+  """The `lm` entry (the language_model evaluator capped at 64 windows, without baselines) logs
+  the mean next-token loss over the scored positions of the validation split's first 64
+  scoring windows; option values out of range are refused when the evaluators are made."""
+  from ssljax import evaluators
+  from ssljax.evaluate import language_model
+  from ssljax.families import text
+  from ssljax.text import tokenizer as tokenizer_lib
+
+  config = defaults.load_config("gpt:smoke")
+  with config.unlocked():
+    config.data.data_dir = data_dir
+  workdir = str(tmp_path)
+  tokenizer = tokenizer_lib.ByteTokenizer()
+  tokenizer.save(workdir)
+  objective = objectives.build(config)
+  params, model_state = objective.init(jax.random.key(0), _tokens())
+  evaluation = evaluators.from_config(objective, config, workdir)
+  entry = [e for e in evaluation.evaluators if e.name == "lm"]
+  scalars = evaluation.scalars(evaluation.run(params, model_state, "validation", entry))
+
+  documents = [tokenizer.encode(t) for t in text.split_texts(config, "validation")]
+  windows, mask = language_model.scoring_windows(documents, config.text.seq_len, eos_id=tokenizer_lib.EOS,
+                                                 pad_id=tokenizer_lib.PAD)
+  log_probs = np.asarray(objective.extras["log_probs"](params, model_state, windows[:64]), np.float64)
+  expected = -np.sum(log_probs * mask[:64]) / mask[:64].sum()
+  assert scalars == {"val_lm_loss_per_token": pytest.approx(expected, rel=1e-5)}
+
+  for entry, option, value in (("lm", "max_windows", -1), ("few_shot", "draws", 0), ("samples", "num_samples", 0)):
+    wrong = defaults.load_config("gpt:smoke")
+    with wrong.unlocked():
+      wrong.evals[entry][option] = value
+    with pytest.raises(ValueError, match=f"option {option} must be"):
+      evaluators.from_config(objective, wrong, workdir)
 
 
 def test_tokenizer_train_then_a_run_with_another_tokenizer_is_refused(tmp_path, data_dir):

@@ -253,6 +253,7 @@ def test_text_files_documents_and_splits(corpus):
 
 
 def test_tokenizer_and_families_read_the_training_documents(corpus):
+  from ssljax.evaluators import few_shot
   from ssljax.families import text
 
   root, documents = corpus
@@ -263,7 +264,7 @@ def test_tokenizer_and_families_read_the_training_documents(corpus):
   assert sorted(text.tokenizer_texts(config)) == train
   training = text.training_documents(config)
   assert sorted(training[i]["body"] for i in range(len(training))) == train
-  assert "topic" not in text.few_shot_tasks(config, "test")  # own text has no topics to prompt for
+  assert "topic" not in few_shot.tasks(config, "test")  # own text has no topics to prompt for
 
 
 def test_text_files_errors(corpus, tmp_path):
@@ -372,14 +373,14 @@ def test_cli_image_folder_train_and_eval(labelled_root, tmp_path, data_dir):
   own = ["--config.data.name=image_folder", f"--config.data.path={root}", "--config.data.image_size=16"]
   # The few-label probe draws 2 labelled images per class here (the smallest class trains on 8).
   _train(["--config", os.path.join(REPO, "configs", "simclr.py") + ":smoke", "--workdir", workdir, *own,
-          "--config.train.evaluate=False", "--config.eval.labels_per_class=2"], data_dir)
+          "--config.train.evaluate=False", "--config.evals.few_label_probe.labels_per_class=2"], data_dir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     assert [json.loads(line)["step"] for line in f][-1] == 4
   result = run_cli(["eval", "--workdir", workdir], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   report = read_json(os.path.join(workdir, "eval.json"))
   assert report["dataset"] == "image_folder" and report["split"] == "test"
-  assert set(report["results"]) == {"simclr", "random_init", "raw_pixels"}
+  assert set(report["linear_probe"]["accuracy"]) == {"simclr", "random_init", "raw_pixels"}
 
   # Unlabelled images of any size, decoded to grayscale: they train; evaluation says why not.
   unlabelled = str(tmp_path / "unlabelled")

@@ -22,10 +22,10 @@ CI_SCRIPT = os.path.join(REPO, ".ci", "run")
 
 # What a command prints, as the README quotes it (the first line of its table or report).
 TRAIN_PRINTS = {
-    "simclr": "Evaluation on mnist5k (test split), top-1 accuracy:",
-    "gpt": "Language model on bbc_news (test split",
-    "bert": "Evaluation of bert on bbc_news (test split",
-    "clip": "CLIP evaluation on shapes",
+    "simclr": "Evaluation of simclr on mnist5k (test split)",
+    "gpt": "Evaluation of gpt on bbc_news (test split)",
+    "bert": "Evaluation of bert on bbc_news (test split)",
+    "clip": "Evaluation of clip on shapes (test split)",
 }
 # Overrides that make a README command a few seconds long on the smoke runs. `ssljax finetune`:
 # a few dozen examples, one epoch, a few steps per learning rate.
@@ -117,16 +117,17 @@ def expected_output(argv: list[str], objective_of_workdir: dict) -> list[str]:
   if command == "train":
     printed = TRAIN_PRINTS[_config_stem(_flag(argv, "--config"))]
     own_data = _flag(argv, "--config.data.name")
-    if own_data:  # "Evaluation on mnist5k (test split" -> "Evaluation on image_folder (test split"
+    if own_data:  # "Evaluation of simclr on mnist5k (test split" -> "... on image_folder (test split"
       before, _, after = printed.partition(" on ")
       printed = f"{before} on {own_data} ({after.partition(' (')[2]}"
     return [printed]
   if command == "table":
     return [f"Evaluation on {_flag(argv, '--dataset') or 'mnist5k'} ({_flag(argv, '--split') or 'test'} split)"]
   if command == "eval":
-    assert objective_of_workdir.get(_flag(argv, "--workdir")) in ("simclr", "byol", "vicreg", "rotation"), (
+    objective = objective_of_workdir.get(_flag(argv, "--workdir"))
+    assert objective in ("simclr", "byol", "vicreg", "rotation"), (
         "only image runs' `ssljax eval` output is known to this test; add what the others print")
-    return [f"Evaluation on mnist5k ({_flag(argv, '--split') or 'test'} split)"]
+    return [f"Evaluation of {objective} on mnist5k ({_flag(argv, '--split') or 'test'} split)"]
   if command == "finetune":
     return [f"Fine-tuning {_flag(argv, '--task')}"]
   if command == "plot":

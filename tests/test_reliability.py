@@ -296,9 +296,6 @@ class _Bigram(nn.Module):
 _FAMILY = Family(
     name="test_poisoned_tokens",
     train_input=lambda config, wd: TrainInput(source=_PoisonedTokens(), record_fn=_record, unit="tokens"),
-    monitors=lambda objective, config, wd: [],
-    evaluate=lambda *args: {},
-    format_results=str,
 )
 
 
@@ -376,13 +373,13 @@ def _one_step(num_devices, batch, skip, param_sharding="replicated"):
   objective = objectives.build(_config())
   tx = optax.adamw(0.05)
   params, model_state = objective.init(jax.random.key(0), batch)
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state, None, None)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state)
   mesh = data_mesh(num_devices)
   train = _config(param_sharding=param_sharding, fsdp_min_size=0).train  # fsdp: every leaf split
   specs = sharding.state_specs(state, train, num_devices)
   state = jax.device_put(state, sharding.named(mesh, specs))
   global_batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(1), mesh, state_specs=specs,
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(1), mesh, state_specs=specs,
                                         skip_nonfinite=skip)
   before = jax.device_get(state)
   after, metrics = train_step(state, global_batch)
@@ -449,7 +446,7 @@ def test_resume_may_change_logging_checkpointing_and_evaluation_keys(tmp_path):
   _fake_run(str(tmp_path), config)
   changed = defaults.load_config("simclr:smoke")
   changed.train.log_every, changed.train.checkpoint_every, changed.train.keep_checkpoints = 7, 9, 1
-  changed.train.evaluate, changed.train.nonfinite, changed.eval.probe_steps = False, "skip", 3
+  changed.train.evaluate, changed.train.nonfinite, changed.evals.knn.k = False, "skip", 3
   changed.data.data_dir = "/elsewhere"
   checks.check_resume(changed, str(tmp_path))  # no error
 
@@ -613,8 +610,8 @@ BAD_INPUTS = {
     "wrong_type_override": (_check(SMOKE, "--config.train.steps=many"), ["config.train.steps", "many"]),
     "unknown_key_in_python": (_check(SMOKE, edit=_unlocked(lambda c: setattr(c.train, "stepz", 3))),
                               ["config.train.stepz is not a key of the simclr config", "did you mean config.train.steps"]),
-    "missing_key_in_python": (_check(SMOKE, edit=_unlocked(lambda c: c.train.__delitem__("knn_every"))),
-                              ["config.train.knn_every is missing", "configs/simclr.py"]),
+    "missing_key_in_python": (_check(SMOKE, edit=_unlocked(lambda c: c.train.__delitem__("log_every"))),
+                              ["config.train.log_every is missing", "configs/simclr.py"]),
     "wrong_type_in_a_dict": (_check(SMOKE, edit=_from_dict(lambda d: d["train"].update(steps=2e3))),
                              ["config.train.steps=2000.0 is of type float", "of type int"]),
     "batch_vs_devices": (_check(SMOKE, "--config.train.batch_size=12"),

@@ -1,21 +1,16 @@
 """The trainer names no modality: a token objective with no `image` key and no BatchNorm, fed
-by a family defined here, trains end to end through `loop.train`, checkpoints, resumes and is
-restored for evaluation from its workdir alone."""
+by a family and evaluated by an evaluator defined here, trains end to end through `loop.train`,
+checkpoints, resumes and is restored for evaluation from its workdir alone."""
 
-import dataclasses
-import json
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import pytest
 
-from ssljax import interface, losses, objectives, workdir
-from ssljax.interface import DATA_AXIS, Family, LossAux, Monitor, Objective, TrainInput
-from ssljax.train import defaults, loop
+from ssljax import evaluators, interface, losses, objectives
+from ssljax.interface import DATA_AXIS, Family, LossAux, Objective, TrainInput
+from ssljax.train import defaults, evaluation, loop
 from ssljax.train.metrics import read_metrics
 
 VOCAB, LENGTH = 16, 12
@@ -49,16 +44,25 @@ class _Bigram(nn.Module):
     return nn.Dense(VOCAB)(h), h  # (B, T, V), (B, T, 8)
 
 
-_monitor_calls = []
+_evaluator_calls = []
 
 _FAMILY = Family(
     name="test_tokens",
     train_input=lambda config, wd: TrainInput(source=_TokenSource(256), record_fn=_record, unit="tokens",
                                               units_per_example=LENGTH),
-    monitors=lambda objective, config, wd: [Monitor(every=5, fn=lambda p, s: _monitor_calls.append(1) or {"seen": 1.0})],
-    evaluate=lambda objective, params, state, config, wd, split: {"split": split, "params": len(jax.tree.leaves(params))},
-    format_results=str,
 )
+
+
+@evaluators.register("test_parameter_count", scale=1)
+def _parameter_count(context, options):
+  """Counts the parameter arrays (times `scale`) and the calls, on the split it is given."""
+
+  def run(params, model_state, split):
+    _evaluator_calls.append(split)
+    return {"split": split, "arrays": options.scale * len(jax.tree.leaves(params))}
+
+  return evaluators.Evaluator(name="test_parameter_count", run=run, format=str,
+                              scalars=lambda report: {"arrays": report["arrays"]})
 
 
 @interface.register("test_next_token")
@@ -86,22 +90,26 @@ def _config(steps):
   c.optim.name, c.optim.lr, c.optim.lr_scaling = "adamw", 0.1, "none"
   c.train.batch_size, c.train.steps = 16, steps
   c.train.log_every, c.train.checkpoint_every = 1, 5
+  c.train.evaluate = False
+  c.evals.arrays = evaluators.options("test_parameter_count", every=5, scale=2)
   return c
 
 
 def test_a_token_objective_trains_resumes_and_restores_through_the_generic_loop(tmp_path):
   wd = str(tmp_path / "run")
   state = loop.train(_config(10), wd, progress=False)
-  assert int(state.step) == 10 and state.probe_params is None  # unlabelled: no online probe
+  assert int(state.step) == 10
   history = read_metrics(wd)
   assert history[-1]["loss"] < 0.7 * history[0]["loss"], history
-  assert "tokens_per_sec" in history[-1] and history[-1]["seen"] == 1.0
-  assert len(_monitor_calls) == 2  # steps 5 and 10
+  assert "tokens_per_sec" in history[-1] and history[-1]["val_arrays_arrays"] == 6.0
+  assert [m["step"] for m in history if "val_arrays_arrays" in m] == [5, 10]
+  assert _evaluator_calls == ["validation", "validation"]
 
   # Resumes at 10 for 5 more steps: a longer run is another schedule, so it must be allowed.
   loop.train(_config(15), wd, progress=False, allow_config_change=True)
   assert [m["step"] for m in read_metrics(wd)] == list(range(1, 16))
   objective, params, model_state = objectives.restore_model(wd)
   assert objective.name == "test_next_token" and model_state == {}
-  report = objective.family.evaluate(objective, params, model_state, workdir.load_config(wd), wd, "test")
-  assert report == {"split": "test", "params": 3}
+  report = evaluation.evaluate_workdir(wd, verbose=False)
+  assert report == {"objective": "test_next_token", "dataset": "synthetic tokens", "split": "test",
+                    "arrays": {"split": "test", "arrays": 6}}

@@ -6,8 +6,7 @@ costed on a laptop's CPU (with fake devices: XLA_FLAGS=--xla_force_host_platform
     ssljax bench memory --config configs/gpt.py:gpt2 --config.model.preset=gpt_1b3 --param_sharding fsdp
 
 The step is the one `ssljax train` compiles (same objective, optimizer, shardings, donated
-state), lowered from abstract shapes (`jax.eval_shape`); the online linear probe, a few
-thousand numbers, is left out. The figures are XLA's plan for one device: the arguments (its
+state), lowered from abstract shapes (`jax.eval_shape`). The figures are XLA's plan for one device: the arguments (its
 part of the state and of the batch), the outputs (the new state, written over the donated old
 one: `alias`), and the temporaries (activations kept for the backward pass, gradients, the
 gathered parameters under FSDP). A CPU compiler plans differently from a GPU's (other fusions,

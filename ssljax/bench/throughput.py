@@ -5,7 +5,7 @@
     ssljax bench step --preset gpt2_124m_tiny,bert_base_tiny,simclr_resnet50_tiny,clip_base_tiny
 
 It builds exactly the state and the jit(shard_map) step that `ssljax train` builds (same
-objective, optimizer, online probe, donated state), feeds it random inputs of the dataset's
+objective, optimizer, donated state), feeds it random inputs of the dataset's
 shape, and reports: the compile time; the step time, the median over the timed steps after
 warm-up, each step waited for on the device; the throughput in the objective's unit; FLOPs per
 step from XLA's cost analysis of the compiled step (and, for transformers, from the 6N + 12LdT
@@ -23,7 +23,6 @@ import time
 import jax
 import ml_collections
 import numpy as np
-import optax
 
 from ssljax import data, objectives
 from ssljax.bench import flops
@@ -124,16 +123,13 @@ def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3,
   mesh = mesh_lib.data_mesh()
   batch_size = config.train.batch_size
   example = synthetic_batch(config, batch_size)
-  num_classes = None if "tokens" in example else _DATASET_SHAPES[config.data.name][3]
   # The state laid out as `ssljax train` lays it out: replicated, or split (train.param_sharding).
   fsdp = config.train.get("param_sharding", "replicated") == "fsdp"
   tx, _ = optim.optimizer(config.optim, config.train.steps, batch_size, sharded=fsdp)
-  probe_tx = optax.adam(config.train.probe_lr)
-  create = loop.state_factory(objective, {k: v[:2] for k, v in example.items()}, tx, probe_tx,
-                              num_classes)
+  create = loop.state_factory(objective, {k: v[:2] for k, v in example.items()}, tx)
   specs = sharding.state_specs(jax.eval_shape(create, loop.init_key(config)), config.train, jax.device_count())
   state_shardings = sharding.named(mesh, specs)
-  train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh,
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(config.seed), mesh,
                                         state_specs=specs)
   batch_sharding = mesh_lib.batch_sharded(mesh)
   if steps:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ssljax import data, objectives
 from ssljax import workdir as workdir_lib
+from ssljax.evaluate import zero_shot as zero_shot_lib
 from ssljax.families import image_text
 from ssljax.text import tokenizer as tokenizer_lib
 
@@ -62,10 +63,10 @@ class ZeroShotClassifier:
 
   def label_weights(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
     """(K, E): each label's prompt-ensemble classifier weight (one template: its embedding)."""
-    embed = lambda tokens: np.asarray(self._embed_text(tokens))
-    per_prompt = image_text.class_text_embeddings(embed, self.tokenizer, labels, templates,
-                                                  self.config.text.seq_len)  # (K, M, E)
-    return image_text.ensemble_classifier(per_prompt)
+    seq_len = self.config.text.seq_len
+    embed = lambda prompts: np.asarray(self._embed_text(image_text.tokenize(self.tokenizer, prompts, seq_len)))
+    per_prompt = zero_shot_lib.class_text_embeddings(embed, labels, templates)  # (K, M, E)
+    return zero_shot_lib.ensemble_classifier(per_prompt)
 
   def image_embeddings(self, images) -> np.ndarray:
     """(N, E) normalised embeddings of images (paths, PIL images or arrays)."""

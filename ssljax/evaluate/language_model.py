@@ -60,35 +60,38 @@ def model_log_probs(log_probs_fn: LogProbsFn, windows: np.ndarray, batch_size: i
   return np.concatenate(out)
 
 
-def summary(total_nll: float, num_tokens: int, num_bytes: int) -> dict[str, float]:
+def summary(total_nll: float, num_tokens: int, num_bytes: int | None) -> dict[str, float | None]:
+  """Loss per token and perplexity of a total NLL; bits per byte where the bytes are known
+  (None where only some windows were scored: they end inside a document)."""
   return {
       "loss_per_token": total_nll / num_tokens,
       "perplexity": math.exp(total_nll / num_tokens),
-      "bits_per_byte": ngram.bits_per_byte(total_nll, num_bytes),
+      "bits_per_byte": None if num_bytes is None else ngram.bits_per_byte(total_nll, num_bytes),
   }
 
 
-def evaluate(log_probs_fn: LogProbsFn, tokenizer, texts: Sequence[str], train_texts: Sequence[str],
-             validation_texts: Sequence[str], *, seq_len: int, batch_size: int, eos_id: int,
-             pad_id: int) -> dict[str, dict[str, float]]:
-  """{"model", "bigram", "unigram"} -> {"loss_per_token", "perplexity", "bits_per_byte"} on
-  `texts`, plus "tokens" and "bytes" scored. The n-gram models are fit on `train_texts` with the
-  add-k constant chosen on `validation_texts` (ngram.choose_k)."""
-  def windows_of(texts_):
-    return scoring_windows([tokenizer.encode(t) for t in texts_], seq_len, eos_id=eos_id, pad_id=pad_id)
+def text_windows(tokenizer, texts: Sequence[str], *, seq_len: int, eos_id: int,
+                 pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """`scoring_windows` of the documents' texts under `tokenizer`."""
+  return scoring_windows([tokenizer.encode(t) for t in texts], seq_len, eos_id=eos_id, pad_id=pad_id)
 
-  windows, mask = windows_of(texts)
-  num_tokens = int(mask.sum())
-  num_bytes = sum(len(t.encode("utf-8")) for t in texts)
-  results = {"model": summary(ngram.nll_of_log_probs(model_log_probs(log_probs_fn, windows, batch_size), mask),
-                              num_tokens, num_bytes)}
+
+def model_nll(log_probs_fn: LogProbsFn, windows: np.ndarray, mask: np.ndarray, batch_size: int) -> float:
+  """The model's total NLL (nats) of the masked positions of the windows."""
+  return ngram.nll_of_log_probs(model_log_probs(log_probs_fn, windows, batch_size), mask)
+
+
+def fit_baselines(tokenizer, train_texts: Sequence[str], validation_texts: Sequence[str], *, seq_len: int,
+                  eos_id: int, pad_id: int) -> dict[str, ngram.UnigramModel | ngram.BigramModel]:
+  """{"bigram", "unigram"}: add-k models fit on `train_texts` (one stream, documents joined as
+  in `token_stream`), each with the add-k constant that scores the whole windows of
+  `validation_texts` best (ngram.choose_k)."""
   train_stream = token_stream([tokenizer.encode(t) for t in train_texts], eos_id=eos_id)
-  val_windows, val_mask = windows_of(validation_texts)
+  val_windows, val_mask = text_windows(tokenizer, validation_texts, seq_len=seq_len, eos_id=eos_id, pad_id=pad_id)
+  full = val_mask[:, 1:].all(axis=1)  # choose_k scores whole windows: leave out the padded last one
   vocab = tokenizer.num_tokens
+  models = {}
   for name, order, fit in (("bigram", 2, ngram.fit_bigram), ("unigram", 1, ngram.fit_unigram)):
-    full = val_mask[:, 1:].all(axis=1)  # choose_k scores whole windows: leave out the padded last one
     k, _ = ngram.choose_k(train_stream, val_windows[full], vocab_size=vocab, order=order)
-    nll = ngram.total_nll(fit(train_stream, vocab, k), windows, mask)
-    results[name] = {**summary(nll, num_tokens, num_bytes), "add_k": k}
-  results["scored"] = {"tokens": num_tokens, "bytes": num_bytes, "windows": len(windows)}
-  return results
+    models[name] = fit(train_stream, vocab, k)
+  return models

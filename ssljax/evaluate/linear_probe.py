@@ -114,15 +114,3 @@ def labels_per_class_subset(labels: np.ndarray, per_class: int, seed: int = 0) -
     chosen.append(rng.choice(members, per_class, replace=False))
   return np.sort(np.concatenate(chosen))
 
-
-def few_label_accuracies(train_x, train_y, test_x, test_y, *, labels_per_class: int, draws: int, seed: int,
-                         num_classes: int, l2=1e-3, max_steps: int = 500) -> list[float]:
-  """Test accuracy of the probe fit on `labels_per_class` labels of every class, one figure per
-  draw of the labelled subset (draw d uses seed + d), for a mean and std over draws."""
-  accuracies = []
-  for draw in range(draws):
-    subset = labels_per_class_subset(train_y, labels_per_class, seed=seed + draw)
-    weights = np.isin(np.arange(len(train_x)), subset)
-    accuracies.append(accuracy(train_x, train_y, test_x, test_y, train_weights=weights,
-                               num_classes=num_classes, l2=l2, max_steps=max_steps))
-  return accuracies

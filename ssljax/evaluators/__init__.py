@@ -8,8 +8,8 @@
 The trainer runs each evaluator with `every > 0` on the validation split (`config.data.eval_split`)
 every `every` steps and logs its scalars ("val_knn_accuracy"); `ssljax eval`, and the end of
 `ssljax train`, run them all once on the test split and write the report (`eval.json`). An
-entry's name is the evaluator's unless it says `type` (two kNN evaluations with different k:
-`c.evals.knn_5 = evaluators.options("knn", k=5)` holds `type="knn"`).
+entry says which evaluator it runs in `type` (`options` sets it), so two entries may run one
+evaluator with different options: `c.evals.knn_5 = evaluators.options("knn", k=5)`.
 
 Every evaluator is made the same way, `make(context, options) -> Evaluator`, from the run's
 objective (its `features` and `extras`: what it predicts), config and workdir; it reads the data
@@ -114,11 +114,15 @@ def _entry(kind: str, where: str) -> _Entry:
 
 
 def options(name: str, **overrides) -> ml_collections.ConfigDict:
-  """The options of evaluator `name` with their defaults, `overrides` applied: what a config
-  puts under `config.evals` (every option present, so each can be set from the command line)."""
-  defaults = dict(_entry(name, f"evaluators.options({name!r})").options)
-  _check_options(name, overrides, defaults, f"evaluators.options({name!r})")
-  return ml_collections.ConfigDict({**defaults, **overrides})
+  """The options of evaluator `name` with their defaults, `overrides` applied, and `type=name`:
+  what a config puts under `config.evals` (every option present, so each can be set from the
+  command line)."""
+  where = f"evaluators.options({name!r})"
+  defaults = dict(_entry(name, where).options)
+  _check_options(name, overrides, defaults, where)
+  if overrides.get("type", name) != name:
+    raise ValueError(f"{where}: type={overrides['type']!r} contradicts the evaluator named")
+  return ml_collections.ConfigDict({"type": name, **defaults, **overrides})
 
 
 def _check_options(kind: str, given: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> None:

@@ -21,6 +21,16 @@ def labelled_subsets(labels: np.ndarray, per_class: int, draws: int, seed: int, 
                      f"(--config.{where}.labels_per_class=N)") from error
 
 
+def draws_accuracy(train_x, train_y, x, y, *, num_classes: int, options, seed: int, where: str) -> dict:
+  """{"mean", "std", "draws"}: the accuracy on (x, y) of the probe fit on `options.labels_per_class`
+  of the training labels of every class, for each of `options.draws` draws (its L2 penalty chosen
+  among `options.l2` by cross-validation on the draw's labels)."""
+  subsets = labelled_subsets(train_y, options.labels_per_class, options.draws, seed, where)
+  draws = [linear_probe.accuracy(train_x[s], train_y[s], x, y, num_classes=num_classes, l2=options.l2,
+                                 max_steps=options.max_steps) for s in subsets]
+  return {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "draws": draws}
+
+
 @register("few_label_probe", labels_per_class=10, draws=5, l2=L2_CANDIDATES, max_steps=500)
 def make(context, options) -> Evaluator:
   if options.labels_per_class < 1 or options.draws < 1:
@@ -33,10 +43,8 @@ def make(context, options) -> Evaluator:
     classes = image_encoders.num_classes(context)
 
     def score(train_x, train_y, x, y):
-      subsets = labelled_subsets(train_y, options.labels_per_class, options.draws, seed, "evals.few_label_probe")
-      draws = [linear_probe.accuracy(train_x[s], train_y[s], x, y, num_classes=classes, l2=options.l2,
-                                     max_steps=options.max_steps) for s in subsets]
-      return {"mean": float(np.mean(draws)), "std": float(np.std(draws)), "draws": draws}
+      return draws_accuracy(train_x, train_y, x, y, num_classes=classes, options=options, seed=seed,
+                            where="evals.few_label_probe")
 
     accuracies = image_encoders.score_encoders(context, params, model_state, split, ("few_label_probe", repr(options)),
                                                score)

@@ -1,6 +1,7 @@
 """What the image evaluators (linear_probe, few_label_probe, knn) share: the encoders they
 compare (the run's, and the baselines `config.eval.baselines` names) and their features of a
-split, extracted once per round for the run's encoder and once per run for a baseline.
+split, extracted once per round for the run's encoder and once per run for a baseline. The
+image-text attribute_probe builds its random-init tower with `random_init_encoder` too.
 
 Baselines:
 - "random_init": the same architecture with every block's last BatchNorm scale at 1 (zero-init

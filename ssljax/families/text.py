@@ -7,14 +7,10 @@
   into fixed-length windows (`ssljax.text.PackedIterDataset`), all grain stages, deterministic
   and checkpointed with the iterator. `text.icl_documents` synthetic in-context-learning
   documents (`ssljax.text.icl_tasks`) can be mixed into the training documents.
-- Monitor: validation loss per token every `train.eval_every` steps.
-- Evaluation (`ssljax eval`, and the end of `ssljax train`) on one split: loss per token,
-  perplexity and bits per byte beside add-k unigram and bigram models fit on the training
-  split (`evaluate.language_model`); sampled continuations of headlines; in-context few-shot
-  accuracy for k = 0, 1, 2, 4, 8 on the synthetic tasks and on topic classification by
-  prompting (`evaluate.few_shot`), averaged over draws of the in-context examples.
 
-Objectives of this family supply `extras["log_probs"]` and `extras["generate"]`.
+What a run reports is the evaluators' that `config.evals` names (`ssljax.evaluators`:
+language_model, samples, few_shot), which read the objective's `extras["log_probs"]` and
+`extras["generate"]`.
 """
 
 from __future__ import annotations
@@ -29,11 +25,11 @@ import ml_collections
 import numpy as np
 
 from ssljax import data
-from ssljax.evaluate import few_shot, language_model
-from ssljax.interface import Family, Monitor, TrainInput
+from ssljax.interface import Family, TrainInput
 from ssljax.text import icl_tasks, packing, vocab
 from ssljax.text import tokenizer as tokenizer_lib
 from ssljax.text.records import as_str
+
 
 def split_texts(config: ml_collections.ConfigDict, split: str, key: str | None = None,
                 max_texts: int | None = None) -> list[str]:
@@ -168,114 +164,4 @@ def prompt_ids(tokenizer, prompt: str, seq_len: int) -> list[int]:
   return ([tokenizer_lib.EOS] + tokenizer.encode(prompt))[-(seq_len // 2):]
 
 
-def log_probs_fn(objective, params, model_state):
-  """numpy tokens (B, T) -> numpy (B, T) log-probs under the trained model."""
-  score = objective.extras["log_probs"]
-  return lambda tokens: np.asarray(score(params, model_state, tokens))
-
-
-def validation_loss_monitor(objective, config: ml_collections.ConfigDict, workdir: str) -> Monitor:
-  """Mean loss per token on the first `eval.monitor_windows` windows of the validation split."""
-  cache = {}
-
-  def fn(params, model_state):
-    if "windows" not in cache:
-      tokenizer = tokenizer_lib.load(workdir)
-      docs = [tokenizer.encode(t) for t in split_texts(config, config.data.eval_split)]
-      windows, mask = language_model.scoring_windows(docs, config.text.seq_len, eos_id=tokenizer_lib.EOS,
-                                                     pad_id=tokenizer_lib.PAD)
-      count = config.eval.monitor_windows
-      cache["windows"], cache["mask"] = windows[:count], mask[:count]
-    log_probs = language_model.model_log_probs(log_probs_fn(objective, params, model_state),
-                                               cache["windows"], config.eval.lm_batch_size)
-    return {"validation_loss": float(-np.sum(log_probs * cache["mask"]) / cache["mask"].sum())}
-
-  return Monitor(every=config.train.eval_every, fn=fn)
-
-
-def monitors(objective, config: ml_collections.ConfigDict, workdir: str) -> list[Monitor]:
-  if not config.train.eval_every:
-    return []
-  return [validation_loss_monitor(objective, config, workdir)]
-
-
-def headline_samples(objective, params, model_state, tokenizer, config, split: str) -> list[dict]:
-  """`eval.num_samples` continuations of the split's headlines (a fixed random choice; first
-  lines where the corpus has no titles), sampled with the config's temperature and top-k from a
-  fixed key."""
-  e = config.eval
-  features = data.dataset_info(config.data).features
-  if "title" in features:
-    titles = split_texts(config, split, key="title")
-  else:  # a corpus without headlines: the first line of each document
-    titles = [text.split("\n", 1)[0][:200] for text in split_texts(config, split)]
-  picked = np.random.default_rng(e.seed).choice(len(titles), min(e.num_samples, len(titles)), replace=False)
-  prompts = [titles[i] + "\n\n" for i in picked]
-  outputs = objective.extras["generate"](
-      params, model_state, [prompt_ids(tokenizer, p, config.text.seq_len) for p in prompts],
-      max_new_tokens=e.sample_tokens, key=jax.random.key(e.seed), temperature=e.sample_temperature,
-      top_k=e.sample_top_k)
-  return [{"prompt": p, "continuation": tokenizer.decode(o)} for p, o in zip(prompts, outputs)]
-
-
-def few_shot_tasks(config: ml_collections.ConfigDict, split: str) -> dict:
-  """The synthetic in-context tasks and topic classification by prompting (examples from the
-  training split, queries from `split`) where the corpus has topics (a `text_files` corpus has
-  none)."""
-  d = config.data
-  names = data.dataset_info(d).label_names
-
-  def pairs(s):
-    source = data.open_split(d, s)
-    return [(as_str(r["title"]), names[int(r[d.label_key])]) for r in source.__getitems__(range(len(source)))]
-
-  tasks = {task.name: task for task in icl_tasks.TASKS}
-  if d.get("label_key") and names is not None:
-    tasks["topic"] = few_shot.TopicTask(train=pairs(d.train_split), queries=pairs(split), topics=tuple(names))
-  return tasks
-
-
-def evaluate(objective, params, model_state, config: ml_collections.ConfigDict, workdir: str,
-             split: str) -> dict:
-  tokenizer = tokenizer_lib.load(workdir)
-  e, d = config.eval, config.data
-  score = log_probs_fn(objective, params, model_state)
-  lm = language_model.evaluate(
-      score, tokenizer, split_texts(config, split),
-      split_texts(config, d.train_split, max_texts=config.text.get("max_training_texts")),
-      split_texts(config, d.eval_split), seq_len=config.text.seq_len, batch_size=e.lm_batch_size,
-      eos_id=tokenizer_lib.EOS, pad_id=tokenizer_lib.PAD)
-  shots = {}
-  for name, task in few_shot_tasks(config, split).items():
-    shots[name] = few_shot.evaluate(score, tokenizer, task, ks=tuple(e.few_shot_ks), num_queries=e.few_shot_queries,
-                                    draws=e.few_shot_draws, seed=e.seed, batch_size=e.lm_batch_size,
-                                    context_len=config.text.seq_len)
-  return {
-      "dataset": d.name, "split": split, "tokenizer": tokenizer.settings() | {"vocab_size": tokenizer.vocab_size},
-      "language_model": lm,
-      "samples": headline_samples(objective, params, model_state, tokenizer, config, split),
-      "few_shot": {name: {str(k): v for k, v in result.items()} for name, result in shots.items()},
-  }
-
-
-def format_results(report: dict) -> str:
-  lm = report["language_model"]
-  scored = lm["scored"]
-  lines = [f"Language model on {report['dataset']} ({report['split']} split: {scored['tokens']:,} tokens, "
-           f"{scored['bytes']:,} bytes)",
-           f"{'model':<10}{'loss/token':>12}{'perplexity':>12}{'bits/byte':>12}"]
-  for name in ("model", "bigram", "unigram"):
-    row = lm[name]
-    lines.append(f"{name:<10}{row['loss_per_token']:>12.4f}{row['perplexity']:>12.2f}{row['bits_per_byte']:>12.4f}")
-  lines.append("\nSamples (headline, then the model's continuation):")
-  for sample in report["samples"]:
-    lines.append(f"  {sample['prompt'].strip()!r}\n    -> {sample['continuation']!r}")
-  for name, result in report["few_shot"].items():
-    lines.append("")
-    lines.append(few_shot.format_table({int(k): v for k, v in result.items()},
-                                       title=f"In-context few-shot accuracy, {name}"))
-  return "\n".join(lines)
-
-
-FAMILY = Family(name="text", train_input=train_input, monitors=monitors, evaluate=evaluate,
-                format_results=format_results)
+FAMILY = Family(name="text", train_input=train_input)

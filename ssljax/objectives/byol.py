@@ -106,7 +106,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     n = batch["image"].shape[0]
     views = augment.views(keys, batch["image"], view_configs, num_views=2)  # (2, n, H, W, C)
     both = views.reshape((2 * n,) + views.shape[2:])  # (2n, H, W, C): view 1 rows, then view 2
-    (h, z, p), online_updates = train_net.apply(
+    (_, z, p), online_updates = train_net.apply(
         {"params": params, "batch_stats": model_state["batch_stats"]}, both, train=True, mutable=["batch_stats"]
     )
     target = jax.lax.stop_gradient(model_state["target"])
@@ -124,7 +124,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
             "target": {"params": target["params"], "batch_stats": target_updates["batch_stats"]},
         },
         metrics=metrics,
-        features=jax.lax.stop_gradient(h[:n]),
     )
 
   def after_update(params, model_state, step):

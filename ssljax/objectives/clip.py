@@ -125,8 +125,8 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   def loss(params, model_state, batch, keys):
     # One augmented view per example, from the example's own key: (n, H, W, C) float in [0, 1].
     images = augment.views(keys, batch["image"], augment_config, num_views=1)[0]
-    (image_emb, text_emb, features), model_state = _apply(
-        train_net, params, model_state, images, batch["tokens"], train=True)  # (n, E), (n, E), (n, Di)
+    (image_emb, text_emb, _), model_state = _apply(
+        train_net, params, model_state, images, batch["tokens"], train=True)  # (n, E), (n, E)
     scale = clip_model.logit_scale(params["log_scale"], max_scale)
     if loss_name == "siglip":
       value = losses.siglip_loss(image_emb, text_emb, scale, params["logit_bias"], axis_name=DATA_AXIS)
@@ -137,7 +137,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
         "image_to_text_accuracy": in_batch_accuracy(lax.stop_gradient(image_emb), lax.stop_gradient(text_emb),
                                                     DATA_AXIS),
     }
-    return value, LossAux(model_state=model_state, metrics=metrics, features=lax.stop_gradient(features))
+    return value, LossAux(model_state=model_state, metrics=metrics)
 
   def features(params, model_state, batch):
     images = common.to_unit_range(batch["image"])

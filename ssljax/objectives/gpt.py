@@ -8,9 +8,10 @@ model also learns where a document ends), as a global mean over the devices
 `causal=True`: pre-LayerNorm blocks, learned positions, tied input and output embeddings.
 
 `features` (for probes) is the mean of the final hidden states over a sequence's real tokens.
-The text family reads two extras: "log_probs" (params, model_state, tokens (B, T)) -> (B, T)
-log p(token t | tokens before it), for perplexity, bits per byte and few-shot scoring; and
-"generate" (params, model_state, prompts, **sampling) -> new tokens per prompt, with a KV cache.
+Its evaluators (`ssljax.evaluators`: language_model, few_shot, samples) read two extras:
+"log_probs" (params, model_state, tokens (B, T)) -> (B, T) log p(token t | tokens before it), for
+perplexity, bits per byte and few-shot scoring; and "generate" (params, model_state, prompts,
+**sampling) -> new tokens per prompt, with a KV cache.
 """
 
 from __future__ import annotations

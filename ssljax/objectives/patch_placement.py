@@ -12,8 +12,7 @@ DATA_AXIS) normalises centres and neighbours alike.
 
 Evaluation features are f applied to the WHOLE image: the encoder ends in global average
 pooling, so it accepts any input size. This is the representation the paper transfers (its
-conv layers, run on full images), and it is what `features`, the kNN monitor and the trainer's
-online probe see; it is computed in inference mode, with the BatchNorm statistics gathered on
+conv layers, run on full images), and it is what `features` and the evaluators see; it is computed in inference mode, with the BatchNorm statistics gathered on
 patches. The small-image ResNet stem (3x3, stride 1, no pooling) suits the small patches.
 """
 
@@ -101,9 +100,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     return value, LossAux(
         model_state={"batch_stats": updates["batch_stats"]},
         metrics={"position_accuracy": losses.accuracy(logits, positions, axis_name=DATA_AXIS)},
-        # The evaluation representation (whole images), so the online probe tracks what
-        # `ssljax eval` will measure; a forward pass only, with no gradient.
-        features=jax.lax.stop_gradient(encode(params, model_state, batch)),
     )
 
   return Objective(

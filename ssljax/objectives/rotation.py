@@ -53,7 +53,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   augment_config = augment.make_config(config.augment)
 
   def loss(params, model_state, batch, keys):
-    n = batch["image"].shape[0]
     rotated, labels = rotated_batch(keys, batch["image"], augment_config)  # (4n, H, W, C), (4n,)
     (h, logits), updates = train_net.apply(
         {"params": params, **model_state}, rotated, train=True, mutable=["batch_stats"]
@@ -62,8 +61,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     return value, LossAux(
         model_state={"batch_stats": updates["batch_stats"]},
         metrics={"rotation_accuracy": losses.accuracy(logits, labels, axis_name=DATA_AXIS)},
-        # Block k = 0: the upright images, in batch order, so they line up with batch["label"].
-        features=jax.lax.stop_gradient(h[:n]),
     )
 
   return Objective(

@@ -6,7 +6,6 @@ statistics (global across devices through DATA_AXIS) mix both views as in the pa
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -39,18 +38,14 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     n = batch["image"].shape[0]
     views = augment.views(keys, batch["image"], augment_config, num_views=2)  # (2, n, H, W, C)
     both = views.reshape((2 * n,) + views.shape[2:])  # (2n, H, W, C)
-    (h, z), updates = train_net.apply(
+    (_, z), updates = train_net.apply(
         {"params": params, **model_state}, both, train=True, mutable=["batch_stats"]
     )
     value = losses.nt_xent(
         z[:n], z[n:], temperature=temperature, axis_name=DATA_AXIS, block_size=block_size
     )
     metrics = {"embedding_std": jnp.mean(jnp.std(z / jnp.linalg.norm(z, axis=-1, keepdims=True), axis=0))}
-    return value, LossAux(
-        model_state={"batch_stats": updates["batch_stats"]},
-        metrics=metrics,
-        features=jax.lax.stop_gradient(h[:n]),
-    )
+    return value, LossAux(model_state={"batch_stats": updates["batch_stats"]}, metrics=metrics)
 
   return Objective(
       name="simclr", family=image.FAMILY, init=common.init_fn(local_net), loss=loss,

@@ -10,7 +10,6 @@ The global-batch mean comes from `classification_loss(..., axis_name=DATA_AXIS)`
 
 from __future__ import annotations
 
-import jax
 import ml_collections
 
 from ssljax import augment, losses
@@ -36,7 +35,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     if "label" not in batch:
       raise ValueError("the supervised objective needs labelled batches (a 'label' entry)")
     images = augment.views(keys, batch["image"], augment_config, num_views=1)[0]  # (n, H, W, C)
-    (h, logits), updates = train_net.apply(
+    (_, logits), updates = train_net.apply(
         {"params": params, **model_state}, images, train=True, mutable=["batch_stats"]
     )
     labels = batch["label"]
@@ -44,7 +43,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     return value, LossAux(
         model_state={"batch_stats": updates["batch_stats"]},
         metrics={"train_accuracy": losses.accuracy(logits, labels, axis_name=DATA_AXIS)},
-        features=jax.lax.stop_gradient(h),
     )
 
   return Objective(

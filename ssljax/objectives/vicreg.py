@@ -50,7 +50,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     n = batch["image"].shape[0]
     views = augment.views(keys, batch["image"], view_configs, num_views=2)  # (2, n, H, W, C)
     both = views.reshape((2 * n,) + views.shape[2:])  # (2n, H, W, C)
-    (h, z), updates = train_net.apply(
+    (_, z), updates = train_net.apply(
         {"params": params, **model_state}, both, train=True, mutable=["batch_stats"]
     )
     # Global-batch statistics: identical terms on every device.
@@ -58,7 +58,6 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     return weighted_loss(terms, loss_config), LossAux(
         model_state={"batch_stats": updates["batch_stats"]},
         metrics=dict(terms),
-        features=jax.lax.stop_gradient(h[:n]),
     )
 
   return Objective(

@@ -95,7 +95,6 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
     _require(t.icl_documents >= 0, f"config.text.icl_documents must be >= 0, got {t.icl_documents}")
     _require(t.get("max_training_texts") is None or t.max_training_texts > 0,
              f"config.text.max_training_texts must be None (all) or positive, got {t.get('max_training_texts')}")
-    _require(config.train.eval_every >= 0, f"config.train.eval_every must be >= 0, got {config.train.eval_every}")
   _require(config.eval.batch_size > 0, f"config.eval.batch_size must be positive, got {config.eval.batch_size}")
   if "loss" in config and "temperature" in config.loss:
     _require(config.loss.temperature > 0, f"config.loss.temperature must be positive, got {config.loss.temperature}")

@@ -62,7 +62,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 3
-  c.train.probe_lr = 1e-3  # the online linear probe's Adam learning rate (labelled data only)
   c.train.evaluate = True  # run `ssljax eval` on the test split when training ends
   # A step whose loss or gradients are NaN/inf: "stop" names it and stops (the latest checkpoint
   # is the last finite state); "skip" drops its update and counts it (ssljax/train/nonfinite.py).
@@ -111,8 +110,8 @@ def image_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Adds what language objectives share: the corpus fields, the tokenizer, the Transformer and
-  the language-model evaluation. Defaults: the bundled `bbc_news` corpus."""
+  """Adds what language objectives share: the corpus fields, the tokenizer and the Transformer
+  (each objective's config names its evaluators). Defaults: the bundled `bbc_news` corpus."""
   c.data.name = "bbc_news"
   c.data.text_key = "text"  # the feature holding each document
   c.data.label_key = "topic"  # a ClassLabel for topic prompting; "" when the corpus has none
@@ -146,18 +145,6 @@ def text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
   c.optim.name, c.optim.lr, c.optim.lr_scaling = "adamw", 1e-3, "none"
   c.optim.b1, c.optim.b2, c.optim.weight_decay, c.optim.clip_norm = 0.9, 0.95, 0.1, 1.0
-
-  c.train.eval_every = 0  # > 0: validation loss every this many steps
-
-  c.eval.lm_batch_size = 32  # windows per scoring call (fixed: one compilation)
-  c.eval.monitor_windows = 64  # validation windows the training-time monitor scores
-  c.eval.few_shot_ks = (0, 1, 2, 4, 8)
-  c.eval.few_shot_draws = 5  # draws of the in-context examples, averaged
-  c.eval.few_shot_queries = 100  # queries per draw
-  c.eval.num_samples = 3
-  c.eval.sample_tokens = 60
-  c.eval.sample_temperature = 0.8
-  c.eval.sample_top_k = 40
   return c
 
 

@@ -10,7 +10,6 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from ssljax import data, evaluators, objectives
 from ssljax import workdir as workdir_lib
@@ -20,37 +19,22 @@ from ssljax.train.state import TrainState
 from ssljax.workdir import save_config
 
 
-def state_factory(objective, example, tx, probe_tx, num_classes: int | None):
+def state_factory(objective, example, tx):
   """A jitted function (key, pretrained=None) -> fresh TrainState (one compilation: Flax and
   optax initialise leaf by leaf otherwise, each op a compilation of its own, tens of seconds on
   CPU).
 
   `pretrained`: another run's parameters (`config.init_from`), handed to the objective's
   `load_pretrained` before the optimizer state is made for the result. They are an argument,
-  not a constant closed over, so that they are not baked into the compiled program.
-
-  The online linear probe exists when the examples have `num_classes` classes and a probe
-  optimizer is given; otherwise its fields are None."""
-  with_probe = probe_tx is not None and num_classes is not None
-  if with_probe:
-    feature_dim = jax.eval_shape(
-        lambda: objective.features(*objective.init(jax.random.key(0), example), example)
-    ).shape[-1]
+  not a constant closed over, so that they are not baked into the compiled program."""
 
   @jax.jit
   def create(key, pretrained=None):
     params, model_state = objective.init(key, example)
     if pretrained is not None:
       params = objective.load_pretrained(params, pretrained)
-    probe_params = step_lib.init_probe(feature_dim, num_classes) if with_probe else None
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=tx.init(params),
-        model_state=model_state,
-        probe_params=probe_params,
-        probe_opt_state=probe_tx.init(probe_params) if with_probe else None,
-    )
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      model_state=model_state)
 
   return create
 
@@ -83,10 +67,6 @@ def pretrained_params(config: ml_collections.ConfigDict, objective, mesh) -> dic
                                workdir_lib.restore_params, source, sharding=replicated)
 
 
-def probe_optimizer(config) -> optax.GradientTransformation:
-  return optax.adam(config.train.probe_lr)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
           allow_config_change: bool = False) -> TrainState:
   """Pretrains `config.objective`, resuming from the latest readable checkpoint in `workdir`.
@@ -116,9 +96,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
                                   inp.iter_stage)
   fsdp = t.get("param_sharding", "replicated") == "fsdp"
   tx, learning_rate = optim.optimizer(config.optim, t.steps, t.batch_size, sharded=fsdp)
-  probe_tx = probe_optimizer(config)
   create = checks.as_input_error("building the model for the training examples", checks.MODEL_FIX, state_factory,
-                                 objective, example, tx, probe_tx, inp.num_classes)
+                                 objective, example, tx)
   shapes = checks.as_input_error("building the model for the training examples", checks.MODEL_FIX, jax.eval_shape,
                                  create, init_key(config))
   specs = sharding.state_specs(shapes, t, jax.device_count())
@@ -146,7 +125,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     save_config(config, workdir)
   start = int(state.step)
 
-  train_step = step_lib.make_train_step(objective, tx, probe_tx, jax.random.key(config.seed), mesh,
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(config.seed), mesh,
                                         state_specs=specs, skip_nonfinite=t.get("nonfinite") == "skip",
                                         gather_per_layer=t.get("fsdp_gather", "model") == "layer")
   watch = nonfinite.Watch(t.get("nonfinite", "stop"), state.params)

@@ -90,7 +90,7 @@ class Progress:
     per_sec = f"{self.unit}_per_sec"
     speed = {"steps_per_sec": rate, per_sec: rate * self.units_per_step}
     shown = {k: f"{float(v):.4g}" for k, v in metrics.items()
-             if k in ("loss", "probe_accuracy") or k.startswith("val_")}
+             if k == "loss" or k.startswith("val_")}
     shown.update({"steps/s": f"{rate:.2f}", f"{self.unit}/s": f"{speed[per_sec]:.0f}"})
     self.bar.set_postfix(shown, refresh=False)
     self.bar.update(steps)

@@ -1,5 +1,5 @@
-"""`ssljax plot`: PNG curves of the logged metrics (loss, learning rate, probe accuracy, and
-what the evaluators of config.evals logged on the validation split during training)."""
+"""`ssljax plot`: PNG curves of the logged metrics (loss, learning rate, and what the
+evaluators of config.evals logged on the validation split during training)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from ssljax.train.metrics import read_metrics
 CURVES = {
     "loss.png": ("loss", "pretraining loss"),
     "learning_rate.png": ("learning_rate", "learning rate"),
-    "probe_accuracy.png": ("probe_accuracy", "online linear probe accuracy (train batches)"),
 }
 VALIDATION_PREFIX = "val_"  # the evaluators' scalars (`evaluators.Evaluation.scalars`)
 

@@ -12,7 +12,7 @@ axis (FSDP / ZeRO-3), as `config.train.param_sharding` says.
 
 The rule reads only shapes, so a parameter and its Adam moments (same shape) always get the
 same spec, and the specs can be computed from `jax.eval_shape` without building anything.
-Model state (BatchNorm statistics, BYOL's target) and the online probe stay replicated.
+Model state (BatchNorm statistics, BYOL's target) stays replicated.
 """
 
 from __future__ import annotations

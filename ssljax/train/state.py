@@ -14,5 +14,3 @@ class TrainState:
   params: Any  # the objective's trainable parameters
   opt_state: Any
   model_state: Any  # batch_stats, EMA targets, ...
-  probe_params: Any  # the online linear probe (monitoring only; sees stop-gradient features)
-  probe_opt_state: Any

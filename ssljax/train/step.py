@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from ssljax import losses
 from ssljax.interface import DATA_AXIS, Objective
 from ssljax.train import nonfinite
 from ssljax.train import sharding as sharding_lib
@@ -41,42 +40,11 @@ from ssljax.train.state import TrainState
 P = jax.P
 
 
-def probe_logits(probe_params, features):
-  """The online linear probe: features (n, D) -> class logits (n, K)."""
-  return features @ probe_params["kernel"] + probe_params["bias"]
-
-
-def init_probe(feature_dim: int, num_classes: int):
-  return {"kernel": jnp.zeros((feature_dim, num_classes)), "bias": jnp.zeros((num_classes,))}
-
-
 def global_example_keys(seed_key: jax.Array, step: jax.Array, local_batch: int) -> jax.Array:
   """One key per example of this device's batch, from its index in the global batch: (n,)."""
   step_key = jax.random.fold_in(seed_key, step)
   first = lax.axis_index(DATA_AXIS) * local_batch  # rows are laid out device by device
   return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(first + jnp.arange(local_batch))
-
-
-def _probe_update(state: TrainState, probe_tx, features, labels):
-  """One step of the online probe on stop-gradient features; labels reach nothing else."""
-  # Features are standardised per batch so the probe's step size does not depend on the
-  # encoder's feature scale, which drifts during pretraining.
-  mean = lax.pmean(jnp.mean(features, axis=0), DATA_AXIS)
-  var = lax.pmean(jnp.mean(jnp.square(features - mean), axis=0), DATA_AXIS)
-  features = (features - mean) * lax.rsqrt(var + 1e-6)
-
-  def probe_loss(probe_params):
-    logits = probe_logits(probe_params, features)
-    return losses.classification_loss(logits, labels, axis_name=DATA_AXIS), logits
-
-  (loss, logits), grads = jax.value_and_grad(probe_loss, has_aux=True)(state.probe_params)
-  grads = lax.pmean(grads, DATA_AXIS)
-  updates, probe_opt_state = probe_tx.update(grads, state.probe_opt_state, state.probe_params)
-  accuracy = losses.accuracy(logits, labels, axis_name=DATA_AXIS)
-  return optax.apply_updates(state.probe_params, updates), probe_opt_state, {
-      "probe_loss": loss,
-      "probe_accuracy": accuracy,
-  }
 
 
 def _whole(params, param_specs):
@@ -107,7 +75,6 @@ def _check_loss_is_global(loss):
 def make_per_device_step(
     objective: Objective,
     tx: optax.GradientTransformation,
-    probe_tx: optax.GradientTransformation | None,
     seed_key: jax.Array,
     param_specs=None,
     skip_nonfinite: bool = False,
@@ -144,20 +111,7 @@ def make_per_device_step(
       model_state = objective.after_update(_whole(params, param_specs), model_state, state.step)
 
     metrics = {"loss": loss, **jax.tree.map(lambda m: lax.pmean(m, DATA_AXIS), dict(aux.metrics))}
-    probe_params, probe_opt_state = state.probe_params, state.probe_opt_state
-    if probe_tx is not None and probe_params is not None and aux.features is not None and "label" in batch:
-      probe_params, probe_opt_state, probe_metrics = _probe_update(
-          state, probe_tx, aux.features, batch["label"]
-      )
-      metrics.update(probe_metrics)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=params,
-        opt_state=opt_state,
-        model_state=model_state,
-        probe_params=probe_params,
-        probe_opt_state=probe_opt_state,
-    )
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
     if skip_nonfinite:
       new_state = nonfinite.keep_if_not_finite(finite_flags[nonfinite.FINITE], new_state, state)
     return new_state, {**metrics, **finite_flags}
@@ -165,7 +119,7 @@ def make_per_device_step(
   return per_device_step
 
 
-def make_train_step(objective, tx, probe_tx, seed_key, mesh, *, check_vma: bool = True,
+def make_train_step(objective, tx, seed_key, mesh, *, check_vma: bool = True,
                     state_specs: TrainState | None = None, skip_nonfinite: bool = False,
                     gather_per_layer: bool = False):
   """The jitted step: (state, global batch) -> (state, metrics); the old state is donated.
@@ -179,7 +133,7 @@ def make_train_step(objective, tx, probe_tx, seed_key, mesh, *, check_vma: bool 
       # optimizer's global norms need them); without them the step would be silently wrong.
       raise ValueError("sharded parameters (train.param_sharding='fsdp') need check_vma=True")
     param_specs = state_specs.params
-  per_device_step = make_per_device_step(objective, tx, probe_tx, seed_key, param_specs, skip_nonfinite,
+  per_device_step = make_per_device_step(objective, tx, seed_key, param_specs, skip_nonfinite,
                                          gather_per_layer)
   state_spec = P() if state_specs is None else state_specs
   sharded = jax.shard_map(
