@@ -486,12 +486,15 @@ def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
   assert set(report) == {"objective", "dataset", "split", "masked_lm", "next_sentence", "filled_blanks", "mlm", "nsp"}
   mlm, nsp = report["masked_lm"], report["next_sentence"]
   assert mlm["pairs"] == nsp["pairs"] == 64 and report["mlm"]["pairs"] == report["nsp"]["pairs"] == 16
+  # The training-time entries score the model alone (baselines=False).
+  assert "unigram" not in report["mlm"] and "word_overlap" not in report["nsp"]
   assert mlm["predictions"] > 64 and 0 < nsp["is_next_fraction"] < 1
   assert 0 < mlm["most_frequent_token"]["accuracy"] < 1 and mlm["unigram"]["loss"] > 0
   assert 0 <= mlm["model"]["accuracy"] <= 1 and 0 <= nsp["model"]["accuracy"] <= 1
   assert nsp["chance"] == 0.5 and len(report["filled_blanks"]["samples"]) == 2
   overlap = nsp["word_overlap"]
   assert 0 <= overlap["accuracy"] <= 1 and overlap["chosen_on"] == "validation"
+  assert "Evaluation of bert on bbc_news (test split)" in result.stdout
   assert "word overlap (TF-IDF cosine)" in result.stdout
   assert "masked-LM acc" in result.stdout and "Filled-in blanks" in result.stdout
 

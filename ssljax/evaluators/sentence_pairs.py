@@ -3,7 +3,8 @@ pairs with masks that are the same for every run and every call, the model's pre
 them, and what the pairs and the training split give without the model.
 
 - Pairs (`split_pairs`): the split's documents in stored order, negatives from the same split,
-  every choice from `eval.seed`; the first `max_pairs` of them (an evaluator's option; 0: all).
+  every choice from `eval.seed`; the first `max_pairs` of them (an evaluator's option; 0: all),
+  in `eval.batch_size` batches (`pair_batches`).
 - Masks (`fixed_masks`): pair i's drawn from fold_in(key(eval.seed), i) at the run's
   `text.mask_rate`, whatever the batch size or the model.
 - The model's predictions (`scored_pairs`): masked-LM and next-sentence on the masked input, as in
@@ -66,9 +67,18 @@ def fixed_batches(examples: Iterable[dict], batch_size: int) -> Iterator[dict]:
     yield batch
 
 
-def pair_batches(config: ml_collections.ConfigDict, tokenizer, split: str, max_pairs: int) -> Iterator[dict]:
-  """The first `max_pairs` evaluation pairs of the split (0: all) in `eval.batch_size` batches."""
-  return fixed_batches(split_pairs(config, tokenizer, split, max_pairs or None), config.eval.batch_size)
+def pair_batches(context, split: str, max_pairs: int) -> Iterable[dict]:
+  """The first `max_pairs` evaluation pairs of the split (0: all) in `eval.batch_size` batches. A
+  capped set (the entries that run during training) is made once per run and kept; the whole
+  split is read anew each time, never held in memory."""
+  config = context.config
+
+  def read():
+    return fixed_batches(split_pairs(config, tokenizer(context), split, max_pairs or None), config.eval.batch_size)
+
+  if max_pairs:
+    return context.lasting(("pair batches", split, max_pairs), lambda: list(read()))
+  return read()
 
 
 def fixed_masks(config: ml_collections.ConfigDict, num_tokens: int):
@@ -118,8 +128,8 @@ class ScoredPairs:
   """The model's results on a split's pairs.
 
   Attributes:
-    totals: "pairs", "predictions" (masked tokens), "mlm_correct", "mlm_nll" (summed over the
-      predictions), "nsp_correct".
+    totals: "pairs", "is_next" (pairs whose B follows A), "predictions" (masked tokens),
+      "mlm_correct", "mlm_nll" (summed over the predictions), "nsp_correct".
     first_batch: the scorer's outputs on the first batch (masked tokens, positions, targets,
       weights, predictions) and "real" (its rows that hold a pair).
   """
@@ -131,12 +141,13 @@ class ScoredPairs:
 def score_pairs(score, params, batches: Iterable[dict], split: str) -> ScoredPairs:
   """Counts the model's right masked-token and next-sentence predictions, and its masked-LM loss,
   over the batches."""
-  totals = dict.fromkeys(("pairs", "predictions", "mlm_correct", "mlm_nll", "nsp_correct"), 0.0)
+  totals = dict.fromkeys(("pairs", "is_next", "predictions", "mlm_correct", "mlm_nll", "nsp_correct"), 0.0)
   first_batch = None
   for batch in batches:
     out, real = score(params, batch), batch["mask"]
     weights = out["weights"] * real[:, None]
     totals["pairs"] += real.sum()
+    totals["is_next"] += np.sum(real * batch["nsp_label"])
     totals["nsp_correct"] += np.sum(real * (out["nsp_predicted"] == batch["nsp_label"]))
     totals["predictions"] += weights.sum()
     totals["mlm_correct"] += np.sum(weights * (out["predicted"] == out["targets"]))
@@ -154,7 +165,7 @@ def scored_pairs(context, params, split: str, max_pairs: int) -> ScoredPairs:
   def make():
     score = context.lasting("pair scorer", lambda: pair_scorer(context.objective, context.config,
                                                                tokenizer(context).num_tokens))
-    return score_pairs(score, params, pair_batches(context.config, tokenizer(context), split, max_pairs), split)
+    return score_pairs(score, params, pair_batches(context, split, max_pairs), split)
 
   return context.shared(("scored pairs", split, max_pairs), make)
 
@@ -211,9 +222,9 @@ class FixedPairs:
   """What a split's pairs and their fixed masks give without the model.
 
   Attributes:
-    totals: "pairs", "is_next" (pairs whose B follows A), "predictions" (masked tokens),
-      "frequent_correct" (targets that are the training split's most frequent token),
-      "unigram_nll" (the unigram model's loss summed over the predictions).
+    totals: "predictions" (masked tokens), "frequent_correct" (targets that are the training
+      split's most frequent token), "unigram_nll" (the unigram model's loss summed over the
+      predictions).
     cosines: (pairs,) the TF-IDF cosine of A and B, with the masks applied so that it reads what
       the model reads.
     labels: (pairs,) the next-sentence labels.
@@ -228,14 +239,12 @@ def count_fixed_pairs(config: ml_collections.ConfigDict, tokenizer, counts: Trai
                       split: str) -> FixedPairs:
   """Draws the fixed masks of the batches' pairs and counts what the baselines score on them."""
   draw_masks = jax.jit(fixed_masks(config, tokenizer.num_tokens))
-  totals = dict.fromkeys(("pairs", "is_next", "predictions", "frequent_correct", "unigram_nll"), 0.0)
+  totals = dict.fromkeys(("predictions", "frequent_correct", "unigram_nll"), 0.0)
   cosines, labels = [], []
   for batch in batches:
     masked, _, targets, weights = jax.device_get(draw_masks(batch["tokens"], batch["index"]))
     real = batch["mask"]
     weights = weights * real[:, None]
-    totals["pairs"] += real.sum()
-    totals["is_next"] += np.sum(real * batch["nsp_label"])
     totals["predictions"] += weights.sum()
     totals["frequent_correct"] += np.sum(weights * (targets == counts.most_frequent))
     # Unused slots hold target 0, a special id of log-probability -inf: select before multiplying.
@@ -253,8 +262,7 @@ def count_fixed_pairs(config: ml_collections.ConfigDict, tokenizer, counts: Trai
 def fixed_pairs(context, split: str, max_pairs: int) -> FixedPairs:
   """`count_fixed_pairs` of the first `max_pairs` pairs of the split (0: all), once per run."""
   def make():
-    config, run_tokenizer = context.config, tokenizer(context)
-    return count_fixed_pairs(config, run_tokenizer, training_counts(context),
-                             pair_batches(config, run_tokenizer, split, max_pairs), split)
+    return count_fixed_pairs(context.config, tokenizer(context), training_counts(context),
+                             pair_batches(context, split, max_pairs), split)
 
   return context.lasting(("fixed pairs", split, max_pairs), make)
