@@ -15,7 +15,7 @@ it (the trainer for `DATA_AXIS`, a family for `TrainInput`) without loading an o
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -67,13 +67,6 @@ class TrainInput:
   units_per_example: int = 1
 
 
-# A monitor runs on the host every `every` steps on the current state and returns metrics.
-@dataclasses.dataclass(frozen=True)
-class Monitor:
-  every: int
-  fn: Callable[[Params, ModelState], Mapping[str, float]]
-
-
 @dataclasses.dataclass(frozen=True)
 class Family:
   """The modality-specific half of an objective, shared by every objective of the modality.
@@ -82,18 +75,10 @@ class Family:
     name: "image", "text", ...
     train_input: (config, workdir) -> TrainInput. The workdir is where a family keeps what a
       run needs besides the model (a trained tokenizer).
-    monitors: (objective, config, workdir) -> monitors run during training (kNN or loss on the
-      validation split, ...).
-    evaluate: (objective, params, model_state, config, workdir, split) -> results dict, the
-      evaluation `ssljax eval` runs and writes to eval.json, with its baselines.
-    format_results: results -> a printable table.
   """
 
   name: str
   train_input: Callable[[ml_collections.ConfigDict, str], TrainInput]
-  monitors: Callable[[Any, ml_collections.ConfigDict, str], Sequence[Monitor]] | None = None
-  evaluate: Callable[..., dict] | None = None
-  format_results: Callable[[dict], str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -242,7 +242,7 @@ def _check_own_data(d: ml_collections.ConfigDict) -> None:
 # step), and resuming with it changed needs --allow_config_change.
 RESUMABLE_KEYS = frozenset({
     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.eval_every", "train.evaluate", "train.nonfinite", "train.param_sharding",
+    "train.evaluate", "train.nonfinite", "train.param_sharding",
     "train.fsdp_min_size", "train.fsdp_gather", "train.distributed", "data.data_dir", "data.path", "data.eval_split",
     "data.test_split", "model.attention_impl", "model.remat",
 })

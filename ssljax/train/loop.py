@@ -1,6 +1,6 @@
 """The generic training loop: any registered objective, of any modality, on every device of
 every host. It knows the objective only through the Objective interface and its family's
-`train_input` and `monitors`; nothing here names images or text."""
+`train_input`, and the evaluators that `config.evals` names; nothing here names images or text."""
 
 from __future__ import annotations
 
@@ -134,8 +134,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
                  enabled=progress and jax.process_index() == 0)
   evaluation = checks.as_input_error("making the evaluators of config.evals", "Check config.evals.",
                                     evaluators.from_config, objective, config, workdir)
-  legacy = not evaluation.evaluators and objective.family.monitors is not None
-  monitors = objective.family.monitors(objective, config, workdir) if legacy else []
   batch_sharding = mesh_lib.batch_sharded(mesh)
   sigterm = preemption.StopOnSigterm(mngr.reached_preemption).install()
   try:
@@ -152,15 +150,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         metrics.update(watch.metrics())
         metrics["learning_rate"] = float(learning_rate(step))
-        due = [m for m in monitors if done % m.every == 0 or done == t.steps]
-        due_evaluators = evaluation.due(done, t.steps)
-        if due or due_evaluators:
+        due = evaluation.due(done, t.steps)
+        if due:  # on the validation split: the test split is reported once, at the end
           params, model_state = sharding.to_host((state.params, state.model_state), mesh)
-          for monitor in due:
-            metrics.update(monitor.fn(params, model_state))
-          if due_evaluators:  # on the validation split: the test split is reported once, at the end
-            reports = evaluation.run(params, model_state, config.data.eval_split, due_evaluators)
-            metrics.update(evaluation.scalars(reports))
+          reports = evaluation.run(params, model_state, config.data.eval_split, due)
+          metrics.update(evaluation.scalars(reports))
         metrics.update(bar.update(done, metrics))
         if jax.process_index() == 0:
           writer.write(done, metrics)
