@@ -36,7 +36,6 @@ def clip_config() -> ml_collections.ConfigDict:
   c.data.name = "shapes"
   c.data.image_size = 32  # host resize + centre crop (a no-op on shapes); fixes the input size
   c.data.caption_key = "caption"  # a path such as "captions/text" for nested features
-  c.data.label_key = "shape"  # an attribute for the trainer's online probe; "" for none
   c.data.heldout_split = "test_heldout"  # evaluated beside the test split; "" for none
 
   c.text = ml_collections.ConfigDict()
@@ -110,7 +109,7 @@ def get_config(variant: str = "shapes") -> ml_collections.ConfigDict:
   variant = check_variant("clip", variant or "shapes", VARIANTS)
   c = clip_config()
   if variant == "base":
-    c.data.name, c.data.caption_key, c.data.label_key, c.data.heldout_split = "coco_captions", "captions/text", "", ""
+    c.data.name, c.data.caption_key, c.data.heldout_split = "coco_captions", "captions/text", ""
     c.data.train_split, c.data.eval_split, c.data.test_split = "train", "val", "test"
     c.data.image_size = 224
     c.text.vocab_size, c.text.seq_len = 49152, 77  # the paper's BPE vocabulary and context
