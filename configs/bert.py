@@ -39,7 +39,6 @@ def masked_text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   # The evaluation on every sentence pair of the split, with fixed masks (docs/bert.md): masked-LM
   # and next-sentence accuracy beside their baselines, and a few filled-in blanks.
-  c.evals = ml_collections.ConfigDict()
   c.evals.masked_lm = evaluators.options("masked_lm")
   c.evals.next_sentence = evaluators.options("next_sentence")
   c.evals.filled_blanks = evaluators.options("filled_blanks")

@@ -98,7 +98,7 @@ def clip_config() -> ml_collections.ConfigDict:
   # zero-shot accuracy of shape, colour and their combination from prompts, beside chance (every=N:
   # on the validation split every N steps during training too); image-text retrieval recall@1
   # and @5; a 10-labels-per-class probe of each attribute on the image tower's features.
-  c.evals = ml_collections.ConfigDict()
+  c.evals = ml_collections.ConfigDict()  # in place of image_config's probes of a lone encoder
   c.evals.zero_shot = evaluators.options("zero_shot")
   c.evals.retrieval = evaluators.options("retrieval")
   c.evals.attribute_probe = evaluators.options("attribute_probe")
