@@ -19,6 +19,7 @@ bbc_news (default), bert_base, smoke.
 
 import ml_collections
 
+from ssljax import evaluators
 from ssljax.text import masking
 from ssljax.train.defaults import check_variant, text_config
 
@@ -35,9 +36,16 @@ def masked_text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # loss = masked-LM + nsp_weight * next-sentence. BERT's 1: on bbc_news, 4 held the masked-LM back
   # and 0 changed nothing measurable (docs/bert.md).
   c.loss.nsp_weight = 1.0
-  c.eval.monitor_pairs = 256  # validation pairs the training-time monitor scores
-  c.eval.max_pairs = 0  # pairs `ssljax eval` scores at most; 0: every pair of the split
   c.eval.batch_size = 256
+  # The evaluation on every sentence pair of the split, with fixed masks (docs/bert.md): masked-LM
+  # and next-sentence accuracy beside their baselines, and a few filled-in blanks.
+  c.evals.masked_lm = evaluators.options("masked_lm")
+  c.evals.next_sentence = evaluators.options("next_sentence")
+  c.evals.filled_blanks = evaluators.options("filled_blanks")
+  # The model's accuracies alone on the first 256 pairs, what a variant checks on the validation
+  # split during training (every > 0 logs "val_mlm_accuracy", "val_mlm_loss" and "val_nsp_accuracy").
+  c.evals.mlm = evaluators.options("masked_lm", max_pairs=256, baselines=False)
+  c.evals.nsp = evaluators.options("next_sentence", max_pairs=256, baselines=False)
   return c
 
 
@@ -67,9 +75,9 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.train.steps = 1400
     c.train.log_every = 50
     c.train.checkpoint_every = 500
-    c.train.eval_every = 500
     c.optim.lr, c.optim.warmup_steps = 2e-3, 100
     masked_text_part(c)
+    c.evals.mlm.every = c.evals.nsp.every = 500
     # Half of the ordinary tokens predicted (still 80% [MASK], 10% random, 10% kept), as Wettig et
     # al. 2023 (arXiv 2202.08005) found rates above BERT's 15% as good or better: each step learns
     # from more predictions at little extra cost, and 50% beat 15%, 30% and 40% on bbc_topic's
@@ -82,9 +90,10 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.text.max_training_texts = 200_000  # documents the tokenizer is trained on
     c.model.preset, c.model.dtype, c.model.attention_impl, c.model.dropout = "bert_base", "bfloat16", "auto", 0.1
     c.train.batch_size, c.train.steps = 256, 1_000_000  # BERT: 256 x 512 tokens for 1M steps
-    c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 100, 5000, 5000
+    c.train.log_every, c.train.checkpoint_every = 100, 5000
     c.optim.lr, c.optim.warmup_steps, c.optim.clip_norm = 1e-4, 10_000, 1.0
     masked_text_part(c)
+    c.evals.mlm.every = c.evals.nsp.every = 5000
     c.model.max_len = 512  # BERT-base's positions, for fine-tuning on longer inputs than 128
   elif variant == "smoke":
     c.text.tokenizer = "byte"
@@ -95,6 +104,10 @@ def get_config(variant: str = "bbc_news") -> ml_collections.ConfigDict:
     c.train.log_every, c.train.checkpoint_every = 1, 2
     c.optim.lr = 3e-3
     masked_text_part(c)
-    c.eval.monitor_pairs, c.eval.max_pairs, c.eval.batch_size, c.eval.num_samples = 16, 64, 32, 2
+    c.eval.batch_size = 32
+    for name in ("masked_lm", "next_sentence", "filled_blanks"):
+      c.evals[name].max_pairs = 64
+    c.evals.filled_blanks.num_samples = 2
+    c.evals.mlm.max_pairs = c.evals.nsp.max_pairs = 16
   c.lock()
   return c

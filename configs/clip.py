@@ -36,7 +36,6 @@ def clip_config() -> ml_collections.ConfigDict:
   c.data.name = "shapes"
   c.data.image_size = 32  # host resize + centre crop (a no-op on shapes); fixes the input size
   c.data.caption_key = "caption"  # a path such as "captions/text" for nested features
-  c.data.label_key = "shape"  # an attribute for the trainer's online probe; "" for none
   c.data.heldout_split = "test_heldout"  # evaluated beside the test split; "" for none
 
   c.text = ml_collections.ConfigDict()
@@ -99,7 +98,7 @@ def clip_config() -> ml_collections.ConfigDict:
   # zero-shot accuracy of shape, colour and their combination from prompts, beside chance (every=N:
   # on the validation split every N steps during training too); image-text retrieval recall@1
   # and @5; a 10-labels-per-class probe of each attribute on the image tower's features.
-  c.evals = ml_collections.ConfigDict()
+  c.evals = ml_collections.ConfigDict()  # in place of image_config's probes of a lone encoder
   c.evals.zero_shot = evaluators.options("zero_shot")
   c.evals.retrieval = evaluators.options("retrieval")
   c.evals.attribute_probe = evaluators.options("attribute_probe")
@@ -110,7 +109,7 @@ def get_config(variant: str = "shapes") -> ml_collections.ConfigDict:
   variant = check_variant("clip", variant or "shapes", VARIANTS)
   c = clip_config()
   if variant == "base":
-    c.data.name, c.data.caption_key, c.data.label_key, c.data.heldout_split = "coco_captions", "captions/text", "", ""
+    c.data.name, c.data.caption_key, c.data.heldout_split = "coco_captions", "captions/text", ""
     c.data.train_split, c.data.eval_split, c.data.test_split = "train", "val", "test"
     c.data.image_size = 224
     c.text.vocab_size, c.text.seq_len = 49152, 77  # the paper's BPE vocabulary and context

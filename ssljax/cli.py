@@ -134,15 +134,16 @@ def main(argv: list[str]) -> None:
       if flags.FLAGS["verbosity"].present:
         raise  # --verbosity asks for the traceback too
       sys.exit(f"ssljax: {error}")
-    if config.train.evaluate:
+    if config.train.evaluate and config.evals:
       evaluate_workdir(workdir)  # the test split, reported once per finished run
   elif command == "eval":
     from ssljax import data
     from ssljax.commands import evaluate_workdir
+    from ssljax.train.evaluation import NothingToEvaluate
 
     try:
       evaluate_workdir(_require_workdir(), split=_SPLIT.value)
-    except data.NoLabelsError as error:
+    except (data.NoLabelsError, NothingToEvaluate) as error:
       sys.exit(f"ssljax: {error}")
   elif command == "generate":
     if not _PROMPT.value:

@@ -1,12 +1,12 @@
 """The Objective interface: what a model is, how a batch becomes a loss, and which modality
-family feeds and evaluates it.
+family feeds it.
 
 The trainer and the evaluators know an objective only through this dataclass, so a new
 objective is a new module plus a config; nothing else changes. `config.objective` names the
-objective and `build(config)` looks it up in the registry. What depends on the modality (how
-records become examples, what to monitor during training, how to evaluate a finished run) is
-a `Family`, shared by every objective of that modality: a new modality is a new family, and
-the trainer does not change.
+objective and `build(config)` looks it up in the registry. How records of a modality become
+examples is a `Family`, shared by every objective of that modality; what a run is evaluated by
+is named in its config (`config.evals`, `ssljax.evaluators`). A new modality is a new family
+and its evaluators, and the trainer does not change.
 
 This is the ground floor of the package: it imports nothing of ssljax, so every room may import
 it (the trainer for `DATA_AXIS`, a family for `TrainInput`) without loading an objective.
@@ -15,7 +15,7 @@ it (the trainer for `DATA_AXIS`, a family for `TrainInput`) without loading an o
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -67,13 +67,6 @@ class TrainInput:
   units_per_example: int = 1
 
 
-# A monitor runs on the host every `every` steps on the current state and returns metrics.
-@dataclasses.dataclass(frozen=True)
-class Monitor:
-  every: int
-  fn: Callable[[Params, ModelState], Mapping[str, float]]
-
-
 @dataclasses.dataclass(frozen=True)
 class Family:
   """The modality-specific half of an objective, shared by every objective of the modality.
@@ -82,18 +75,10 @@ class Family:
     name: "image", "text", ...
     train_input: (config, workdir) -> TrainInput. The workdir is where a family keeps what a
       run needs besides the model (a trained tokenizer).
-    monitors: (objective, config, workdir) -> monitors run during training (kNN or loss on the
-      validation split, ...).
-    evaluate: (objective, params, model_state, config, workdir, split) -> results dict, the
-      evaluation `ssljax eval` runs and writes to eval.json, with its baselines.
-    format_results: results -> a printable table.
   """
 
   name: str
   train_input: Callable[[ml_collections.ConfigDict, str], TrainInput]
-  monitors: Callable[[Any, ml_collections.ConfigDict, str], Sequence[Monitor]] | None = None
-  evaluate: Callable[..., dict] | None = None
-  format_results: Callable[[dict], str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

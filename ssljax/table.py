@@ -115,7 +115,7 @@ def _check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 def _encoder_spec(config: ml_collections.ConfigDict) -> tuple:
   m = config.model
-  return (m.encoder, m.width, m.stem, m.get("stem_stride", 1))
+  return (m.encoder, m.width, m.stem, m.stem_stride)
 
 
 def _baselines_of(configs: dict[str, ml_collections.ConfigDict]) -> dict[str, dict[str, str]]:

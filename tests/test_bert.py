@@ -19,15 +19,15 @@ import optax
 import pytest
 
 from helpers import REPO, data_mesh, run_cli, run_steps
-from ssljax import losses, objectives
+from ssljax import evaluators, losses, objectives
 from ssljax.evaluate import word_overlap
+from ssljax.evaluators import sentence_pairs
 from ssljax.interface import DATA_AXIS
 from ssljax.objectives import common
 from ssljax.text import CLS, MASK, PAD, SEP, ByteTokenizer, masking, pairs
 from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
 from ssljax.train import defaults, step as step_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BERT = os.path.join(REPO, "configs", "bert.py")
 
 
@@ -445,13 +445,22 @@ def test_word_overlap_threshold_is_the_best_by_brute_force():
   assert word_overlap.best_threshold(np.array([0.1, 0.5]), np.array([0, 0])) == np.inf
 
 
-def test_word_overlap_threshold_needs_pairs_of_the_validation_split(monkeypatch):
-  from ssljax.families import masked_text
-
-  monkeypatch.setattr(masked_text, "split_pairs", lambda *args, **kwargs: iter(()))
+def test_word_overlap_threshold_needs_pairs_of_the_validation_split():
+  counts = sentence_pairs.TrainingCounts(_segment_tfidf([np.array([NUM_SPECIAL_TOKENS])]), NUM_SPECIAL_TOKENS,
+                                         np.zeros(NUM_TOKENS))
   with pytest.raises(ValueError, match="validation split gave no sentence pairs"):
-    masked_text.overlap_cosines(defaults.load_config("bert:smoke"), ByteTokenizer(), "validation",
-                                _segment_tfidf([np.array([NUM_SPECIAL_TOKENS])]))
+    sentence_pairs.count_fixed_pairs(defaults.load_config("bert:smoke"), ByteTokenizer(), counts, iter(()),
+                                     "validation")
+
+
+def test_evaluator_options_are_checked_when_the_evaluators_are_made():
+  for key, value, message in (("filled_blanks.num_samples", 33, "between 0 and config.eval.batch_size"),
+                              ("mlm.max_pairs", -1, "max_pairs of a 'masked_lm' entry must be >= 0")):
+    config = defaults.load_config("bert:smoke")
+    entry, option = key.split(".")
+    config.evals[entry][option] = value
+    with pytest.raises(ValueError, match=message):
+      evaluators.from_config(None, config, "unused")
 
 
 # --- the CLI ----------------------------------------------------------------------------------
@@ -460,7 +469,8 @@ def test_word_overlap_threshold_needs_pairs_of_the_validation_split(monkeypatch)
 def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
   workdir = str(tmp_path / "bert")
   result = _cli(["train", "--config", BERT + ":smoke", "--workdir", workdir, "--noprogress",
-                 "--config.train.steps=30", "--config.train.log_every=1", "--config.train.eval_every=15"], data_dir)
+                 "--config.train.steps=30", "--config.train.log_every=1", "--config.evals.mlm.every=15",
+                 "--config.evals.nsp.every=15"], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   mlm = [m["mlm_loss"] for m in metrics]
@@ -468,15 +478,23 @@ def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
   assert mlm[0] > 5.5 and np.mean(mlm[-5:]) < 0.8 * mlm[0], mlm
   for key in ("mlm_accuracy", "nsp_loss", "nsp_accuracy", "sequences_per_sec"):
     assert key in metrics[-1]
-  assert "validation_mlm_accuracy" in metrics[14] and "validation_nsp_accuracy" in metrics[-1]
+  # The first 16 validation pairs (the capped entries mlm and nsp) at steps 15 and 30.
+  assert "val_mlm_accuracy" in metrics[14] and "val_mlm_loss" in metrics[14] and "val_nsp_accuracy" in metrics[-1]
+  assert "val_mlm_accuracy" not in metrics[13]
   report = json.load(open(os.path.join(workdir, "eval.json")))
-  assert report["dataset"] == "bbc_news" and report["split"] == "test" and report["pairs"] == 64
-  mlm = report["masked_lm"]
+  assert report["objective"] == "bert" and report["dataset"] == "bbc_news" and report["split"] == "test"
+  assert set(report) == {"objective", "dataset", "split", "masked_lm", "next_sentence", "filled_blanks", "mlm", "nsp"}
+  mlm, nsp = report["masked_lm"], report["next_sentence"]
+  assert mlm["pairs"] == nsp["pairs"] == 64 and report["mlm"]["pairs"] == report["nsp"]["pairs"] == 16
+  # The training-time entries score the model alone (baselines=False).
+  assert "unigram" not in report["mlm"] and "word_overlap" not in report["nsp"]
+  assert mlm["predictions"] > 64 and 0 < nsp["is_next_fraction"] < 1
   assert 0 < mlm["most_frequent_token"]["accuracy"] < 1 and mlm["unigram"]["loss"] > 0
-  assert 0 <= mlm["model"]["accuracy"] <= 1 and 0 <= report["next_sentence"]["model"]["accuracy"] <= 1
-  assert report["next_sentence"]["chance"] == 0.5 and len(report["samples"]) == 2
-  overlap = report["next_sentence"]["word_overlap"]
+  assert 0 <= mlm["model"]["accuracy"] <= 1 and 0 <= nsp["model"]["accuracy"] <= 1
+  assert nsp["chance"] == 0.5 and len(report["filled_blanks"]["samples"]) == 2
+  overlap = nsp["word_overlap"]
   assert 0 <= overlap["accuracy"] <= 1 and overlap["chosen_on"] == "validation"
+  assert "Evaluation of bert on bbc_news (test split)" in result.stdout
   assert "word overlap (TF-IDF cosine)" in result.stdout
   assert "masked-LM acc" in result.stdout and "Filled-in blanks" in result.stdout
 

@@ -24,7 +24,7 @@ CI_SCRIPT = os.path.join(REPO, ".ci", "run")
 TRAIN_PRINTS = {
     "simclr": "Evaluation of simclr on mnist5k (test split)",
     "gpt": "Evaluation of gpt on bbc_news (test split)",
-    "bert": "BERT pretraining on bbc_news (test split",
+    "bert": "Evaluation of bert on bbc_news (test split)",
     "clip": "Evaluation of clip on shapes (test split)",
 }
 # Overrides that make a README command a few seconds long on the smoke runs. `ssljax finetune`:

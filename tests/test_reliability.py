@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -465,39 +466,21 @@ def test_resume_compares_the_compute_dtype_after_resolving_auto(tmp_path):
     checks.check_resume(now, str(tmp_path))
 
 
-@pytest.mark.parametrize("key, value", [("relative_buckets", 32), ("qkv_conv_width", 3)])
-def test_a_run_saved_before_an_attention_option_existed_resumes_without_it(tmp_path, key, value):
-  # config.json of such a run has no model.<key>; 0 (off) is what it trained with.
-  config = defaults.load_config("gpt:smoke")
-  config.model[key] = 0
-  _fake_run(str(tmp_path), config)
-  path = os.path.join(str(tmp_path), workdir_lib.CONFIG_FILE)
-  with open(path) as f:
-    saved = json.load(f)
-  del saved["model"][key]
-  with open(path, "w") as f:
-    json.dump(saved, f)
-  checks.check_resume(config, str(tmp_path))  # no error
-  with_option = defaults.load_config("gpt:smoke")
-  with_option.model[key] = value
-  with pytest.raises(checks.ResumeError, match=f"config.model.{key}: <missing> in the saved run, {value} now"):
-    checks.check_resume(with_option, str(tmp_path))
-
-
-def test_a_run_saved_before_init_from_and_the_schedule_keys_existed_resumes_without_them(tmp_path):
+@pytest.mark.parametrize("section, key", [("model", "relative_buckets"), ("optim", "schedule"), (None, "init_from")])
+def test_a_run_saved_without_a_key_of_todays_config_is_refused_naming_it(tmp_path, section, key):
+  # config.json of a run saved by an older ssljax lacks the keys added since; its checkpoint
+  # holds another train state, so the resume stops before restoring and names each such key.
   config = defaults.load_config("gpt:smoke")
   _fake_run(str(tmp_path), config)
   path = os.path.join(str(tmp_path), workdir_lib.CONFIG_FILE)
   with open(path) as f:
     saved = json.load(f)
-  del saved["init_from"]
-  for key in ("schedule", "warmup_fraction", "eps"):
-    del saved["optim"][key]
+  del (saved[section] if section else saved)[key]
   with open(path, "w") as f:
     json.dump(saved, f)
-  checks.check_resume(config, str(tmp_path))  # no error: cosine, warmup_steps, eps 1e-8 is what it trained with
-  config.optim.schedule = "linear"
-  with pytest.raises(checks.ResumeError, match="config.optim.schedule: <missing> in the saved run, 'linear' now"):
+  now = config[section][key] if section else config[key]
+  with pytest.raises(checks.ResumeError, match=re.escape(f"config.{section + '.' if section else ''}{key}: <missing> "
+                                                         f"in the saved run, {now!r} now")):
     checks.check_resume(config, str(tmp_path))
 
 

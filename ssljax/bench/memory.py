@@ -50,7 +50,7 @@ def step_memory(config: ml_collections.ConfigDict, param_sharding: str = "replic
   state = loop.abstract_state(create, config, sharding.named(mesh, specs))
   batch_sharding = mesh_lib.batch_sharded(mesh)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in example.items()}
-  per_layer = param_sharding == "fsdp" and config.train.get("fsdp_gather", "model") == "layer"
+  per_layer = param_sharding == "fsdp" and config.train.fsdp_gather == "layer"
   train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(config.seed), mesh, state_specs=specs,
                                         gather_per_layer=per_layer)
   analysis = train_step.lower(state, batch).compile().memory_analysis()

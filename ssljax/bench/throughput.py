@@ -124,7 +124,7 @@ def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3,
   batch_size = config.train.batch_size
   example = synthetic_batch(config, batch_size)
   # The state laid out as `ssljax train` lays it out: replicated, or split (train.param_sharding).
-  fsdp = config.train.get("param_sharding", "replicated") == "fsdp"
+  fsdp = config.train.param_sharding == "fsdp"
   tx, _ = optim.optimizer(config.optim, config.train.steps, batch_size, sharded=fsdp)
   create = loop.state_factory(objective, {k: v[:2] for k, v in example.items()}, tx)
   specs = sharding.state_specs(jax.eval_shape(create, loop.init_key(config)), config.train, jax.device_count())

@@ -40,7 +40,7 @@ def _jit(fn: Callable) -> Callable:
 
 def _compiled(feature_fn: Callable) -> Callable:
   """A jitted `feature_fn`. A `functools.partial(features, params, model_state)` (how encoders
-  are passed around) is jitted as `features` with the bound arrays as arguments, so monitors
+  are passed around) is jitted as `features` with the bound arrays as arguments, so evaluators
   that run every N steps with new parameters reuse one compilation."""
   if isinstance(feature_fn, functools.partial) and not feature_fn.keywords:
     jitted, args = _jit(feature_fn.func), feature_fn.args

@@ -46,7 +46,7 @@ def split_embeddings(objective, params, model_state, config: ml_collections.Conf
   source = data.open_split(config.data, split)
   count = len(source) if limit is None else min(limit, len(source))
   embed_image, embed_text = _jit(objective.extras["embed_image"]), _jit(objective.extras["embed_text"])
-  transform = image_text.record_fn(config, tokenizer, with_label=False)
+  transform = image_text.record_fn(config, tokenizer)
   batch_size = config.eval.batch_size
   images, texts, fields = [], [], []
   for start in range(0, count, batch_size):

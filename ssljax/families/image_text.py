@@ -3,9 +3,8 @@
 - Tokenizer: a SentencePiece model trained on the training split's captions when a run starts
   (or bytes, or a user's `.model` file), saved in the workdir and reloaded from there, exactly
   as the text family does (`families.text.run_tokenizer`).
-- Input: records become {"image": uint8 (H, W, C), "tokens": int32 (T,)} on the host (plus
-  "label", one attribute of the image, for the trainer's online probe where the dataset has
-  one): the caption's ids, cut to T - 1, then [EOS], then [PAD]s. The text tower reads its
+- Input: records become {"image": uint8 (H, W, C), "tokens": int32 (T,)} on the host, the
+  tokens the caption's ids, cut to T - 1, then [EOS], then [PAD]s. The text tower reads its
   feature at the [EOS]. Augmentation happens on the device, inside the step.
 
 What a run reports is the image-text evaluators' (`ssljax.evaluators`: zero_shot, retrieval,
@@ -58,23 +57,20 @@ def caption_of(record: dict, key: str) -> str:
 
 
 class CaptionedImage:
-  """The family's record transform: record -> {"image", "tokens"[, "label"]} of numpy arrays.
+  """The family's record transform: record -> {"image", "tokens"} of numpy arrays.
 
   A class rather than a closure so that grain worker processes can receive it (the
   SentencePiece tokenizer pickles as its model bytes).
   """
 
   def __init__(self, tokenizer: tokenizer_lib.Tokenizer, seq_len: int, caption_key: str,
-               image_size: int | None = None, label_key: str | None = None):
+               image_size: int | None = None):
     self.tokenizer, self.seq_len, self.caption_key = tokenizer, seq_len, caption_key
-    self.image_size, self.label_key = image_size, label_key or None
+    self.image_size = image_size
 
   def __call__(self, record: dict) -> dict:
-    example = {"image": data.prepare_image(record["image"], self.image_size),
-               "tokens": caption_tokens(self.tokenizer, caption_of(record, self.caption_key), self.seq_len)}
-    if self.label_key:
-      example["label"] = np.asarray(record[self.label_key], np.int32)
-    return example
+    return {"image": data.prepare_image(record["image"], self.image_size),
+            "tokens": caption_tokens(self.tokenizer, caption_of(record, self.caption_key), self.seq_len)}
 
 
 def _source(config: ml_collections.ConfigDict, split: str):
@@ -106,11 +102,9 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> tokenizer_
   return text.run_tokenizer(config, workdir, captions)
 
 
-def record_fn(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer,
-              with_label: bool = True) -> CaptionedImage:
+def record_fn(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> CaptionedImage:
   d = config.data
-  return CaptionedImage(tokenizer, config.text.seq_len, d.caption_key, d.image_size,
-                        d.get("label_key") if with_label else None)
+  return CaptionedImage(tokenizer, config.text.seq_len, d.caption_key, d.image_size)
 
 
 def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:

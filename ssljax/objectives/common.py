@@ -25,11 +25,11 @@ def encoder(model_config: ml_collections.ConfigDict, axis_name: str | None) -> n
       model_config.encoder,
       width=model_config.width,
       stem=model_config.stem,
-      stem_stride=model_config.get("stem_stride", 1),
+      stem_stride=model_config.stem_stride,
       dtype=compute_dtype(model_config.dtype),
       axis_name=axis_name,
-      bn_momentum=model_config.get("bn_momentum", 0.9),
-      zero_init_residual=model_config.get("zero_init_residual", True),
+      bn_momentum=model_config.bn_momentum,
+      zero_init_residual=model_config.zero_init_residual,
   )
 
 

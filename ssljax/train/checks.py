@@ -64,9 +64,9 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
            f"config.train.checkpoint_every must be positive, got {config.train.checkpoint_every}")
   _require(config.train.keep_checkpoints > 0,
            f"config.train.keep_checkpoints must be positive, got {config.train.keep_checkpoints}")
-  _require(config.train.get("param_sharding", "replicated") in ("replicated", "fsdp"),
-           f"config.train.param_sharding must be 'replicated' or 'fsdp', got {config.train.get('param_sharding')!r}")
-  gather = config.train.get("fsdp_gather", "model")
+  _require(config.train.param_sharding in ("replicated", "fsdp"),
+           f"config.train.param_sharding must be 'replicated' or 'fsdp', got {config.train.param_sharding!r}")
+  gather = config.train.fsdp_gather
   _require(gather in ("model", "layer"), f"config.train.fsdp_gather must be 'model' or 'layer', got {gather!r}")
   # Only the Transformer's blocks gather their own parameters; in any other model a block-named
   # parameter would reach the model split.
@@ -180,7 +180,7 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
 
   _require(isinstance(config.seed, int) and config.seed >= 0,
            f"config.seed must be a non-negative integer, got {config.seed!r}")
-  policy = config.train.get("nonfinite", "stop")
+  policy = config.train.nonfinite
   _require(policy in nonfinite.POLICIES, f"config.train.nonfinite must be one of {nonfinite.POLICIES}, got {policy!r}")
   try:  # the optimizer and its schedule, built (no arrays) to check their keys
     optim.optimizer(config.optim, config.train.steps, config.train.batch_size)
@@ -242,7 +242,7 @@ def _check_own_data(d: ml_collections.ConfigDict) -> None:
 # step), and resuming with it changed needs --allow_config_change.
 RESUMABLE_KEYS = frozenset({
     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.eval_every", "train.evaluate", "train.nonfinite", "train.param_sharding",
+    "train.evaluate", "train.nonfinite", "train.param_sharding",
     "train.fsdp_min_size", "train.fsdp_gather", "train.distributed", "data.data_dir", "data.path", "data.eval_split",
     "data.test_split", "model.attention_impl", "model.remat",
 })
@@ -272,17 +272,6 @@ def _same_compute_dtype(key: str, old, new) -> bool:
     return False
 
 
-# Keys added after runs were saved, with the value that means what those runs did: a saved
-# config without the key trained exactly as this value does.
-ADDED_KEYS_DEFAULTS = {"model.relative_buckets": 0, "model.qkv_conv_width": 0, "data.path": None,
-                       "data.channels": None, "init_from": None, "optim.warmup_fraction": 0.0,
-                       "optim.schedule": "cosine", "optim.eps": 1e-8}
-
-
-def _added_key_at_its_old_meaning(key: str, old, new) -> bool:
-  return old == workdir_lib.MISSING and key in ADDED_KEYS_DEFAULTS and new == ADDED_KEYS_DEFAULTS[key]
-
-
 def _show(value) -> str:
   return value if value == workdir_lib.MISSING else repr(value)
 
@@ -300,7 +289,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, allow_config_c
   if saved is None or not steps:
     return  # nothing to resume: the run starts afresh and saves this config
   changed = {k: v for k, v in workdir_lib.config_differences(saved, config).items()
-             if not resumable(k) and not _same_compute_dtype(k, *v) and not _added_key_at_its_old_meaning(k, *v)}
+             if not resumable(k) and not _same_compute_dtype(k, *v)}
   if not changed:
     return
   listed = "; ".join(f"config.{k}: {_show(old)} in the saved run, {_show(new)} now" for k, (old, new) in changed.items())
@@ -314,10 +303,13 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, allow_config_c
     return
   longer = (" To train longer, pass --allow_config_change: the cosine schedule is then stretched to the "
             "new length from this step on." if "train.steps" in changed else "")
+  older = (" A key the saved run lacks was added to ssljax after that run was saved: an older version's "
+           "checkpoints do not resume in this one." if any(old == workdir_lib.MISSING for old, _ in changed.values())
+           else "")
   raise ResumeError(
       f"resuming {where} with a config that changes the run: {listed}. Resume with the saved config "
       f"({os.path.join(workdir, workdir_lib.CONFIG_FILE)}), pass --allow_config_change to go on with the "
-      f"new values, or use another --workdir.{longer}")
+      f"new values, or use another --workdir.{longer}{older}")
 
 
 def as_input_error(what: str, fix: str, fn, *args, **kwargs):

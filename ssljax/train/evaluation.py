@@ -1,10 +1,11 @@
-"""`ssljax eval`: evaluate a finished run with its family's evaluation, beside its baselines.
+"""`ssljax eval`: evaluate a finished run with the evaluators its config names (`config.evals`),
+each beside its baselines.
 
 The run's config and latest checkpoint are all it needs (`ssljax.objectives.restore_model`); what
-is measured depends on the modality (image runs: linear probes, few-label probes over several
-draws, kNN; for the trained encoder, a calibrated random-init encoder and raw pixels). The
-report goes to stdout and to `eval.json` (or `eval_<split>.json` for another split than test)
-in the workdir.
+is measured is the evaluators' (image runs: linear probe, few-label probe over several draws,
+kNN, each also for a calibrated random-init encoder and raw pixels). The report, one entry per
+evaluator, goes to stdout and to `eval.json` (or `eval_<split>.json` for another split than
+test) in the workdir.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from ssljax import workdir as workdir_lib
 EVAL_FILE = "eval.json"
 
 
+class NothingToEvaluate(ValueError):
+  """The run's config names no evaluator."""
+
+
 def eval_file(split: str, test_split: str = "test") -> str:
   """eval.json for the test split (the figure a run reports once), eval_<split>.json else."""
   return EVAL_FILE if split == test_split else f"eval_{split.replace('/', '_')}.json"
@@ -30,15 +35,13 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, verbose: bool = 
   writes and returns the report."""
   config = workdir_lib.load_config(workdir)
   split = split or config.data.test_split
+  if not config.get("evals"):
+    raise NothingToEvaluate(f"the run in {workdir} names no evaluator (its config.evals is empty): nothing to "
+                            "evaluate; train with --config.evals.<entry>=... (see ssljax/evaluators/)")
   objective, params, model_state = objectives.restore_model(workdir, config)
   evaluation = evaluators.from_config(objective, config, workdir)
-  if evaluation.evaluators:
-    report = {"objective": objective.name, "dataset": config.data.name, "split": split,
-              **evaluation.run(params, model_state, split)}
-    format_report = evaluation.format
-  else:
-    report = objective.family.evaluate(objective, params, model_state, config, workdir, split)
-    format_report = objective.family.format_results
+  report = {"objective": objective.name, "dataset": config.data.name, "split": split,
+            **evaluation.run(params, model_state, split)}
   path = os.path.join(workdir, eval_file(split, config.data.test_split))
   # With several processes each evaluates on one of its own devices (the same report); the
   # first writes and prints it.
@@ -48,6 +51,6 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, verbose: bool = 
     json.dump(report, f, indent=2)
   if verbose:
     print()
-    print(format_report(report))
+    print(evaluation.format(report))
     print(f"written to {path}")
   return report

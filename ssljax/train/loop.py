@@ -1,6 +1,6 @@
 """The generic training loop: any registered objective, of any modality, on every device of
 every host. It knows the objective only through the Objective interface and its family's
-`train_input` and `monitors`; nothing here names images or text."""
+`train_input`, and the evaluators that `config.evals` names; nothing here names images or text."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def abstract_state(create, config, sharding) -> TrainState:
 def pretrained_params(config: ml_collections.ConfigDict, objective, mesh) -> dict | None:
   """The parameters of the run `config.init_from` names, replicated over `mesh`; None when it is
   unset. Read from that run's checkpoint alone: its objective is not built."""
-  source = config.get("init_from")
+  source = config.init_from
   if not source:
     return None
   if objective.load_pretrained is None:
@@ -94,7 +94,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   example = checks.as_input_error(f"reading the first training records of {config.data.name}",
                                   checks.data_fix(config), data.example_batch, inp.source, inp.record_fn,
                                   inp.iter_stage)
-  fsdp = t.get("param_sharding", "replicated") == "fsdp"
+  fsdp = t.param_sharding == "fsdp"
   tx, learning_rate = optim.optimizer(config.optim, t.steps, t.batch_size, sharded=fsdp)
   create = checks.as_input_error("building the model for the training examples", checks.MODEL_FIX, state_factory,
                                  objective, example, tx)
@@ -126,16 +126,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   start = int(state.step)
 
   train_step = step_lib.make_train_step(objective, tx, jax.random.key(config.seed), mesh,
-                                        state_specs=specs, skip_nonfinite=t.get("nonfinite") == "skip",
-                                        gather_per_layer=t.get("fsdp_gather", "model") == "layer")
-  watch = nonfinite.Watch(t.get("nonfinite", "stop"), state.params)
+                                        state_specs=specs, skip_nonfinite=t.nonfinite == "skip",
+                                        gather_per_layer=t.fsdp_gather == "layer")
+  watch = nonfinite.Watch(t.nonfinite, state.params)
   writer = MetricWriter(workdir, resume_step=start, enabled=jax.process_index() == 0)
   bar = Progress(t.steps, start, units_per_step=t.batch_size * inp.units_per_example, unit=inp.unit,
                  enabled=progress and jax.process_index() == 0)
   evaluation = checks.as_input_error("making the evaluators of config.evals", "Check config.evals.",
                                     evaluators.from_config, objective, config, workdir)
-  legacy = not evaluation.evaluators and objective.family.monitors is not None
-  monitors = objective.family.monitors(objective, config, workdir) if legacy else []
   batch_sharding = mesh_lib.batch_sharded(mesh)
   sigterm = preemption.StopOnSigterm(mngr.reached_preemption).install()
   try:
@@ -152,15 +150,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         metrics.update(watch.metrics())
         metrics["learning_rate"] = float(learning_rate(step))
-        due = [m for m in monitors if done % m.every == 0 or done == t.steps]
-        due_evaluators = evaluation.due(done, t.steps)
-        if due or due_evaluators:
+        due = evaluation.due(done, t.steps)
+        if due:  # on the validation split: the test split is reported once, at the end
           params, model_state = sharding.to_host((state.params, state.model_state), mesh)
-          for monitor in due:
-            metrics.update(monitor.fn(params, model_state))
-          if due_evaluators:  # on the validation split: the test split is reported once, at the end
-            reports = evaluation.run(params, model_state, config.data.eval_split, due_evaluators)
-            metrics.update(evaluation.scalars(reports))
+          reports = evaluation.run(params, model_state, config.data.eval_split, due)
+          metrics.update(evaluation.scalars(reports))
         metrics.update(bar.update(done, metrics))
         if jax.process_index() == 0:
           writer.write(done, metrics)

@@ -31,7 +31,7 @@ SCHEDULES = ("cosine", "linear")
 def warmup_steps(optim: ml_collections.ConfigDict, total_steps: int) -> int:
   """Steps of the linear warm-up: `optim.warmup_fraction` of the run when set (BERT's
   fine-tuning: 10%), else `optim.warmup_steps`; always at least one step short of the run."""
-  fraction = optim.get("warmup_fraction", 0.0)
+  fraction = optim.warmup_fraction
   if fraction and optim.warmup_steps:
     raise ValueError(f"set config.optim.warmup_steps ({optim.warmup_steps}) or config.optim.warmup_fraction "
                      f"({fraction}), not both")
@@ -47,7 +47,7 @@ def schedule(optim: ml_collections.ConfigDict, total_steps: int, global_batch: i
   fine-tuning schedule, Devlin et al. 2019, appendix A.3)."""
   peak = scaled_learning_rate(optim, global_batch)
   warmup = warmup_steps(optim, total_steps)
-  kind = optim.get("schedule", "cosine")
+  kind = optim.schedule
   if kind == "cosine":
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=max(total_steps, 1)
@@ -146,7 +146,7 @@ def optimizer(
         momentum=optim.momentum,
     )
   elif optim.name == "adamw":
-    tx = optax.adamw(lr, b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999), eps=optim.get("eps", 1e-8),
+    tx = optax.adamw(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                      weight_decay=optim.weight_decay, mask=decay_mask)
   elif optim.name == "sgd":
     tx = optax.chain(
@@ -155,7 +155,7 @@ def optimizer(
     )
   else:
     raise ValueError(f"config.optim.name must be 'lars', 'adamw' or 'sgd', got {optim.name!r}")
-  if optim.get("clip_norm", 0.0):
+  if optim.clip_norm:
     # Clipping the global gradient norm first keeps rare large steps (early transformer
     # training) from undoing what the optimizer's moments have learned.
     clip = clip_by_global_norm_sharded if sharded else optax.clip_by_global_norm

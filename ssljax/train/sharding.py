@@ -54,13 +54,13 @@ def tree_specs(tree, num_devices: int, min_size: int):
 
 def state_specs(state: TrainState, train: ml_collections.ConfigDict, num_devices: int) -> TrainState:
   """The PartitionSpec of every leaf of `state` (concrete or abstract) for `train.param_sharding`."""
-  mode = train.get("param_sharding", "replicated")
+  mode = train.param_sharding
   if mode not in MODES:
     raise ValueError(f"config.train.param_sharding must be one of {MODES}, got {mode!r}")
   replicated = jax.tree.map(lambda _: P(), state)
   if mode == "replicated":
     return replicated
-  min_size = train.get("fsdp_min_size", 2**18)
+  min_size = train.fsdp_min_size
   return replicated.replace(params=tree_specs(state.params, num_devices, min_size),
                             opt_state=tree_specs(state.opt_state, num_devices, min_size))
 
