@@ -24,6 +24,7 @@ With few labels an epoch is a handful of steps, so every run takes at least `min
 import ml_collections
 from ml_collections import config_dict
 
+from ssljax import evaluators
 from ssljax.train.defaults import base_config
 
 TASKS = ("bbc_topic", "bbc_same_article", "bbc_quotes", "bbc_who_said", "sst2", "mnli", "conll2003", "squad", "file")
@@ -60,11 +61,10 @@ def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
   # real tokens' states; pairs only: "segments" classifies Sentence-BERT's (u, v, |u - v|) of the
   # two segments' mean states, "cosine" thresholds their cosine (ssljax.downstream.heads).
   c.pooling = "cls"
-  # > 0: LP-FT (Kumar et al. 2022, arXiv 2202.10054): first this many full-batch Adam steps at
-  # probe_lr on the head alone over the frozen encoder's states of the labelled examples, then
-  # the whole model is fine-tuned from there (ssljax.finetune.train.Runner.fit_head).
+  # > 0: LP-FT (Kumar et al. 2022, arXiv 2202.10054): first the head alone is fitted on the
+  # frozen encoder's states of the labelled examples by full-batch L-BFGS, at most this many
+  # iterations, then the whole model is fine-tuned from there (ssljax.finetune.train.Runner.fit_head).
   c.probe_steps = 0
-  c.probe_lr = 1e-2
 
   # Label budget: all labels by default; or k labelled examples per class (classification),
   # or a fraction of the training examples (any task), averaged over `draws` draws.
@@ -153,3 +153,6 @@ def trainer_part(c: ml_collections.ConfigDict) -> None:
   # One checkpoint per run: `ssljax finetune` keeps a run per trial (BERT-base: 1.3 GB each).
   c.train.log_every, c.train.checkpoint_every, c.train.keep_checkpoints = 10, 100, 1
   c.eval.batch_size = c.get_ref("eval_batch_size")
+  # The task's metrics on the validation or test examples (at most max_eval_examples): what
+  # `ssljax eval` and the end of a run report, and what `ssljax finetune` scores each trial by.
+  c.evals.task_metrics = evaluators.options("task_metrics", max_examples=c.get_ref("max_eval_examples"))

@@ -1,3 +1,4 @@
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -162,3 +163,85 @@ def test_cross_validation_picks_the_penalty_that_generalises():
   signal = np.c_[y - 0.2 + 0.05 * rng.normal(size=100), rng.normal(size=(100, 2))]
   assert linear_probe.cross_validated_l2(signal, y, np.ones(100), candidates, num_classes=2) < 10.0
 
+
+
+def test_minimise_reaches_a_quadratics_closed_form_minimum():
+  """f(p) = 1/2 x'Ax - c'x over a pytree p = {"u": x[:3], "v": x[3:]}: minimum at x* = A^-1 c, where
+  f = -1/2 c'A^-1 c. The eigenvalues of A lie in [0.5, 4], so the stopping rule |grad| <= 1e-5 puts x
+  within 1e-5 / 0.5 = 2e-5 of x* (float32 rounding adds ~1e-6): 1e-4 is a bound, not a tuning."""
+  rng = np.random.default_rng(0)
+  q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+  a = (q * np.array([0.5, 1.0, 2.0, 3.0, 4.0])) @ q.T
+  c = rng.normal(size=5)
+
+  def objective(p, a, c):
+    x = jnp.concatenate([p["u"], p["v"]])
+    return 0.5 * x @ a @ x - c @ x
+
+  start = {"u": jnp.ones(3), "v": jnp.ones(2)}
+  found = linear_probe.minimise(objective, start, jnp.asarray(a, jnp.float32), jnp.asarray(c, jnp.float32))
+  want = np.linalg.solve(a, c)
+  np.testing.assert_allclose(np.concatenate([found.params["u"], found.params["v"]]), want, atol=1e-4)
+  assert float(found.value) == pytest.approx(-0.5 * c @ want, rel=1e-5)
+  assert float(found.start_value) == pytest.approx(0.5 * np.ones(5) @ a @ np.ones(5) - c.sum(), rel=1e-6)
+  assert 1 <= int(found.steps) < 500
+  # max_steps bounds the iterations: one step lowers f without reaching the minimum.
+  one = linear_probe.minimise(objective, start, jnp.asarray(a, jnp.float32), jnp.asarray(c, jnp.float32), max_steps=1)
+  assert int(one.steps) == 1 and float(found.value) < float(one.value) < float(one.start_value)
+
+
+def _topic_texts(seed, per_class, classes):
+  """Short texts of `classes` topics: words of the topic's own list and of a shared one, so that
+  the classes overlap and the penalty, not separability, decides the weights' size."""
+  rng = np.random.default_rng(seed)
+  topics = [["stocks", "market", "shares", "bank", "rates"], ["goal", "match", "team", "cup", "coach"],
+            ["album", "film", "band", "stage", "award"]][:classes]
+  shared = ["the", "said", "year", "new", "people", "week"]
+  texts, labels = [], []
+  for label in range(classes):
+    for _ in range(per_class):
+      stray = rng.choice(topics[rng.integers(classes)])  # a word of any topic
+      words = list(rng.choice(topics[label], 2)) + list(rng.choice(shared, 3)) + [stray]
+      texts.append(" ".join(rng.permutation(words)))
+      labels.append(label)
+  return texts, np.array(labels)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("c", [1.0, 10.0])
+def test_tfidf_probe_matches_sklearn_logistic_regression(classes, c):
+  """The TF-IDF baseline's probe at scikit-learn's C (`tfidf.penalty`) is LogisticRegression(C).
+
+  The probe stops at |grad| <= 1e-5 on the mean cross-entropy + l2/2 |W|^2, strongly convex in W
+  with modulus >= l2 (>= 1 / (10 * 24) here; the unpenalised biases are fixed by the cross-entropy
+  up to a common shift, which changes no probability), so its weights are within about
+  1e-5 * 240 = 2.4e-3 of the minimiser, and as TF-IDF rows have unit norm the logits too:
+  probabilities then agree within 2e-3 (a softmax's slope is at most 1/2; measured: 2e-5 at most).
+  Predictions agree where sklearn's top two probabilities are further apart than twice that. Half
+  the C moves the probabilities by more than 1e-2, so the test tells the conventions apart (with
+  two classes, a missing factor 2 in `tfidf.penalty` is such a halving)."""
+  from ssljax.evaluate import tfidf
+
+  texts, labels = _topic_texts(seed=classes, per_class=8, classes=classes)
+  held_out, held_out_labels = _topic_texts(seed=10 + classes, per_class=5, classes=classes)
+  vectors = tfidf.text_tfidf(texts)
+  train_x, test_x = vectors.vectors(texts), vectors.vectors(held_out)
+  probe = tfidf.fit_probe(train_x, labels, c)
+  reference = LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(train_x, labels)
+
+  def probabilities(x):
+    logits = probe.logits(x).astype(np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+  for x in (train_x, test_x):
+    np.testing.assert_allclose(probabilities(x), reference.predict_proba(x), atol=2e-3)
+  want = reference.predict_proba(test_x)
+  top2 = np.sort(want, axis=1)[:, -2:]
+  clear = top2[:, 1] - top2[:, 0] > 4e-3
+  assert clear.mean() > 0.8
+  np.testing.assert_array_equal(probe.predict(test_x)[clear], reference.predict(test_x)[clear])
+  assert np.mean(probe.predict(test_x) == held_out_labels) > 1 / classes
+  # The tolerance tells C apart: at half the C scikit-learn's probabilities move by more.
+  halved = LogisticRegression(C=c / 2, tol=1e-10, max_iter=10_000).fit(train_x, labels)
+  assert np.abs(halved.predict_proba(test_x) - want).max() > 1e-2

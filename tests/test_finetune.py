@@ -15,6 +15,7 @@ from helpers import run_cli
 from ssljax import finetune
 from ssljax.downstream import baselines, heads, inputs, metrics, tasks
 from ssljax.downstream import examples as task_examples
+from ssljax.evaluate import tfidf
 from ssljax.finetune import train
 from ssljax.models import transformer
 from ssljax.text import CLS, PAD, SEP, ByteTokenizer
@@ -200,15 +201,22 @@ def test_fit_head_trains_the_head_alone_on_the_frozen_encoder(monkeypatch):
     other = " ".join(rng.choice(numbers, 6))
     examples.append({"text_a": text, "text_b": text if i % 2 else other, "label": i % 2})
   config = finetune.with_overrides(finetune.default_config("bbc_same_article"),
-                                   {"pooling": "cosine", "probe_steps": 150, "probe_lr": 0.02, "eval_batch_size": 8})
+                                   {"pooling": "cosine", "probe_steps": 150, "eval_batch_size": 8})
   runner = train.Runner(tasks.get("bbc_same_article"), TINY, TOKENIZER, config)
   template = task_examples.template_feature(runner.encoder, examples)
   params = runner.init(jax.random.key(0), template)
   before = jax.tree.map(np.asarray, params)
   fitted, info = runner.fit_head(params, examples, np.arange(16), template)
   assert info["probe_loss_end"] < info["probe_loss_start"]
-  # The threshold moved from 0 to between the two classes' mean cosines.
+  # The record's losses are the head's loss on the frozen states before and after (L-BFGS, at most
+  # probe_steps iterations).
   batch = inputs.collate([runner.encoder.train_feature(e) for e in examples], 16, template)
+  hidden = runner.encode(params["encoder"], batch)
+  head_of = lambda p: {k: v for k, v in p.items() if k != "encoder"}  # noqa: E731
+  assert float(runner.head_loss(head_of(params), batch, hidden)) == pytest.approx(info["probe_loss_start"], rel=1e-5)
+  assert float(runner.head_loss(head_of(fitted), batch, hidden)) == pytest.approx(info["probe_loss_end"], rel=1e-4)
+  assert 1 <= info["probe_iterations"] <= 150
+  # The threshold moved from 0 to between the two classes' mean cosines.
   cosines = np.asarray(heads.segment_cosine(heads.encode(TINY, params["encoder"], batch), batch["tokens"] != PAD,
                                             batch["segments"]))
   labels = np.arange(16) % 2
@@ -398,11 +406,32 @@ def test_majority_tag_per_word():
 
 
 def test_pair_features_start_with_the_tfidf_cosine():
-  vec = baselines._vectorizer(["red apples", "green apples", "blue sky"])
-  x = baselines.pair_features(vec, [("red apples", "green apples"), ("red apples", "blue sky")]).toarray()
-  a, b = vec.transform(["red apples"]).toarray()[0], vec.transform(["green apples"]).toarray()[0]
+  vec = tfidf.text_tfidf(["red apples", "green apples", "blue sky"])
+  x = tfidf.pair_features(vec, [("red apples", "green apples"), ("red apples", "blue sky")]).toarray()
+  a, b = vec.vectors(["red apples"]).toarray()[0], vec.vectors(["green apples"]).toarray()[0]
   np.testing.assert_allclose(x[0, 0], a @ b / np.linalg.norm(a) / np.linalg.norm(b))
   assert x[1, 0] == 0.0
+
+
+def test_text_tfidf_is_scikit_learns_tfidf_vectorizer():
+  """The one TF-IDF, counted then weighted in two steps, gives TfidfVectorizer's vectors."""
+  from sklearn.feature_extraction.text import TfidfVectorizer
+
+  texts = ["the red apples fell", "green apples and red pears", "a blue sky over the apples", "red red sky"]
+  reference = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=tfidf.VOCABULARY).fit(texts[:3])
+  got = tfidf.text_tfidf(texts[:3]).vectors(texts).toarray()
+  np.testing.assert_allclose(got, reference.transform(texts).toarray(), rtol=1e-12)
+
+
+def test_tfidf_baseline_picks_c_on_validation_and_predicts_a_single_labelled_class():
+  texts = ["stocks fell on the market", "the match ended in a goal", "shares and bonds rallied",
+           "the team won the cup final", "the market closed higher", "a late goal won the match"]
+  labels = [0, 1, 0, 1, 0, 1]
+  result = tfidf.tfidf_logreg(texts, (texts[:4], labels[:4]), (texts[4:], labels[4:]), (texts[4:], labels[4:]))
+  assert result["name"] == "tfidf_logreg" and result["C"] in tfidf.C_GRID
+  assert result["validation"] == result["test"] == {"accuracy": 1.0}
+  single = tfidf.tfidf_logreg(texts, (texts[:1], labels[:1]), (texts[4:], labels[4:]), (texts[4:], labels[4:]))
+  assert single["C"] is None and single["test"] == {"accuracy": 0.5}
 
 
 def test_heuristic_span_reads_the_speaker():

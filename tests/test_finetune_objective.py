@@ -21,7 +21,7 @@ import pytest
 from helpers import REPO, popen_cli, run_cli, run_steps
 from ssljax import data, objectives, workdir as workdir_lib
 from ssljax.commands import evaluate_workdir
-from ssljax.families import finetune_tasks
+from ssljax.evaluators import task_metrics
 from ssljax import finetune
 from ssljax.downstream import heads, inputs, tasks
 from ssljax.finetune import train as finetune_train
@@ -156,17 +156,21 @@ def test_evaluation_scores_the_tasks_examples(bert_run, tmp_path):
   config = _config(bert_run, **{"train.steps": 3, "train.evaluate": False})
   workdir = str(tmp_path / "run")
   loop.train(config, workdir, progress=False)
-  report = evaluate_workdir(workdir, split="validation", verbose=False)
+  written = evaluate_workdir(workdir, split="validation", verbose=False)
+  assert {k: written[k] for k in ("objective", "dataset", "split")} == {
+      "objective": "finetune", "dataset": "bbc_topic", "split": "validation"}
+  report = written["task_metrics"]
   assert (report["task"], report["split"], report["examples"]) == ("bbc_topic", "validation", 16)
   # By hand: the head's argmax on every validation example's input, against its label.
   objective = objectives.build(config)
-  examples = finetune_tasks.eval_examples(config, tasks.get("bbc_topic"), "validation")
+  examples = task_metrics.split_examples(config, tasks.get("bbc_topic"), "validation", config.max_eval_examples)
   features = [objective.extras["encoder"].train_feature(e) for e in examples]
   batch = inputs.collate(features, len(features), features[0])
   model = heads.FinetuneModel(objective.extras["encoder_config"], "classify", 5, 0.0, config.pooling)
   logits = model.apply({"params": workdir_lib.restore_params(workdir)}, batch)
   assert report["accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == batch["label"]))
-  assert "accuracy" in finetune_tasks.format_results(report)
+  assert "accuracy" in task_metrics.format_report(report)
+  assert json.load(open(os.path.join(workdir, "eval_validation.json"))) == written
 
 
 def test_init_from_refuses_parameters_without_an_encoder_and_runs_of_other_objectives(bert_run, tmp_path):

@@ -1,17 +1,10 @@
-"""Baselines computed beside every fine-tuning result, from the same labelled examples.
+"""Baselines of the tagging and span tasks, computed beside every fine-tuning result from the
+same labelled examples (`ssljax.finetune.protocol.run_baseline`; classification and sentence
+pairs have TF-IDF probes, `ssljax.evaluate.tfidf`):
 
-* classification: TF-IDF of word uni- and bigrams + logistic regression (scikit-learn), its L2
-  strength C chosen on the validation split;
-* sentence pairs: TF-IDF vectors a, b of the two texts (unit length), features [a . b, a * b]
-  (the cosine and the word-by-word product whose sum it is: which words the two share, and how
-  rare they are) + logistic regression, C chosen on validation;
 * tagging: each word's majority tag in the labelled training sentences (lower-cased), the
   overall majority tag for unseen words;
 * spans: a surface heuristic (`heuristic_span`), which needs no training.
-
-The classifiers read the text that the encoder reads after truncation (`Encoder.visible_text`),
-and TF-IDF's vocabulary and document frequencies come from all training inputs (unlabelled
-text, as pretraining has), the classifier only from the labelled ones.
 """
 
 from __future__ import annotations
@@ -20,79 +13,7 @@ import collections
 import re
 from collections.abc import Sequence
 
-import numpy as np
-
 from ssljax.downstream import metrics
-
-C_GRID = (0.1, 1.0, 10.0, 100.0)
-
-
-def _vectorizer(texts: Sequence[str]):
-  from sklearn.feature_extraction.text import TfidfVectorizer
-
-  return TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, max_features=100_000).fit(texts)
-
-
-def _fit_best(train_x, train_y, val_x, val_y, seed: int):
-  """The logistic regression, over C_GRID, with the best validation accuracy: (model, C, acc)."""
-  from sklearn.linear_model import LogisticRegression
-
-  best = None
-  for c in C_GRID:
-    if len(set(train_y)) < 2:  # one labelled class (a tiny draw): predict it
-      break
-    model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(train_x, train_y)
-    acc = metrics.accuracy(model.predict(val_x), val_y)
-    if best is None or acc > best[2]:
-      best = (model, c, acc)
-  return best
-
-
-class _Constant:
-  def __init__(self, label):
-    self.label = label
-
-  def predict(self, x):
-    return np.full(x.shape[0], self.label)
-
-
-def _classifier_result(train_x, train_y, val_x, val_y, test_x, test_y, seed: int, name: str) -> dict:
-  best = _fit_best(train_x, train_y, val_x, val_y, seed)
-  if best is None:
-    model, c = _Constant(train_y[0]), None
-  else:
-    model, c = best[0], best[1]
-  return {"name": name, "C": c, "validation": {"accuracy": metrics.accuracy(model.predict(val_x), val_y)},
-          "test": {"accuracy": metrics.accuracy(model.predict(test_x), test_y)}}
-
-
-def tfidf_logreg(unlabelled: Sequence[str], train: tuple[Sequence[str], Sequence[int]],
-                 validation: tuple[Sequence[str], Sequence[int]], test: tuple[Sequence[str], Sequence[int]],
-                 seed: int = 0) -> dict:
-  """TF-IDF + logistic regression for single texts; each split is (texts, labels)."""
-  vec = _vectorizer(unlabelled)
-  xs = [vec.transform(split[0]) for split in (train, validation, test)]
-  ys = [np.asarray(split[1]) for split in (train, validation, test)]
-  return _classifier_result(xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], seed, "tfidf_logreg")
-
-
-def pair_features(vec, pairs: Sequence[tuple[str, str]]):
-  """[cosine, a * b] of the (unit-length) TF-IDF vectors of each pair's texts: (N, 1 + V) sparse."""
-  import scipy.sparse as sp
-
-  a = vec.transform([p[0] for p in pairs])
-  b = vec.transform([p[1] for p in pairs])
-  product = a.multiply(b).tocsr()  # (N, V): the shared words' weights
-  cosine = np.asarray(product.sum(axis=1))  # (N, 1): TfidfVectorizer rows have unit L2 norm
-  return sp.hstack([sp.csr_matrix(cosine), product]).tocsr()
-
-
-def tfidf_pair_logreg(unlabelled: Sequence[str], train, validation, test, seed: int = 0) -> dict:
-  """TF-IDF pair features + logistic regression; each split is (pairs (a, b), labels)."""
-  vec = _vectorizer(unlabelled)
-  xs = [pair_features(vec, split[0]) for split in (train, validation, test)]
-  ys = [np.asarray(split[1]) for split in (train, validation, test)]
-  return _classifier_result(xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], seed, "tfidf_pair_logreg")
 
 
 def majority_tags(train: Sequence[tuple[Sequence[str], Sequence[int]]]) -> tuple[dict[str, int], int]:

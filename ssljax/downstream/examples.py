@@ -1,7 +1,7 @@
 """A downstream task's examples outside any training loop: label budgets and their draws,
-streamed predictions scored with the task's metrics, and the baselines on the same labelled
-subsets. Fine-tuning's trials (ssljax.finetune) and the fine-tuning family (families/finetune_tasks.py)
-share them.
+streamed predictions scored with the task's metrics, and each metric's mean and std over draws.
+Fine-tuning's trials (ssljax.finetune), the fine-tuning family (families/finetune_tasks.py)
+and the task_metrics evaluator share them.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import tqdm
 
 from ssljax.data import read_all
-from ssljax.downstream import baselines, inputs, metrics
-from ssljax.downstream.heads import CLASSIFY, PAIR, SPAN, TAG
+from ssljax.downstream import inputs, metrics
+from ssljax.downstream.heads import CLASSIFY, PAIR, TAG
 from ssljax.downstream.tasks import Task
 
 
@@ -177,36 +177,3 @@ def template_feature(encoder: inputs.Encoder, train: Sequence[dict]) -> dict:
       if feature is not None:
         return feature
   raise ValueError("no training example fits the encoder's sequence length")
-
-
-def run_baseline(task: Task, enc: inputs.Encoder, data: dict, subsets: list[np.ndarray], seed: int) -> dict | None:
-  """The task kind's baseline on each labelled subset, mean (and std) over the draws; `enc`
-  says what the encoder sees of each example (its truncation), which the baseline reads too."""
-  if task.kind == SPAN:
-    return {"name": "surface_heuristic", "validation": baselines.span_heuristic(read_all(data["validation"])),
-            "test": baselines.span_heuristic(read_all(data["test"]))}
-  train, val, test = (read_all(data[r]) for r in ("train", "validation", "test"))
-  if task.kind == TAG:
-    def visible(examples):  # the words the encoder keeps, with their tags
-      return [(e["words"][:n], e["tags"][:n]) for e in examples
-              for n in [len(enc.tagging(e["words"], None)[1])]]
-
-    val_v, test_v = visible(val), visible(test)
-    draws = []
-    for indices in subsets:
-      table = baselines.majority_tags([(train[i]["words"], train[i]["tags"]) for i in indices])
-      draws.append({role: metrics.tagging_scores([baselines.tag_with_majority(table, w) for w, _ in split],
-                                                 [t for _, t in split], outside=task.outside)
-                    for role, split in (("validation", val_v), ("test", test_v))})
-    return {"name": "majority_tag_per_word", **{r: mean_std([d[r] for d in draws]) for r in ("validation", "test")}}
-  visible = [enc.visible_text(e) for e in train]
-  val_x, test_x = [enc.visible_text(e) for e in val], [enc.visible_text(e) for e in test]
-  labels = lambda examples: [e["label"] for e in examples]  # noqa: E731
-  if task.kind == CLASSIFY:
-    fit, unlabelled = baselines.tfidf_logreg, visible
-  else:
-    fit, unlabelled = baselines.tfidf_pair_logreg, [t for pair in visible for t in pair]
-  draws = [fit(unlabelled, ([visible[i] for i in ix], [train[i]["label"] for i in ix]), (val_x, labels(val)),
-               (test_x, labels(test)), seed=seed) for ix in subsets]
-  return {"name": draws[0]["name"], "C": [d["C"] for d in draws],
-          **{r: mean_std([d[r] for d in draws]) for r in ("validation", "test")}}

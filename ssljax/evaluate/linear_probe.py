@@ -2,14 +2,17 @@
 
 Features are standardised with the training set's statistics; the classifier is trained
 full-batch with L-BFGS (optax.lbfgs) and an L2 penalty, a convex problem that needs no
-learning-rate tuning, inside one jitted `lax.while_loop`. The penalty is chosen by
-cross-validation on the training labels, as the SimCLR paper does on a validation split
-(arXiv 2002.05709, appendix B.5), so every representation gets its own best regulariser.
+learning-rate tuning, inside one jitted `lax.while_loop` (`minimise`, the package's one
+minimiser of a smooth objective over a parameter pytree: fine-tuning's LP-FT head fit and the
+TF-IDF baselines use it too). The penalty is chosen by cross-validation on the training labels,
+as the SimCLR paper does on a validation split (arXiv 2002.05709, appendix B.5), so every
+representation gets its own best regulariser.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,36 +28,68 @@ def standardise(train_x: np.ndarray, test_x: np.ndarray, weights: np.ndarray) ->
   return (train_x - mean) / std, (test_x - mean) / std
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "max_steps"))
-def fit(x, y, weights, l2, *, num_classes: int, max_steps: int = 500):
-  """Weights (D, K) and bias (K,) minimising the weighted mean cross-entropy + l2/2 * |W|^2.
+class Minimum(NamedTuple):
+  """What `minimise` found: the parameters, the objective there and at the start, and the number
+  of L-BFGS iterations taken."""
 
-  Example weights (0 or 1) select a subset without changing shapes, so the probe with all
-  labels and the probe with a few labels per class share one compilation.
+  params: Any
+  value: jax.Array
+  start_value: jax.Array
+  steps: jax.Array
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("max_steps",))
+def minimise(objective: Callable[..., jax.Array], params, *data, max_steps: int = 500,
+             tolerance: float = 1e-5) -> Minimum:
+  """Minimises a smooth `objective(params, *data) -> scalar` over a parameter pytree by
+  full-batch L-BFGS (optax.lbfgs, a zoom line search: no learning rate to tune), in one jitted
+  `lax.while_loop`: at least one iteration, at most `max_steps`, stopping once the gradient's norm
+  is at most `tolerance`.
+
+  `data` are traced arguments (the features, labels, frozen states), `objective` a static one:
+  the same function object reuses the compilation.
   """
-  params = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
 
-  def objective(params):
-    logits = x @ params["w"] + params["b"]  # (N, D) . (D, K) -> (N, K)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return jnp.sum(weights * ce) / jnp.sum(weights) + 0.5 * l2 * jnp.sum(jnp.square(params["w"]))
+  def value_fn(p):
+    return objective(p, *data)
 
   solver = optax.lbfgs()
-  value_and_grad = optax.value_and_grad_from_state(objective)
+  value_and_grad = optax.value_and_grad_from_state(value_fn)
 
   def step(carry):
     params, opt_state, i = carry
     value, grad = value_and_grad(params, state=opt_state)
-    updates, opt_state = solver.update(grad, opt_state, params, value=value, grad=grad, value_fn=objective)
+    updates, opt_state = solver.update(grad, opt_state, params, value=value, grad=grad, value_fn=value_fn)
     return optax.apply_updates(params, updates), opt_state, i + 1
 
   def not_done(carry):
     _, opt_state, i = carry
     grad = optax.tree.get(opt_state, "grad")
-    return (i == 0) | ((i < max_steps) & (optax.tree.norm(grad) > 1e-5))
+    return (i == 0) | ((i < max_steps) & (optax.tree.norm(grad) > tolerance))
 
-  params, _, _ = jax.lax.while_loop(not_done, step, (params, solver.init(params), 0))
-  return params
+  start_value = value_fn(params)
+  params, opt_state, steps = jax.lax.while_loop(not_done, step, (params, solver.init(params), 0))
+  return Minimum(params, optax.tree.get(opt_state, "value"), start_value, steps)
+
+
+def softmax_objective(params, x, y, weights, l2):
+  """The weighted mean cross-entropy of the linear classifier x @ w + b, plus l2/2 * |w|^2."""
+  logits = x @ params["w"] + params["b"]  # (N, D) . (D, K) -> (N, K)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+  return jnp.sum(weights * ce) / jnp.sum(weights) + 0.5 * l2 * jnp.sum(jnp.square(params["w"]))
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "max_steps"))
+def fit(x, y, weights, l2, *, num_classes: int, max_steps: int = 500):
+  """Weights (D, K) and bias (K,) minimising the weighted mean cross-entropy + l2/2 * |W|^2
+  (`softmax_objective`, by `minimise`).
+
+  `x` is (N, D) float32, dense or a `jax.experimental.sparse.BCOO` matrix (TF-IDF features).
+  Example weights (0 or 1) select a subset without changing shapes, so the probe with all
+  labels and the probe with a few labels per class share one compilation.
+  """
+  params = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
+  return minimise(softmax_objective, params, x, y, weights, l2, max_steps=max_steps).params
 
 
 def _predict(params, x):

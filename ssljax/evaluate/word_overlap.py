@@ -7,9 +7,9 @@ validation pairs. Text that follows A tends to repeat its names and topic words;
 a random other document mostly does not. It needs no training beyond document frequencies, so
 it shows how much of the task word overlap answers.
 
-TF-IDF is scikit-learn's (`CountVectorizer` then `TfidfTransformer` with its defaults: raw counts,
-smooth idf ln((1 + n) / (1 + df)) + 1, l2-normalised rows, which is `TfidfVectorizer`), over
-token ids instead of words: the pairs come as (n, T) arrays of the ids the model reads.
+TF-IDF is the package's (`ssljax.evaluate.tfidf`: scikit-learn's, raw counts, smooth idf
+ln((1 + n) / (1 + df)) + 1, l2-normalised rows), over token ids instead of words: the pairs come
+as (n, T) arrays of the ids the model reads.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse
-from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+from sklearn.feature_extraction.text import CountVectorizer
 
+from ssljax.evaluate import tfidf
 from ssljax.text.pairs import NEXT, RANDOM
 from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
 
@@ -38,16 +39,9 @@ def count_documents(documents: Iterable[np.ndarray]) -> tuple[CountVectorizer, s
   return counter, counter.fit_transform(documents)
 
 
-class SegmentTfidf:
-  """TF-IDF of token-id segments with the document frequencies of the training documents."""
-
-  def __init__(self, counter: CountVectorizer, counts: scipy.sparse.csr_matrix):
-    self.counter, self.tfidf = counter, TfidfTransformer().fit(counts)
-
-  def vectors(self, segments: list[list[int]]) -> scipy.sparse.csr_matrix:
-    """(n, V) l2-normalised rows; an id no training document holds is left out, and an empty
-    segment stays the zero vector."""
-    return self.tfidf.transform(self.counter.transform(segments))
+class SegmentTfidf(tfidf.Tfidf):
+  """TF-IDF of token-id segments (`vectors`) with the document frequencies of the training
+  documents (`count_documents`)."""
 
   def cosines(self, tokens: np.ndarray, segments: np.ndarray) -> np.ndarray:
     """(n, T) tokens and segment ids -> (n,) cosine of segment A's and segment B's vectors."""

@@ -1,5 +1,5 @@
 """The finetune_tasks family: the labelled examples of a downstream task (`ssljax.downstream.tasks`)
-for a head on a pretrained encoder, and the task's metrics.
+for a head on a pretrained encoder.
 
 - Input: the task's training examples (at most `max_train_examples`, a fixed random choice),
   and of those the labelled subset of draw `draw` under the label budget (`labels_per_class` or
@@ -7,24 +7,17 @@ for a head on a pretrained encoder, and the task's metrics.
   into its fixed-length encoder input with the task encoder's `train_feature`
   (`ssljax.downstream.inputs`); an example that yields none (a span answer outside every window)
   becomes a padding row of weight 0, which no loss counts.
-- Monitors: none.
-- Evaluation (`ssljax eval`, and the end of `ssljax train`): the task's metrics
-  (`ssljax.finetune.train.score`) on a role's examples ("validation", "test": the config's
-  `data.eval_split` and `data.test_split`), at most `max_eval_examples`, predictions streamed
-  in batches of `eval_batch_size`.
 
-The family depends on the task encoder (tokenizer and sequence length of the pretrained run),
-so an objective makes its own with `family(encoder)`; it reads the config keys task,
-max_train_examples, labels_per_class, label_fraction, draws, draw, max_eval_examples,
-eval_batch_size, data_dir and splits, and the objective's extras "predict" (params, batch) ->
-the head's outputs (`heads.predict_fn`).
+What a run reports is the task_metrics evaluator's (`ssljax.evaluators.task_metrics`), which
+`config.evals` names. The family depends on the task encoder (tokenizer and sequence length of
+the pretrained run), so an objective makes its own with `family(encoder)`; it reads the config
+keys task, max_train_examples, labels_per_class, label_fraction, draws, draw, data_dir and splits.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -56,13 +49,6 @@ def labelled_examples(config: ml_collections.ConfigDict, task: tasks.Task):
   return examples.Subset(train, subsets[config.draw])
 
 
-def eval_examples(config: ml_collections.ConfigDict, task: tasks.Task, split: str):
-  if split not in tasks.ROLES:
-    raise ValueError(f"a fine-tuning task is evaluated on one of its roles {tasks.ROLES}, not {split!r} "
-                     "(config.data.eval_split, config.data.test_split)")
-  return examples.capped(task.read(config, split), config.max_eval_examples, config.seed)
-
-
 def family(encoder: inputs.Encoder) -> Family:
   """The family of fine-tuning runs whose examples `encoder` turns into inputs."""
 
@@ -72,26 +58,4 @@ def family(encoder: inputs.Encoder) -> Family:
     template = examples.template_feature(encoder, source)
     return TrainInput(source=source, record_fn=TrainFeature(encoder, template), unit="examples")
 
-  def monitors(objective, config, workdir):
-    return []
-
-  def evaluate(objective, params, model_state, config, workdir, split):
-    del model_state, workdir
-    task = tasks.for_config(config)
-    predict = jax.jit(objective.extras["predict"])
-    predictions, gold = examples.predictions(task.kind, encoder, lambda batch: predict(params, batch),
-                                                   eval_examples(config, task, split), config.eval_batch_size)
-    return {"task": task.name, "split": split, "metric": task.metric, "examples": len(gold),
-            **examples.score(task, predictions, gold)}
-
-  return Family(name="finetune_tasks", train_input=train_input, monitors=monitors, evaluate=evaluate,
-                format_results=format_results)
-
-
-def format_results(report: dict) -> str:
-  """The printed report: the task's metrics on the split, the headline one first."""
-  scores = {k: v for k, v in report.items() if k not in ("task", "split", "metric", "examples")}
-  names = sorted(scores, key=lambda name: name != report["metric"])
-  lines = [f"Fine-tuned on {report['task']}: its {report['split']} split ({report['examples']} examples)"]
-  lines += [f"  {name:<16}{scores[name]:.4f}" for name in names]
-  return "\n".join(lines)
+  return Family(name="finetune_tasks", train_input=train_input)

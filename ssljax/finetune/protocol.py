@@ -10,8 +10,8 @@ Protocol: for every draw of the labelled subset (all labels: one draw) and every
 learning rate, a fresh head on the pretrained encoder (or, `init="scratch"`, on a randomly
 initialised one of the same shape) is trained and scored on the validation and test splits;
 the learning rate with the best mean validation metric over the draws is chosen, and only its
-test scores (mean and std over the draws) are reported. The baselines of `baselines.py` are fit
-on the same labelled subsets and chosen on the same validation split.
+test scores (mean and std over the draws) are reported. The task's baseline (`run_baseline`) is
+fit on the same labelled subsets and chosen on the same validation split.
 
 Every trial is a child run of the trainer under the output directory,
 `trials/draw<d>-lr<lr>/` (config.json, checkpoints, metrics.jsonl, eval.json), the "finetune"
@@ -36,15 +36,20 @@ import ml_collections
 import numpy as np
 
 from ssljax import workdir as workdir_lib
-from ssljax.train.evaluation import evaluate_workdir
-from ssljax.downstream import examples
+from ssljax.data import read_all
+from ssljax.downstream import baselines, examples, inputs, metrics
+from ssljax.downstream.heads import CLASSIFY, SPAN, TAG
+from ssljax.downstream.tasks import Task
+from ssljax.evaluate import tfidf
+from ssljax.evaluators import task_metrics
 from ssljax.finetune import with_overrides
 from ssljax.finetune import train as ft
-from ssljax.downstream.tasks import Task
 from ssljax.train import checkpoint, checks, loop
+from ssljax.train.evaluation import evaluate_workdir
 from ssljax.train.metrics import read_metrics
 
 TRIAL_FILE = "trial.json"  # a finished trial's record, beside its run
+TRIAL_SCORES = "task_metrics"  # the entry of config.evals whose report scores a trial
 PROBE_FILE = "probe.json"  # the head fit's losses, beside a draw's start
 
 
@@ -71,7 +76,7 @@ def run_trial(config: ml_collections.ConfigDict, directory: str, *, progress: bo
     with open(path) as f:
       return json.load(f)
   loop.train(config, directory, progress=progress)
-  scores = {split: _metrics(evaluate_workdir(directory, split=split, verbose=False))
+  scores = {split: task_metrics.scores(evaluate_workdir(directory, split=split, verbose=False)[TRIAL_SCORES])
             for split in ("validation", "test")}
   losses = [r["loss"] for r in read_metrics(directory)]
   record = {"steps": config.train.steps, "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 10):])),
@@ -79,11 +84,6 @@ def run_trial(config: ml_collections.ConfigDict, directory: str, *, progress: bo
   if jax.process_index() == 0:
     workdir_lib.replace_file(path, json.dumps(record, indent=2))
   return record
-
-
-def _metrics(report: dict) -> dict:
-  """The task's metrics of an evaluation report (finetune_tasks), without its description."""
-  return {k: v for k, v in report.items() if k not in ("task", "split", "metric", "examples")}
 
 
 def head_start(config: ml_collections.ConfigDict, runner: ft.Runner, pretrained_workdir: str, pretrained: dict | None,
@@ -108,6 +108,45 @@ def head_start(config: ml_collections.ConfigDict, runner: ft.Runner, pretrained_
   return directory, probe
 
 
+def run_baseline(task: Task, enc: inputs.Encoder, data: dict, subsets: list[np.ndarray]) -> dict:
+  """The task kind's baseline on each labelled subset, mean (and std) over the draws; `enc`
+  says what the encoder sees of each example (its truncation), which the baseline reads too.
+
+  Classification and pairs: the TF-IDF probes (`ssljax.evaluate.tfidf`), TF-IDF's vocabulary and
+  document frequencies from all training inputs (unlabelled text, as pretraining has), the
+  classifier from the labelled ones; tagging: each word's majority tag; spans: the surface
+  heuristic (`ssljax.downstream.baselines`)."""
+  if task.kind == SPAN:
+    return {"name": "surface_heuristic", "validation": baselines.span_heuristic(read_all(data["validation"])),
+            "test": baselines.span_heuristic(read_all(data["test"]))}
+  train, val, test = (read_all(data[r]) for r in ("train", "validation", "test"))
+  if task.kind == TAG:
+    def visible(examples):  # the words the encoder keeps, with their tags
+      return [(e["words"][:n], e["tags"][:n]) for e in examples
+              for n in [len(enc.tagging(e["words"], None)[1])]]
+
+    val_v, test_v = visible(val), visible(test)
+    draws = []
+    for indices in subsets:
+      table = baselines.majority_tags([(train[i]["words"], train[i]["tags"]) for i in indices])
+      draws.append({role: metrics.tagging_scores([baselines.tag_with_majority(table, w) for w, _ in split],
+                                                 [t for _, t in split], outside=task.outside)
+                    for role, split in (("validation", val_v), ("test", test_v))})
+    return {"name": "majority_tag_per_word",
+            **{r: examples.mean_std([d[r] for d in draws]) for r in ("validation", "test")}}
+  visible = [enc.visible_text(e) for e in train]
+  val_x, test_x = [enc.visible_text(e) for e in val], [enc.visible_text(e) for e in test]
+  labels = lambda split: [e["label"] for e in split]  # noqa: E731
+  if task.kind == CLASSIFY:
+    fit, unlabelled = tfidf.tfidf_logreg, visible
+  else:
+    fit, unlabelled = tfidf.tfidf_pair_logreg, [t for pair in visible for t in pair]
+  draws = [fit(unlabelled, ([visible[i] for i in ix], [train[i]["label"] for i in ix]), (val_x, labels(val)),
+               (test_x, labels(test))) for ix in subsets]
+  return {"name": draws[0]["name"], "C": [d["C"] for d in draws],
+          **{r: examples.mean_std([d[r] for d in draws]) for r in ("validation", "test")}}
+
+
 def finetune(task: Task, pretrained_workdir: str, config: ml_collections.ConfigDict, out_dir: str, *,
              progress: bool = True) -> dict:
   """Runs the protocol on `task` under `config`, its trials under `out_dir`, and returns the
@@ -120,6 +159,8 @@ def finetune(task: Task, pretrained_workdir: str, config: ml_collections.ConfigD
     raise ValueError("config.lrs needs at least one learning rate")
   if config.probe_steps < 0:
     raise ValueError(f"config.probe_steps must be >= 0, got {config.probe_steps}")
+  if TRIAL_SCORES not in config.evals:
+    raise ValueError(f"config.evals.{TRIAL_SCORES} (the task_metrics evaluator) scores every trial; keep it")
   started = time.perf_counter()
   pretrained_workdir = os.path.abspath(pretrained_workdir)  # the trials' config.json name it
   config = ft.for_label_budget(config)
@@ -156,7 +197,7 @@ def finetune(task: Task, pretrained_workdir: str, config: ml_collections.ConfigD
       "trials": trials,
   }
   if config.baseline:
-    results["baseline"] = examples.run_baseline(task, runner.encoder, data, subsets, config.seed)
+    results["baseline"] = run_baseline(task, runner.encoder, data, subsets)
   results["seconds"] = round(time.perf_counter() - started, 1)
   return results
 

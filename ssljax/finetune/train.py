@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from ssljax.downstream import heads, inputs
 from ssljax.downstream.examples import budget_name, predictions, read_at, score
 from ssljax.downstream.tasks import Task
+from ssljax.evaluate import linear_probe
 from ssljax.finetune import with_overrides
 from ssljax.models.transformer import TransformerConfig
 from ssljax.text.tokenizer import Tokenizer
@@ -54,17 +54,11 @@ class Runner:
     predict_of = heads.predict_fn(task.kind, config.max_answer_len)
     model = self.model
     self.encode = jax.jit(lambda encoder_params, batch: heads.encode(encoder_config, encoder_params, batch))
-    self.head_tx = optax.adam(config.probe_lr)
 
-    def head_step(head_params, opt_state, batch, hidden):
-      def objective(p):  # the head alone on the frozen encoder's states, without dropout
-        return loss_of(model.apply({"params": p}, batch, hidden=hidden), batch)
+    def head_loss(head_params, batch, hidden):  # the head alone on the frozen encoder's states, without dropout
+      return loss_of(model.apply({"params": head_params}, batch, hidden=hidden), batch)
 
-      loss, grads = jax.value_and_grad(objective)(head_params)
-      updates, opt_state = self.head_tx.update(grads, opt_state, head_params)
-      return optax.apply_updates(head_params, updates), opt_state, loss
-
-    self.head_step = jax.jit(head_step)
+    self.head_loss = head_loss  # one function object: every draw's head fit shares its compilation
     self.init_params = jax.jit(lambda key, batch: model.init({"params": key}, batch)["params"])
     # Every parameter lives on this device, committed, as the pretrained ones arrive from the
     # checkpoint: a mix of committed and uncommitted arguments would compile twice.
@@ -81,12 +75,14 @@ class Runner:
     return jax.device_put(params, self.device)
 
   def fit_head(self, params, train: Sequence[dict], indices: np.ndarray, template: dict) -> tuple[Any, dict]:
-    """LP-FT's first stage (Kumar et al. 2022, arXiv 2202.10054): `probe_steps` full-batch Adam
-    steps on the head alone, over the frozen encoder's states of the labelled examples, so that
+    """LP-FT's first stage (Kumar et al. 2022, arXiv 2202.10054): the head alone minimises the
+    task's loss over the frozen encoder's states of the labelled examples by full-batch L-BFGS
+    (`linear_probe.minimise`: at most `probe_steps` iterations, no learning rate), so that
     fine-tuning starts from a head that already fits them rather than a random one (which with
     a few labels moves too little in a few dozen steps: the cosine pair head's threshold must
     travel to where the pairs' cosines lie). No-op when probe_steps is 0. The states are kept
-    in memory, so at most PROBE_MAX_EXAMPLES labelled examples take part."""
+    in memory, so at most PROBE_MAX_EXAMPLES labelled examples take part. Returns the parameters
+    and the fit's record: its examples, the L-BFGS iterations taken, and the loss before and after."""
     c = self.config
     if c.probe_steps < 0:
       raise ValueError(f"config.probe_steps must be >= 0, got {c.probe_steps}")
@@ -105,13 +101,10 @@ class Runner:
     batch = jax.tree.map(lambda *xs: np.concatenate(xs), *batches)
     hidden = jnp.concatenate(hidden)
     head = {name: value for name, value in params.items() if name != "encoder"}
-    opt_state = self.head_tx.init(head)
-    first = None
-    for _ in range(c.probe_steps):
-      head, opt_state, loss = self.head_step(head, opt_state, batch, hidden)
-      first = float(loss) if first is None else first
-    return {**params, **head}, {"probe_examples": len(indices), "probe_loss_start": first,
-                                "probe_loss_end": float(loss)}
+    fitted = linear_probe.minimise(self.head_loss, head, batch, hidden, max_steps=c.probe_steps)
+    return {**params, **fitted.params}, {"probe_examples": len(indices), "probe_iterations": int(fitted.steps),
+                                         "probe_loss_start": float(fitted.start_value),
+                                         "probe_loss_end": float(fitted.value)}
 
   def evaluate(self, params, examples: Sequence[dict], *, progress: bool = False, desc: str = "eval") -> dict:
     """The task's metrics on `examples`, streamed in batches."""

@@ -18,8 +18,9 @@ with w_b = 0 for padding rows. Dropout (`config.dropout`, in the encoder and bef
 draws each example's masks from that example's key: the forward pass runs per example (vmap),
 so the masks, like everything else, do not depend on how the batch is split over devices.
 
-Extras: "encoder_config", "encoder" (the task's `inputs.Encoder`), "predict" (params, batch) ->
-the head's outputs for scoring (`heads.predict_fn`).
+Extras: "encoder_config", "encoder" (the task's `inputs.Encoder`: the pretrained run's tokenizer
+and sequence length), "predict" (params, batch) -> the head's outputs for scoring
+(`heads.predict_fn`); the task_metrics evaluator reads the last two.
 """
 
 from __future__ import annotations
