@@ -45,13 +45,13 @@ def step_memory(config: ml_collections.ConfigDict, param_sharding: str = "replic
   example = synthetic_batch(config, config.train.batch_size)
   tx, _ = optim.optimizer(config.optim, config.train.steps, config.train.batch_size,
                           sharded=param_sharding == "fsdp")
-  create = loop.state_factory(objective, {k: v[:2] for k, v in example.items()}, tx, None, None)
+  create = loop.state_factory(objective, {k: v[:2] for k, v in example.items()}, tx)
   specs = sharding.state_specs(jax.eval_shape(create, loop.init_key(config)), config.train, count)
   state = loop.abstract_state(create, config, sharding.named(mesh, specs))
   batch_sharding = mesh_lib.batch_sharded(mesh)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in example.items()}
   per_layer = param_sharding == "fsdp" and config.train.fsdp_gather == "layer"
-  train_step = step_lib.make_train_step(objective, tx, None, jax.random.key(config.seed), mesh, state_specs=specs,
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(config.seed), mesh, state_specs=specs,
                                         gather_per_layer=per_layer)
   analysis = train_step.lower(state, batch).compile().memory_analysis()
   if analysis is None:
