@@ -15,7 +15,9 @@ from ssljax.evaluate import features as features_lib
 from ssljax.evaluate import knn, linear_probe
 from ssljax.evaluators import image_encoders
 from ssljax.evaluators.few_label_probe import labelled_subsets
+from ssljax import workdir as workdir_lib
 from ssljax.train import checks, defaults
+from ssljax.train.evaluation import NothingToEvaluate, evaluate_workdir
 
 
 def _smoke(data_dir):
@@ -112,3 +114,11 @@ def test_image_evaluators_equal_the_probes_on_the_same_features(data_dir):
       "val_knn_accuracy": reports["knn"]["accuracy"]["simclr"]}
   text = evaluation.format({"objective": "simclr", "dataset": "mnist5k", "split": "validation", **reports})
   assert text.startswith("Evaluation of simclr on mnist5k (validation split)") and "Weighted kNN, k = 20" in text
+
+
+def test_a_run_without_evaluators_has_nothing_to_evaluate_and_says_so(tmp_path):
+  config = defaults.load_config("simclr:smoke")
+  config.evals = {}
+  workdir_lib.save_config(config, str(tmp_path))
+  with pytest.raises(NothingToEvaluate, match=r"names no evaluator \(config.evals in its config.json is empty\)"):
+    evaluate_workdir(str(tmp_path))

@@ -36,8 +36,9 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, verbose: bool = 
   config = workdir_lib.load_config(workdir)
   split = split or config.data.test_split
   if not config.get("evals"):
-    raise NothingToEvaluate(f"the run in {workdir} names no evaluator (its config.evals is empty): nothing to "
-                            "evaluate; train with --config.evals.<entry>=... (see ssljax/evaluators/)")
+    raise NothingToEvaluate(f"the run in {workdir} names no evaluator (config.evals in its config.json is empty): "
+                            "nothing to evaluate. Name them in the config it trains with, e.g. "
+                            "c.evals.knn = evaluators.options('knn') (configs/, ssljax/evaluators/)")
   objective, params, model_state = objectives.restore_model(workdir, config)
   evaluation = evaluators.from_config(objective, config, workdir)
   report = {"objective": objective.name, "dataset": config.data.name, "split": split,
