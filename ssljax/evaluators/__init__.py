@@ -26,6 +26,8 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
+from ssljax.text import tokenizer as tokenizer_lib
+
 Params = Any
 ModelState = Any
 
@@ -74,6 +76,11 @@ class Context:
 
   def new_round(self) -> None:
     self._round.clear()
+
+  def tokenizer(self) -> tokenizer_lib.Tokenizer:
+    """The tokenizer the run trained with, as its family saved it in the workdir (text and
+    image-text runs), loaded once per run."""
+    return self.lasting("tokenizer", lambda: tokenizer_lib.load(self.workdir))
 
 
 Make = Callable[[Context, ml_collections.ConfigDict], Evaluator]

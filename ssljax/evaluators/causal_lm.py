@@ -1,19 +1,10 @@
 """What the evaluators of a causal language model (language_model, samples, few_shot) share: the
-run's tokenizer (saved in its workdir, read once per run), the model's log-probs
-(`objective.extras["log_probs"]`) and the checks of their options."""
+model's log-probs (`objective.extras["log_probs"]`) and the checks of their options; the run's
+tokenizer is `context.tokenizer()`."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
-
-from ssljax.text import tokenizer as tokenizer_lib
-
-
-def tokenizer(context) -> tokenizer_lib.Tokenizer:
-  """The run's tokenizer, as training saved it in the workdir."""
-  return context.lasting(("tokenizer",), functools.partial(tokenizer_lib.load, context.workdir))
 
 
 def log_probs_fn(context, params, model_state):

@@ -45,7 +45,7 @@ def make(context, options) -> Evaluator:
 
   def run(params, model_state, split):
     score = causal_lm.log_probs_fn(context, params, model_state)
-    tokenizer = causal_lm.tokenizer(context)
+    tokenizer = context.tokenizer()
     report = {}
     for name, task in context.lasting(("few_shot tasks", split), lambda: tasks(config, split)).items():
       result = few_shot_lib.evaluate(score, tokenizer, task, ks=tuple(options.ks), num_queries=options.queries,

@@ -55,7 +55,7 @@ def make(context, options) -> Evaluator:
     del model_state
     first_batch = sentence_pairs.scored_pairs(context, params, split, options.max_pairs).first_batch
     rows = min(options.num_samples, int(first_batch["real"].sum()))
-    return {"samples": [filled_blanks(sentence_pairs.tokenizer(context), first_batch, row) for row in range(rows)]}
+    return {"samples": [filled_blanks(context.tokenizer(), first_batch, row) for row in range(rows)]}
 
   return Evaluator(name="filled_blanks", run=run, format=format_report, scalars=lambda report: {})
 

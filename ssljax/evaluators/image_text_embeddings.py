@@ -1,5 +1,5 @@
 """What the image-text evaluators (zero_shot, retrieval, attribute_probe) share: the splits they
-report on, the run's tokenizer, and the normalised image and caption embeddings of a split's
+report on and the normalised image and caption embeddings of a split's
 first records (`extras["embed_image"]`, `extras["embed_text"]` of the objective), computed once
 per round for the evaluators that read the same number of records.
 
@@ -26,11 +26,6 @@ def evaluation_splits(config: ml_collections.ConfigDict, split: str) -> list[str
   """`split`, and the held-out split too when `split` is the test split."""
   heldout = config.data.get("heldout_split")
   return [split, heldout] if heldout and split == config.data.test_split else [split]
-
-
-def run_tokenizer(context) -> tokenizer_lib.Tokenizer:
-  """The tokenizer the run trained with, from its workdir (read once per run)."""
-  return context.lasting("tokenizer", functools.partial(tokenizer_lib.load, context.workdir))
 
 
 @functools.cache
@@ -70,12 +65,12 @@ def embeddings(context, params, model_state, split: str, limit: int):
   """`split_embeddings` of the split's first `limit` records under the round's parameters,
   computed once per round."""
   return context.shared(("image-text embeddings", split, limit), functools.partial(
-      split_embeddings, context.objective, params, model_state, context.config, run_tokenizer(context), split, limit))
+      split_embeddings, context.objective, params, model_state, context.config, context.tokenizer(), split, limit))
 
 
 def prompt_embedder(context, params, model_state) -> Callable[[list[str]], np.ndarray]:
   """prompts -> (n, E) normalised text embeddings under the round's parameters, each prompt
   tokenised as a caption is (cut to `text.seq_len` - 1, then [EOS], then [PAD]s)."""
   embed_text = _jit(context.objective.extras["embed_text"])
-  tokenizer, seq_len = run_tokenizer(context), context.config.text.seq_len
+  tokenizer, seq_len = context.tokenizer(), context.config.text.seq_len
   return lambda prompts: np.asarray(embed_text(params, model_state, image_text.tokenize(tokenizer, prompts, seq_len)))

@@ -38,7 +38,7 @@ def make(context, options) -> Evaluator:
     """(windows, mask, UTF-8 bytes of the text) of every window of the split, once per run."""
     def tokenise():
       texts = text.split_texts(config, split)
-      windows, mask = language_model.text_windows(causal_lm.tokenizer(context), texts, seq_len=config.text.seq_len,
+      windows, mask = language_model.text_windows(context.tokenizer(), texts, seq_len=config.text.seq_len,
                                                   eos_id=tokenizer_lib.EOS, pad_id=tokenizer_lib.PAD)
       return windows, mask, sum(len(t.encode("utf-8")) for t in texts)
 
@@ -54,7 +54,7 @@ def make(context, options) -> Evaluator:
   def fit_baselines():
     d = config.data
     train_texts = text.split_texts(config, d.train_split, max_texts=config.text.get("max_training_texts"))
-    return language_model.fit_baselines(causal_lm.tokenizer(context), train_texts, text.split_texts(config, d.eval_split),
+    return language_model.fit_baselines(context.tokenizer(), train_texts, text.split_texts(config, d.eval_split),
                                         seq_len=config.text.seq_len, eos_id=tokenizer_lib.EOS,
                                         pad_id=tokenizer_lib.PAD)
 
@@ -70,7 +70,7 @@ def make(context, options) -> Evaluator:
     num_tokens = int(mask.sum())
     nll = language_model.model_nll(causal_lm.log_probs_fn(context, params, model_state), windows, mask,
                                    options.batch_size)
-    tokenizer = causal_lm.tokenizer(context)
+    tokenizer = context.tokenizer()
     report = {"tokenizer": tokenizer.settings() | {"vocab_size": tokenizer.vocab_size},
               "model": language_model.summary(nll, num_tokens, num_bytes)}
     if options.baselines:

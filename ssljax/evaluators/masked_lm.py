@@ -19,7 +19,7 @@ def make(context, options) -> Evaluator:
 
   def run(params, model_state, split):
     del model_state
-    tokenizer = sentence_pairs.tokenizer(context)
+    tokenizer = context.tokenizer()
     model = sentence_pairs.scored_pairs(context, params, split, options.max_pairs).totals
     report = {
         "pairs": int(model["pairs"]), "predictions": int(model["predictions"]),

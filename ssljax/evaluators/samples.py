@@ -32,7 +32,7 @@ def make(context, options) -> Evaluator:
   config = context.config
 
   def run(params, model_state, split):
-    tokenizer = causal_lm.tokenizer(context)
+    tokenizer = context.tokenizer()
     prompts = context.lasting(("headline prompts", split, options.num_samples),
                               lambda: headline_prompts(config, split, options.num_samples))
     outputs = context.objective.extras["generate"](

@@ -74,7 +74,7 @@ def pair_batches(context, split: str, max_pairs: int) -> Iterable[dict]:
   config = context.config
 
   def read():
-    return fixed_batches(split_pairs(config, tokenizer(context), split, max_pairs or None), config.eval.batch_size)
+    return fixed_batches(split_pairs(config, context.tokenizer(), split, max_pairs or None), config.eval.batch_size)
 
   if max_pairs:
     return context.lasting(("pair batches", split, max_pairs), lambda: list(read()))
@@ -113,11 +113,6 @@ def pair_scorer(objective, config: ml_collections.ConfigDict, num_tokens: int):
             "predicted": jnp.argmax(logits, axis=-1), "nsp_predicted": nsp_predicted}
 
   return lambda params, batch: jax.device_get(score(params, batch["tokens"], batch["segments"], batch["index"]))
-
-
-def tokenizer(context):
-  """The run's tokenizer (saved in its workdir), loaded once per run."""
-  return context.lasting("tokenizer", lambda: tokenizer_lib.load(context.workdir))
 
 
 # --- the model's predictions ------------------------------------------------------------------
@@ -164,7 +159,7 @@ def scored_pairs(context, params, split: str, max_pairs: int) -> ScoredPairs:
   round whichever evaluators read them."""
   def make():
     score = context.lasting("pair scorer", lambda: pair_scorer(context.objective, context.config,
-                                                               tokenizer(context).num_tokens))
+                                                               context.tokenizer().num_tokens))
     return score_pairs(score, params, pair_batches(context, split, max_pairs), split)
 
   return context.shared(("scored pairs", split, max_pairs), make)
@@ -214,7 +209,7 @@ def count_training_split(config: ml_collections.ConfigDict, tokenizer) -> Traini
 
 def training_counts(context) -> TrainingCounts:
   """`count_training_split` of the run, once per run."""
-  return context.lasting("training counts", lambda: count_training_split(context.config, tokenizer(context)))
+  return context.lasting("training counts", lambda: count_training_split(context.config, context.tokenizer()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +257,7 @@ def count_fixed_pairs(config: ml_collections.ConfigDict, tokenizer, counts: Trai
 def fixed_pairs(context, split: str, max_pairs: int) -> FixedPairs:
   """`count_fixed_pairs` of the first `max_pairs` pairs of the split (0: all), once per run."""
   def make():
-    return count_fixed_pairs(context.config, tokenizer(context), training_counts(context),
+    return count_fixed_pairs(context.config, context.tokenizer(), training_counts(context),
                              pair_batches(context, split, max_pairs), split)
 
   return context.lasting(("fixed pairs", split, max_pairs), make)
