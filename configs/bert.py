@@ -31,7 +31,8 @@ def masked_text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.text.mask_rate = masking.MASK_RATE  # of the ordinary tokens, predicted (80% [MASK], 10% random, 10% kept)
   c.text.max_predictions = 0  # predictions per sequence (a fixed shape); 0: ceil(mask_rate * seq_len) + 1
   c.text.short_seq_prob = 0.1  # pairs that target a shorter length (BERT: 0.1)
-  c.model.max_len = 0  # positions of the encoder; 0: text.seq_len
+  c.model.num_segments = 2  # token types (sentence A and B)
+  c.model.head_activation = "gelu"  # of the masked-LM head's transform: BERT's exact (erf) GELU
   c.loss = ml_collections.ConfigDict()
   # loss = masked-LM + nsp_weight * next-sentence. BERT's 1: on bbc_news, 4 held the masked-LM back
   # and 0 changed nothing measurable (docs/bert.md).

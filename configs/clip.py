@@ -61,6 +61,12 @@ def clip_config() -> ml_collections.ConfigDict:
   m.text_num_heads = 4
   m.text_embed_dim = 128
   m.text_mlp_dim = 512
+  # Block options of each tower (models/transformer.py, models/vit.py) as a published checkpoint
+  # fixes them (`ssljax import`); the bundled towers keep these values.
+  m.text_activation = m.vit_activation = "gelu_new"
+  m.text_layer_norm_epsilon = m.vit_layer_norm_epsilon = 1e-5
+  m.vit_pixel_mean = config_dict.placeholder(tuple)  # per channel, of images in [0, 1]; None: none
+  m.vit_pixel_std = config_dict.placeholder(tuple)
   m.embed_dim = 128  # the joint embedding space
   m.attention_impl = "auto"
   m.remat = False

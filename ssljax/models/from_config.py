@@ -51,15 +51,30 @@ def set_fields(m: ml_collections.ConfigDict, prefix: str, fields) -> dict:
   return {f: m[prefix + f] for f in fields if m.get(prefix + f) is not None}
 
 
+# Block options a published checkpoint fixes (`ssljax/convert/`), with the values every bundled
+# config leaves them at; a config that lacks a key has the default.
+BLOCK_OPTIONS = {"norm_position": "pre", "embed_norm": False, "activation": transformer.DEFAULT_ACTIVATION,
+                 "layer_norm_epsilon": transformer.LAYER_NORM_EPSILON}
+
+
+def block_options(m: ml_collections.ConfigDict, prefix: str = "") -> dict:
+  """`<prefix>norm_position`, `embed_norm`, `activation` and `layer_norm_epsilon` of
+  `config.model`, each at its default where the config lacks it."""
+  return {field: m.get(prefix + field, default) for field, default in BLOCK_OPTIONS.items()}
+
+
 def transformer_config(m: ml_collections.ConfigDict, *, vocab_size: int, max_len: int, causal: bool,
-                       prefix: str = "") -> transformer.TransformerConfig:
+                       prefix: str = "", real_vocab_size: int = 0) -> transformer.TransformerConfig:
   """The Transformer that `config.model` describes: the preset `<prefix>preset` with any
   `<prefix><field>` set overriding its field (GPT and BERT read `preset`, CLIP's text tower
-  `text_preset`)."""
+  `text_preset`). `real_vocab_size`: the real tokens, when `model.mask_padded_vocab` asks for
+  the padding rows' logits to be masked."""
   dtype = resolve_dtype(m.dtype)
   return transformer.transformer_config(
       m[prefix + "preset"], vocab_size=vocab_size, causal=causal, max_len=max_len,
       dropout=m.get(prefix + "dropout", 0.0), dtype=dtype,
       attention_impl=attention_implementation(m.attention_impl, dtype), remat=m.remat,
       relative_buckets=m.get(prefix + "relative_buckets", 0),
-      qkv_conv_width=m.get(prefix + "qkv_conv_width", 0), **set_fields(m, prefix, TRANSFORMER_FIELDS))
+      qkv_conv_width=m.get(prefix + "qkv_conv_width", 0),
+      real_vocab_size=real_vocab_size if m.get(prefix + "mask_padded_vocab", False) else 0,
+      **block_options(m, prefix), **set_fields(m, prefix, TRANSFORMER_FIELDS))

@@ -1,4 +1,4 @@
-"""A pre-LayerNorm Transformer (Vaswani et al. 2017, arXiv 1706.03762) as Flax Linen modules.
+"""A Transformer (Vaswani et al. 2017, arXiv 1706.03762) as Flax Linen modules, pre-LayerNorm by default.
 
 One block implementation serves both language-model families of the library:
 
@@ -27,6 +27,14 @@ Two additions, both off in the published presets:
 * `qkv_conv_width` (the small bundled GPT uses it): Primer's causal depthwise convolution over
   the sequence after the query, key and value projections (`causal_depthwise_conv`,
   `SelfAttention._causal_qkv_conv`).
+
+Options that the bundled configs leave off, so that published checkpoints can be expressed
+(`ssljax/convert/`): `norm_position="post"` (BERT's original block: x = LN(x + Attn(x)),
+x = LN(x + MLP(x)), no final LayerNorm), `embed_norm` (a LayerNorm on the summed embeddings,
+BERT's), `activation` (the checkpoint's MLP nonlinearity by its Hugging Face name),
+`layer_norm_epsilon`, and `real_vocab_size` (logits of the rows that only pad the table to a
+multiple of 128 are pushed to -1e9, so an imported model's zero-initialised padding rows never
+win a softmax or a generation step).
 
 The vocabulary projection is a separate method, `Transformer.logits`, that accepts hidden
 states of any leading shape: GPT projects every position, BERT gathers the masked positions
@@ -62,6 +70,36 @@ VOCAB_MULTIPLE = 128
 
 INIT_STD = 0.02  # GPT-2's weight initialisation
 LAYER_NORM_EPSILON = 1e-5  # GPT-2's; BERT used 1e-12, immaterial with float32 statistics
+NORM_POSITIONS = ("pre", "post")
+# The logit of a padding row of the vocabulary (`real_vocab_size`): finite, so that no 0 * inf
+# appears in an entropy or a masked sum, and far below any real logit in float32 and bfloat16.
+PADDING_LOGIT = -1e9
+
+
+def quick_gelu(x):
+  """x * sigmoid(1.702 x): the GELU approximation of OpenAI's CLIP (Hendrycks & Gimpel 2016,
+  section 2)."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+# MLP nonlinearities by the names Hugging Face configs give them (`hidden_act`,
+# `activation_function`): "gelu" is the exact (erf) GELU of BERT, "gelu_new" and
+# "gelu_pytorch_tanh" its tanh approximation (GPT-2, and this library's default), "quick_gelu"
+# CLIP's sigmoid form.
+ACTIVATIONS: dict[str, Callable] = {
+    "gelu": functools.partial(nn.gelu, approximate=False),
+    "gelu_new": functools.partial(nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(nn.gelu, approximate=True),
+    "quick_gelu": quick_gelu,
+    "relu": nn.relu,
+}
+DEFAULT_ACTIVATION = "gelu_new"
+
+
+def activation_fn(name: str) -> Callable:
+  if name not in ACTIVATIONS:
+    raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+  return ACTIVATIONS[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +138,13 @@ class TransformerConfig:
       there). Each channel becomes a learned mix of its own and the W - 1 preceding tokens'
       projections, started near the identity (`noisy_identity_init`). Decoders only. See
       `SelfAttention._causal_qkv_conv` for why the bundled GPT uses it.
+    norm_position: "pre" (LayerNorm before each sub-layer, a final LayerNorm after the last
+      block) or "post" (BERT's: after each residual sum, no final LayerNorm).
+    embed_norm: a LayerNorm on the summed embeddings before the first block (BERT's).
+    activation: the MLP's nonlinearity, a key of `ACTIVATIONS`.
+    layer_norm_epsilon: every LayerNorm's epsilon (GPT-2 and CLIP 1e-5, BERT 1e-12).
+    real_vocab_size: 0 (every row of the table is a token) or the number of real tokens: logits
+      of the rows from here on are PADDING_LOGIT.
   """
 
   vocab_size: int
@@ -117,6 +162,11 @@ class TransformerConfig:
   relative_buckets: int = 0
   relative_max_distance: int = 128
   qkv_conv_width: int = 0
+  norm_position: str = "pre"
+  embed_norm: bool = False
+  activation: str = DEFAULT_ACTIVATION
+  layer_norm_epsilon: float = LAYER_NORM_EPSILON
+  real_vocab_size: int = 0
 
   def __post_init__(self):
     # Canonical dtype object: "bfloat16", jnp.bfloat16 and np.dtype("bfloat16") compare and
@@ -144,6 +194,13 @@ class TransformerConfig:
     if self.qkv_conv_width and (self.qkv_conv_width < 2 or not self.causal):
       raise ValueError(f"qkv_conv_width must be 0 (off) or >= 2, and is implemented for causal decoders "
                        f"only; got {self.qkv_conv_width} with causal={self.causal}")
+    if self.norm_position not in NORM_POSITIONS:
+      raise ValueError(f"norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}")
+    activation_fn(self.activation)
+    if not self.layer_norm_epsilon > 0:
+      raise ValueError(f"layer_norm_epsilon must be positive, got {self.layer_norm_epsilon}")
+    if not 0 <= self.real_vocab_size <= self.vocab_size:
+      raise ValueError(f"real_vocab_size must be in [0, vocab_size={self.vocab_size}], got {self.real_vocab_size}")
     if self.attention_impl == "cudnn" and self.dtype not in (jnp.bfloat16, jnp.float16):
       raise ValueError(f"cuDNN attention needs a bfloat16 or float16 dtype, got {self.dtype}")
 
@@ -411,7 +468,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-LN Transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
+  """Transformer block. Pre-LN (default): x + Attn(LN(x)), then x + MLP(LN(x)). Post-LN
+  (`norm_position="post"`, BERT's): LN(x + Attn(x)), then LN(x + MLP(x)). Either way the
+  LayerNorms are named for the sub-layer they belong to (attn_norm, mlp_norm).
 
   `attention`, `mlp` and `norm` are module constructors (partials), so the block itself only
   fixes the residual wiring.
@@ -421,20 +480,26 @@ class Block(nn.Module):
   mlp: ModuleDef
   norm: ModuleDef
   dropout: float = 0.0
+  norm_position: str = "pre"
 
   # Positional arguments only: `nn.remat(Block, static_argnums=(3,))` marks `train` static.
   @nn.compact
   def __call__(self, x, mask, train: bool, cache: LayerCache | None = None, positions=None):
     residual_dropout = nn.Dropout(self.dropout, deterministic=not train)
-    y, kv = self.attention(name="attention")(self.norm(name="attn_norm")(x), mask, cache, positions)
+    attn_norm, mlp_norm = self.norm(name="attn_norm"), self.norm(name="mlp_norm")
+    if self.norm_position == "post":
+      y, kv = self.attention(name="attention")(x, mask, cache, positions)
+      x = attn_norm(x + residual_dropout(y))
+      return mlp_norm(x + residual_dropout(self.mlp(name="mlp")(x))), kv
+    y, kv = self.attention(name="attention")(attn_norm(x), mask, cache, positions)
     x = x + residual_dropout(y)
-    y = self.mlp(name="mlp")(self.norm(name="mlp_norm")(x))
+    y = self.mlp(name="mlp")(mlp_norm(x))
     x = x + residual_dropout(y)
     return x, kv
 
 
 class Transformer(nn.Module):
-  """Embeddings -> `num_layers` pre-LN blocks -> final LayerNorm.
+  """Embeddings [-> LayerNorm] -> `num_layers` blocks [-> final LayerNorm, pre-LN only].
 
   `__call__` returns hidden states (B, T, D); `logits` projects hidden states of any leading
   shape onto the vocabulary with the tied token embedding. `prefill` and `decode_step` run a
@@ -446,7 +511,7 @@ class Transformer(nn.Module):
     blocks_{i}/attn_norm/{scale, bias}, blocks_{i}/attention/qkv/{kernel (D, 3, N, H), bias},
     blocks_{i}/attention/out/{kernel (N, H, D), bias}, blocks_{i}/mlp_norm/{scale, bias},
     blocks_{i}/mlp/fc_in/{kernel (D, M), bias}, blocks_{i}/mlp/fc_out/{kernel (M, D), bias},
-    final_norm/{scale, bias}.
+    final_norm/{scale, bias} (pre-LN), [embed_norm/{scale, bias}].
   Only the leaves named `kernel` are matrices that weight decay should touch.
   """
 
@@ -465,7 +530,7 @@ class Transformer(nn.Module):
     residual_init = nn.initializers.normal(INIT_STD / math.sqrt(2 * cfg.num_layers))
     dense = functools.partial(nn.Dense, dtype=cfg.dtype, param_dtype=jnp.float32,
                               kernel_init=nn.initializers.normal(INIT_STD))
-    norm = functools.partial(nn.LayerNorm, epsilon=LAYER_NORM_EPSILON, dtype=cfg.dtype,
+    norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype,
                              param_dtype=jnp.float32)
     attention = functools.partial(SelfAttention, num_heads=cfg.num_heads, causal=cfg.causal,
                                   dtype=cfg.dtype, out_init=residual_init,
@@ -473,11 +538,20 @@ class Transformer(nn.Module):
                                   relative_buckets=cfg.relative_buckets,
                                   relative_max_distance=cfg.relative_max_distance,
                                   qkv_conv_width=cfg.qkv_conv_width)
-    mlp = functools.partial(MLP, hidden_dim=cfg.mlp_dim, dense=dense, out_init=residual_init)
+    mlp = functools.partial(MLP, hidden_dim=cfg.mlp_dim, dense=dense, out_init=residual_init,
+                            activation=activation_fn(cfg.activation))
     self.blocks = [self._block_class(f"blocks_{i}")(attention=attention, mlp=mlp, norm=norm, dropout=cfg.dropout,
-                                                     name=f"blocks_{i}")
+                                                     norm_position=cfg.norm_position, name=f"blocks_{i}")
                    for i in range(cfg.num_layers)]
-    self.final_norm = norm()
+    if cfg.embed_norm:
+      self.embed_norm = norm()
+    if cfg.norm_position == "pre":
+      self.final_norm = norm()
+
+  def _final_norm(self, x):
+    """The LayerNorm after the last block: pre-LN blocks leave their output unnormalised, post-LN
+    blocks end in one."""
+    return self.final_norm(x) if self.config.norm_position == "pre" else x
 
   def _block_class(self, name: str):
     """Block, made to gather its own parameters when they arrive split over the devices (FSDP
@@ -497,6 +571,8 @@ class Transformer(nn.Module):
       x = x + self.segment_embed(jnp.zeros_like(tokens) if segments is None else segments)
     elif segments is not None:
       raise ValueError("segments given to a Transformer built with num_segments=0")
+    if self.config.embed_norm:
+      x = self.embed_norm(x)
     return self.embed_dropout(x, deterministic=not train)
 
   def _check_tokens(self, tokens):
@@ -518,7 +594,8 @@ class Transformer(nn.Module):
       train: enables dropout (needs a "dropout" rng).
 
     Returns:
-      (B, T, D) hidden states after the final LayerNorm, in the compute dtype.
+      (B, T, D) hidden states after the last block (and the final LayerNorm of a pre-LN
+      model), in the compute dtype.
     """
     self._check_tokens(tokens)
     x = self._embed(tokens, jnp.arange(tokens.shape[1])[None], segments, train)
@@ -526,7 +603,7 @@ class Transformer(nn.Module):
     mask = None if padding_mask is None else padding_mask.astype(bool)[:, None, None, :]
     for block in self.blocks:
       x, _ = block(x, mask, train)
-    return self.final_norm(x)
+    return self._final_norm(x)
 
   def logits(self, hidden, dtype=None):
     """Vocabulary logits with the tied embedding: (..., D) -> (..., V).
@@ -539,7 +616,8 @@ class Transformer(nn.Module):
     dtype = self.config.dtype if dtype is None else dtype
     # hidden @ embedding.T, with the embedding's gradient taken without transposing the large
     # (..., V) logit gradient (grad_routes.py).
-    return grad_routes.tied_logits(hidden.astype(dtype), self.token_embed.embedding.astype(dtype))
+    logits = grad_routes.tied_logits(hidden.astype(dtype), self.token_embed.embedding.astype(dtype))
+    return mask_padding_rows(logits, self.config.real_vocab_size)
 
   def prefill(self, tokens, lengths):
     """Runs right-padded prompts and builds their KV cache.
@@ -574,7 +652,7 @@ class Transformer(nn.Module):
       cache.append(LayerCache(jnp.pad(kv.keys, pad), jnp.pad(kv.values, pad), recent))
     # Project only the one position per row that predicts the next token: (B, T, D) -> (B, D).
     last_hidden = x[jnp.arange(batch), lengths - 1]
-    return self.logits(self.final_norm(last_hidden), jnp.float32), tuple(cache)
+    return self.logits(self._final_norm(last_hidden), jnp.float32), tuple(cache)
 
   def decode_step(self, cache: KVCache, tokens, positions):
     """Appends one token per row at its own position and returns the next-token logits.
@@ -600,7 +678,17 @@ class Transformer(nn.Module):
       x, kv = block(x, mask, False, layer_cache, positions)
       new_cache.append(kv)
     # (B, 1, D) -> (B, V)
-    return self.logits(self.final_norm(x[:, 0]), jnp.float32), tuple(new_cache)
+    return self.logits(self._final_norm(x[:, 0]), jnp.float32), tuple(new_cache)
+
+
+def mask_padding_rows(logits, real_vocab_size: int):
+  """(..., V) logits with the rows at and past `real_vocab_size` set to PADDING_LOGIT (0: as they
+  are). Those rows only pad the table; a trained model learns to keep them low, an imported one
+  has them at zero."""
+  if not real_vocab_size or real_vocab_size == logits.shape[-1]:
+    return logits
+  real = jnp.arange(logits.shape[-1]) < real_vocab_size  # (V,)
+  return jnp.where(real, logits, jnp.asarray(PADDING_LOGIT, logits.dtype))
 
 
 def count_params(config: TransformerConfig) -> int:

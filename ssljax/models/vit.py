@@ -11,6 +11,11 @@ Section 2.4):
 The blocks are `ssljax.models.transformer.Block` with non-causal `SelfAttention`, so the image
 and text towers share one attention implementation (`jax.nn.dot_product_attention`, cuDNN's
 fused kernel on NVIDIA GPUs in 16-bit).
+
+A published checkpoint (`ssljax/convert/`) also fixes the MLP's `activation` (OpenAI's CLIP:
+"quick_gelu"), the LayerNorms' epsilon, and the pixel normalisation its images were trained
+with (`pixel_mean`, `pixel_std`: each channel's (x - mean) / std of images in [0, 1], as its
+preprocessor_config.json gives them); the bundled configs leave the images in [0, 1].
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ class ViTConfig:
     dtype: compute dtype; parameters stay float32.
     attention_impl: None / "xla" or "cudnn" (`jax.nn.dot_product_attention`).
     remat: recompute each block in the backward pass.
+    activation: the MLP's nonlinearity, a key of `transformer.ACTIVATIONS`.
+    layer_norm_epsilon: every LayerNorm's epsilon.
+    pixel_mean, pixel_std: None, or one value per channel: images are normalised as
+      (x - mean) / std before the patch embedding.
   """
 
   patch_size: int
@@ -54,9 +63,23 @@ class ViTConfig:
   dtype: Any = jnp.float32
   attention_impl: str | None = None
   remat: bool = False
+  activation: str = transformer.DEFAULT_ACTIVATION
+  layer_norm_epsilon: float = transformer.LAYER_NORM_EPSILON
+  pixel_mean: tuple[float, ...] | None = None
+  pixel_std: tuple[float, ...] | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
+    transformer.activation_fn(self.activation)
+    if (self.pixel_mean is None) != (self.pixel_std is None):
+      raise ValueError("give both pixel_mean and pixel_std, or neither")
+    if self.pixel_std is not None:
+      # Tuples, so that the config stays hashable when it comes from lists (JSON).
+      object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))
+      object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
+      if len(self.pixel_mean) != len(self.pixel_std) or min(self.pixel_std) <= 0:
+        raise ValueError(f"pixel_mean and pixel_std need one value per channel and std > 0, got "
+                         f"{self.pixel_mean} and {self.pixel_std}")
     for field in ("patch_size", "num_layers", "num_heads", "embed_dim", "mlp_dim"):
       if getattr(self, field) <= 0:
         raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
@@ -89,6 +112,8 @@ class ViT(nn.Module):
     if height % p or width % p:
       raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {p}")
     init = nn.initializers.normal(transformer.INIT_STD)
+    if cfg.pixel_std is not None:
+      images = (images - jnp.asarray(cfg.pixel_mean)) / jnp.asarray(cfg.pixel_std)
     # A p x p convolution with stride p is one linear map per patch: (B, H, W, C) -> (B, H/p, W/p, D).
     x = nn.Conv(cfg.embed_dim, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=cfg.dtype,
                 param_dtype=jnp.float32, name="patch_embed")(images.astype(cfg.dtype))
@@ -98,14 +123,15 @@ class ViT(nn.Module):
     positions = self.param("position_embed", init, (1, x.shape[1], cfg.embed_dim))  # (1, N + 1, D)
     x = x + positions.astype(x.dtype)
 
-    norm = functools.partial(nn.LayerNorm, epsilon=transformer.LAYER_NORM_EPSILON, dtype=cfg.dtype,
+    norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype,
                              param_dtype=jnp.float32)
     x = norm(name="pre_norm")(x)
     residual_init = nn.initializers.normal(transformer.INIT_STD / math.sqrt(2 * cfg.num_layers))
     dense = functools.partial(nn.Dense, dtype=cfg.dtype, param_dtype=jnp.float32, kernel_init=init)
     attention = functools.partial(transformer.SelfAttention, num_heads=cfg.num_heads, causal=False,
                                   dtype=cfg.dtype, out_init=residual_init, attention_impl=cfg.attention_impl)
-    mlp = functools.partial(transformer.MLP, hidden_dim=cfg.mlp_dim, dense=dense, out_init=residual_init)
+    mlp = functools.partial(transformer.MLP, hidden_dim=cfg.mlp_dim, dense=dense, out_init=residual_init,
+                            activation=transformer.activation_fn(cfg.activation))
     block = nn.remat(transformer.Block, static_argnums=(3,)) if cfg.remat else transformer.Block
     for i in range(cfg.num_layers):
       x, _ = block(attention=attention, mlp=mlp, norm=norm, name=f"blocks_{i}")(x, None, False)

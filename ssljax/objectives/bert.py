@@ -54,6 +54,9 @@ class BertPretraining(nn.Module):
   """The encoder and BERT's two pretraining heads; see the module docstring."""
 
   config: transformer.TransformerConfig
+  # BERT's exact (erf) GELU in its prediction head, whatever the blocks use (a Hugging Face
+  # checkpoint's `hidden_act` sets both).
+  head_activation: str = "gelu"
 
   def setup(self):
     cfg = self.config
@@ -61,8 +64,7 @@ class BertPretraining(nn.Module):
                               kernel_init=nn.initializers.normal(transformer.INIT_STD))
     self.encoder = transformer.Transformer(cfg)
     self.mlm_transform = dense(cfg.embed_dim)
-    self.mlm_norm = nn.LayerNorm(epsilon=transformer.LAYER_NORM_EPSILON, dtype=cfg.dtype,
-                                 param_dtype=jnp.float32)
+    self.mlm_norm = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, param_dtype=jnp.float32)
     self.mlm_output_bias = self.param("mlm_output_bias", nn.initializers.zeros, (cfg.vocab_size,))
     self.pooler = dense(cfg.embed_dim)
     self.nsp_classifier = dense(2)
@@ -73,10 +75,10 @@ class BertPretraining(nn.Module):
 
   def mlm_logits(self, hidden):
     """Vocabulary logits of hidden states of any leading shape: (..., D) -> (..., V), float32.
-
-    BERT's exact (erf) GELU here, as in its prediction head; the blocks use the tanh form."""
-    h = self.mlm_norm(nn.gelu(self.mlm_transform(hidden), approximate=False))
-    return self.encoder.logits(h, jnp.float32) + self.mlm_output_bias
+    The rows that only pad the vocabulary stay at the padding logit (`real_vocab_size`)."""
+    h = self.mlm_norm(transformer.activation_fn(self.head_activation)(self.mlm_transform(hidden)))
+    logits = self.encoder.logits(h, jnp.float32) + self.mlm_output_bias
+    return transformer.mask_padding_rows(logits, self.config.real_vocab_size)
 
   def pool(self, hidden):
     """BERT's pooler: tanh(dense(hidden state of [CLS])): (n, T, D) -> (n, D)."""
@@ -111,7 +113,7 @@ def nsp_loss_weight(config: ml_collections.ConfigDict) -> float:
 @register("bert")
 def make(config: ml_collections.ConfigDict) -> Objective:
   cfg = common.bert_encoder_config(config)
-  model = BertPretraining(cfg)
+  model = BertPretraining(cfg, head_activation=config.model.get("head_activation", "gelu"))
   mask_options = _masking_options(config)
   nsp_weight = nsp_loss_weight(config)
 

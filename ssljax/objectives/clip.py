@@ -60,11 +60,13 @@ def image_tower(config: ml_collections.ConfigDict, axis_name: str | None):
   if m.image_tower == "resnet":
     return common.encoder(m, axis_name)
   if m.image_tower == "vit":
-    fields = ("patch_size", "num_layers", "num_heads", "embed_dim", "mlp_dim")
+    fields = ("patch_size", "num_layers", "num_heads", "embed_dim", "mlp_dim", "pixel_mean", "pixel_std")
     dtype = from_config.resolve_dtype(m.dtype)
     return vit.ViT(vit.vit_config(
         m.vit_preset, dtype=dtype, attention_impl=from_config.attention_implementation(m.attention_impl, dtype),
-        remat=m.remat, **from_config.set_fields(m, "vit_", fields)))
+        remat=m.remat, activation=m.get("vit_activation", transformer.DEFAULT_ACTIVATION),
+        layer_norm_epsilon=m.get("vit_layer_norm_epsilon", transformer.LAYER_NORM_EPSILON),
+        **from_config.set_fields(m, "vit_", fields)))
   raise ValueError(f"config.model.image_tower must be one of {IMAGE_TOWERS}, got {m.image_tower!r}")
 
 

@@ -108,12 +108,20 @@ def calibrate_fn(net: nn.Module, method: Callable | str = "encode"):
   return calibrate
 
 
-def bert_encoder_config(config: ml_collections.ConfigDict) -> transformer.TransformerConfig:
-  """The bidirectional encoder that a BERT run's `config.model` describes, with two segments and
-  `model.max_len` positions (default: the pretraining length; BERT-base keeps 512, so that
-  fine-tuning can use longer inputs than the pretraining's 128)."""
+def max_positions(config: ml_collections.ConfigDict) -> int:
+  """Rows of a language model's position embedding: `model.max_len`, or `text.seq_len` when that
+  is 0 (BERT-base keeps 512, so that fine-tuning can use longer inputs than the pretraining's
+  128; an imported GPT-2 keeps its 1024 whatever the training windows)."""
   max_len = config.model.get("max_len") or config.text.seq_len
   if max_len < config.text.seq_len:
     raise ValueError(f"config.model.max_len={max_len} is shorter than config.text.seq_len={config.text.seq_len}")
-  return from_config.transformer_config(config.model, vocab_size=vocab.model_vocab_size(config), max_len=max_len,
-                                        causal=False).replace(num_segments=NUM_SEGMENTS)
+  return max_len
+
+
+def bert_encoder_config(config: ml_collections.ConfigDict) -> transformer.TransformerConfig:
+  """The bidirectional encoder that a BERT run's `config.model` describes: `model.num_segments`
+  token types (BERT's sentence A and B by default) and `max_positions` positions."""
+  return from_config.transformer_config(
+      config.model, vocab_size=vocab.model_vocab_size(config), max_len=max_positions(config), causal=False,
+      real_vocab_size=vocab.real_vocab_size(config)).replace(
+          num_segments=config.model.get("num_segments", NUM_SEGMENTS))

@@ -24,15 +24,17 @@ from ssljax import losses, models
 from ssljax.families import text
 from ssljax.interface import DATA_AXIS, LossAux, Objective, register
 from ssljax.models import from_config, generation, transformer
+from ssljax.objectives import common
 from ssljax.text import tokenizer as tokenizer_lib
 from ssljax.text import vocab
 
 
 def transformer_config(config: ml_collections.ConfigDict, *, causal: bool) -> transformer.TransformerConfig:
   """The Transformer of a language run: `config.model`'s preset and fields, the tokenizer's
-  embedding rows and `config.text.seq_len` positions."""
+  embedding rows and `model.max_len` positions (default: `config.text.seq_len`)."""
   return from_config.transformer_config(config.model, vocab_size=vocab.model_vocab_size(config),
-                                        max_len=config.text.seq_len, causal=causal)
+                                        max_len=common.max_positions(config), causal=causal,
+                                        real_vocab_size=vocab.real_vocab_size(config))
 
 
 @register("gpt")

@@ -24,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
   # pretrained encoder); the objective takes what it needs (`Objective.load_pretrained`). A run
   # that resumes reads its own checkpoint instead.
   c.init_from = config_dict.placeholder(str)
+  # Where the weights of an imported run came from (`ssljax import`): "huggingface
+  # <architecture> <directory>"; empty for a run trained here.
+  c.imported_from = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist5k"
@@ -142,10 +145,26 @@ def text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # 0: off. W: Primer's causal depthwise convolution of width W over each query, key and value
   # channel (So et al. 2021; decoders only, models/transformer.py).
   c.model.qkv_conv_width = 0
+  c.model.max_len = 0  # rows of the position embedding; 0: text.seq_len
+  # What a published checkpoint fixes (`ssljax import`); the bundled models keep these values.
+  text_block_part(c.model)
 
   c.optim.name, c.optim.lr, c.optim.lr_scaling = "adamw", 1e-3, "none"
   c.optim.b1, c.optim.b2, c.optim.weight_decay, c.optim.clip_norm = 0.9, 0.95, 0.1, 1.0
   return c
+
+
+def text_block_part(m: ml_collections.ConfigDict, prefix: str = "") -> ml_collections.ConfigDict:
+  """The block options of a Transformer in `config.model` (`models/transformer.py`), at the
+  bundled models' values: where the LayerNorms sit ("pre" or BERT's "post"), a LayerNorm on the
+  embeddings, the MLP's nonlinearity by its Hugging Face name, the LayerNorm epsilon, and whether
+  the logits of the rows that only pad the vocabulary are masked."""
+  m[prefix + "norm_position"] = "pre"
+  m[prefix + "embed_norm"] = False
+  m[prefix + "activation"] = "gelu_new"  # GELU's tanh form; "gelu" (erf), "quick_gelu", "relu"
+  m[prefix + "layer_norm_epsilon"] = 1e-5
+  m[prefix + "mask_padded_vocab"] = False
+  return m
 
 
 def text_config() -> ml_collections.ConfigDict:

@@ -119,7 +119,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
       del pretrained  # copied into the state
   else:
     state, data_state = restored
-    iterator.set_state(data_state)
+    if data_state:  # empty for an imported run (`ssljax import`): no batch read yet
+      iterator.set_state(data_state)
     logging.info("resumed from step %d", int(state.step))
   if jax.process_index() == 0:  # one writer: the processes' configs are the same
     save_config(config, workdir)
