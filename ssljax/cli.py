@@ -13,6 +13,8 @@
   ssljax tokenizer train --config configs/gpt.py --workdir runs/gpt
   ssljax finetune --workdir runs/bert --task bbc_topic [--config.labels_per_class=10] [--config.init=scratch]
   ssljax zero-shot --workdir runs/clip --image FILE [--image FILE] --labels "red circle,blue square"
+  ssljax import models/gpt2 --workdir runs/gpt2 [--config configs/gpt.py:bbc_news]
+  ssljax export --workdir runs/gpt2 --format hf exported/gpt2
 
 `ssljax train` resumes from the latest readable checkpoint in --workdir (an unreadable one is
 skipped with a warning), and only with a config that trains the same run: a changed key that
@@ -36,7 +38,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("train", "eval", "plot", "bench", "generate", "tokenizer", "finetune", "zero-shot")
+COMMANDS = ("train", "eval", "plot", "bench", "generate", "tokenizer", "finetune", "zero-shot", "import", "export")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/simclr.py:mnist5k; override keys with --config.KEY=VALUE.",
@@ -74,6 +76,7 @@ _LABELS = flags.DEFINE_string("labels", None, 'Comma-separated class names for `
 _TEMPLATE = flags.DEFINE_string("template", "a photo of a {}.", "The zero-shot prompt; {} stands for the label.")
 _TASK = flags.DEFINE_string(
     "task", None, "Fine-tuning task of `ssljax finetune` (configs/finetune.py:TASK), e.g. bbc_topic, sst2, squad.")
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf"], "`ssljax export`: the layout written (hf: Hugging Face's).")
 _PARAM_SHARDING = flags.DEFINE_enum(
     "param_sharding", None, ["replicated", "fsdp"],
     "`ssljax bench memory --config`: the per-device memory of the train step with parameters replicated "
@@ -198,6 +201,22 @@ def main(argv: list[str]) -> None:
     from ssljax.commands import zero_shot
 
     print(zero_shot.zero_shot_command(_require_workdir(), _IMAGE.value, _LABELS.value, _TEMPLATE.value))
+  elif command in ("import", "export"):
+    if len(rest) != 1:
+      _usage(f"usage: ssljax import DIR --workdir W [--config CONFIG]; ssljax export --workdir W --format hf OUT "
+             f"(got {rest!r})")
+    from ssljax import convert
+
+    try:
+      if command == "import":
+        imported = convert.import_to_workdir(rest[0], _require_workdir(), base_config=_CONFIG.value)
+        print(f"imported {imported.config.imported_from} as a {imported.config.objective} run in {_WORKDIR.value}"
+              + "".join(f"; {note}" for note in imported.notes))
+      else:
+        written = convert.export_workdir(_require_workdir(), rest[0])
+        print(f"wrote {', '.join(written)} in {rest[0]}")
+    except convert.ConversionError as error:
+      sys.exit(f"ssljax: {error}")
   elif command == "plot":
     from ssljax.train import plots
 

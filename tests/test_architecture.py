@@ -21,7 +21,7 @@ FLOORS = (
     ("families",),
     ("objectives", "evaluators"),
     ("train",),
-    ("commands", "finetune", "table", "bench"),
+    ("commands", "finetune", "table", "bench", "convert"),
     ("cli",),
 )
 FLOOR = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}

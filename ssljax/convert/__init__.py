@@ -22,6 +22,7 @@ the same parameters bit for bit.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import shutil
@@ -84,7 +85,7 @@ def imported_config(hf: dict[str, Any], name: str, tokenizer, directory: str,
                     base: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
   """The objective's config (or `base`) with the checkpoint's model, tokenizer and provenance."""
   module = MODULES[name]
-  config = defaults.load_config(module.OBJECTIVE) if base is None else ml_collections.ConfigDict(base.to_dict())
+  config = defaults.load_config(module.OBJECTIVE) if base is None else copy.deepcopy(base)
   if config.objective != module.OBJECTIVE:
     raise ConversionError(f"a {name} checkpoint imports as a {module.OBJECTIVE!r} run; the config given is "
                           f"{config.objective!r}")
@@ -251,4 +252,86 @@ def write_run(imported: Imported, workdir: str) -> None:
   mngr.close()
 
 
-__all__ = ["ConversionError", "Imported", "import_checkpoint", "import_to_workdir", "write_run"]
+EXPORT_MODULES = {module.OBJECTIVE: module for module in (gpt2, bert, clip)}
+# Options of ssljax's models that no Hugging Face GPT-2, BERT or CLIP has, at the values that
+# mean "off".
+NO_COUNTERPART = {"relative_buckets": 0, "qkv_conv_width": 0}
+
+
+def export_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Why a run cannot be written as its Hugging Face counterpart (empty: it can)."""
+  problems = []
+  if config.objective not in EXPORT_MODULES:
+    return [f"a {config.objective!r} run has no Hugging Face counterpart (gpt, bert and clip runs do)"]
+  if config.text.tokenizer != "huggingface":
+    problems.append(f"text.tokenizer={config.text.tokenizer!r}: export writes a Hugging Face tokenizer, which "
+                    "only an imported (or huggingface-tokenizer) run has")
+  prefix = "text_" if config.objective == "clip" else ""
+  m = config.model
+  for key, off in NO_COUNTERPART.items():
+    if m.get(prefix + key, off) != off:
+      problems.append(f"model.{prefix}{key}={m[prefix + key]} has no counterpart in a Hugging Face "
+                      f"{EXPORT_MODULES[config.objective].EXPORT_ARCHITECTURE}")
+  expected_norm = "post" if config.objective == "bert" else "pre"
+  if m.get(prefix + "norm_position", "pre") != expected_norm or m.get(prefix + "embed_norm", False) != (
+      config.objective == "bert"):
+    problems.append(f"model.{prefix}norm_position={m.get(prefix + 'norm_position', 'pre')!r} and "
+                    f"model.{prefix}embed_norm={m.get(prefix + 'embed_norm', False)}: a Hugging Face "
+                    f"{EXPORT_MODULES[config.objective].EXPORT_ARCHITECTURE} has "
+                    + ("post-LayerNorm blocks and a LayerNorm on the embeddings" if config.objective == "bert"
+                       else "pre-LayerNorm blocks and no LayerNorm on the embeddings"))
+  if config.objective == "clip":
+    if m.image_tower != "vit":
+      problems.append(f"model.image_tower={m.image_tower!r}: a Hugging Face CLIPModel has a ViT image tower")
+    if config.loss.name != "clip":
+      problems.append(f"loss.name={config.loss.name!r}: a SigLIP model's logit bias has no place in a CLIPModel")
+  if config.objective == "bert" and m.get("head_activation", "gelu") != m.get("activation"):
+    problems.append(f"model.head_activation={m.get('head_activation', 'gelu')!r} differs from model.activation="
+                    f"{m.get('activation')!r}: a Hugging Face BERT has one hidden_act")
+  return problems
+
+
+def export_workdir(workdir: str, out: str) -> list[str]:
+  """Writes the run in `workdir` as a Hugging Face checkpoint directory `out` (new or empty):
+  config.json, model.safetensors, the tokenizer's files (and CLIP's preprocessor_config.json).
+  Returns the files written. A run with an option that has no counterpart is refused, naming it."""
+  config = workdir_lib.load_config(workdir)
+  problems = export_problems(config)
+  if problems:
+    raise ConversionError(f"the run in {workdir} cannot be exported: {'; '.join(problems)}")
+  check_new_workdir(out)
+  module = EXPORT_MODULES[config.objective]
+  tokenizer = tokenizer_lib.load(workdir)
+  real_vocab = int(config.text.vocab_size)
+  params = jax.tree.map(np.asarray, workdir_lib.restore_params(workdir))
+  rules = [rule for part in architecture_rules(config, real_vocab).values() for rule in part]
+  tensors = {module.export_name(name): array for name, array in layouts.save_tensors(rules, params).items()}
+  special = dict(tokenizer.special_ids)
+  if config.objective == "gpt":
+    hf = gpt2.hf_config(gpt.transformer_config(config, causal=True), real_vocab, special)
+  elif config.objective == "bert":
+    hf = bert.hf_config(common.bert_encoder_config(config), real_vocab, special, config.model.head_activation)
+  else:
+    image = clip_objective.image_tower(config, None).config
+    hf = clip.hf_config(clip_objective.text_tower_config(config), image, config.model.embed_dim, real_vocab,
+                        config.data.image_size, special)
+  out = os.path.abspath(out)
+  staging = f"{out}.exporting"
+  shutil.rmtree(staging, ignore_errors=True)
+  try:
+    shutil.copytree(os.path.join(workdir, tokenizer_lib.HF_DIR), staging)
+    hf_files.write_tensors(tensors, staging)
+    hf_files.write_json(staging, hf_files.CONFIG_FILE, hf)
+    if config.objective == "clip":
+      hf_files.write_json(staging, hf_files.PREPROCESSOR_FILE,
+                          clip.preprocessor_config(image, config.data.image_size))
+    if os.path.isdir(out):
+      os.rmdir(out)
+    os.rename(staging, out)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return sorted(os.listdir(out))
+
+
+__all__ = ["ConversionError", "Imported", "export_problems", "export_workdir", "import_checkpoint", "import_to_workdir",
+           "write_run"]

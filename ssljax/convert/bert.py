@@ -65,6 +65,11 @@ def tensor_name(name: str) -> tuple[str, ...]:
   return names
 
 
+def export_name(name: str) -> str:
+  """BertForPreTraining's name: the encoder and pooler under "bert.", the heads under "cls."."""
+  return name if name.startswith("cls.") else "bert." + name
+
+
 def _swap_classes(rule_name: str, ours: str, shape) -> layouts.Rule:
   """The next-sentence classifier with its two classes swapped: (2, D) weight -> (D, 2) kernel."""
   if ours.endswith("kernel"):

@@ -41,6 +41,10 @@ def tensor_name(name: str) -> tuple[str, ...]:
   return (name,)
 
 
+def export_name(name: str) -> str:
+  return name
+
+
 def check(hf: dict[str, Any]) -> None:
   vision = hf.get("vision_config", {})
   if vision.get("num_channels", 3) != 3:

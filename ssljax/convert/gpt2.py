@@ -34,6 +34,10 @@ def tensor_name(name: str) -> tuple[str, ...]:
   return tuple(prefix + name for prefix in TENSOR_PREFIXES)
 
 
+def export_name(name: str) -> str:
+  return EXPORT_PREFIX + name
+
+
 def check(hf: dict[str, Any]) -> None:
   for field, supported in REQUIRED.items():
     if field in hf and hf[field] != supported:

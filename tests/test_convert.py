@@ -1,0 +1,433 @@
+"""Hugging Face checkpoints in and out (`ssljax import`, `ssljax export`, `ssljax.convert`).
+
+Every model here is made by `transformers` itself with random weights (tests/hf_checkpoints.py:
+two shapes per architecture, odd layer and head counts, vocabularies that are not multiples of
+128, BERT's post-LN block, CLIP towers of different widths) and saved with `save_pretrained`;
+the imported run must give `transformers`' outputs on the same inputs in float32, generate the
+same greedy tokens, survive an export round trip bit for bit, and take sharded steps equal to
+one device's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import hf_checkpoints  # noqa: E402
+from helpers import run_cli  # noqa: E402
+from ssljax import convert, objectives  # noqa: E402
+from ssljax import workdir as workdir_lib  # noqa: E402
+from ssljax.commands import generate  # noqa: E402
+from ssljax.families import image_text  # noqa: E402
+from ssljax.convert.hf_files import ConversionError  # noqa: E402
+from ssljax.train import defaults  # noqa: E402
+
+RTOL = 1e-4  # relative to the largest magnitude of the compared output, float32 throughout
+
+GPT2_SHAPES = {"3x3": dict(layers=3, heads=3, width=48, vocab=333),
+               "2x4": dict(layers=2, heads=4, width=64, vocab=300, activation="gelu", seed=1)}
+BERT_SHAPES = {"3x3": dict(layers=3, heads=3, width=48, vocab=333),
+               "1x2": dict(layers=1, heads=2, width=32, vocab=257, seed=1)}
+CLIP_SHAPES = {"text32-vision48": dict(),
+               "text48-vision32": dict(text_layers=3, text_heads=3, text_width=48, vision_layers=1, vision_heads=2,
+                                       vision_width=32, patch=16, image_size=48, vocab=301, projection=16, seed=1)}
+
+
+def close(ours, theirs, rtol=RTOL):
+  """|ours - theirs| <= rtol * max |theirs|, elementwise."""
+  ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+  assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+  scale = np.max(np.abs(theirs))
+  worst = np.max(np.abs(ours - theirs))
+  assert worst <= rtol * scale, f"largest difference {worst:.3g} against a scale of {scale:.3g}"
+  return worst / scale
+
+
+def _checkpoint(tmp_path_factory, build, name, shapes):
+  return build(str(tmp_path_factory.mktemp(name) / "hf"), **shapes)
+
+
+@pytest.fixture(scope="module", params=sorted(GPT2_SHAPES))
+def gpt2_dir(request, tmp_path_factory):
+  return _checkpoint(tmp_path_factory, hf_checkpoints.gpt2, "gpt2", GPT2_SHAPES[request.param])
+
+
+@pytest.fixture(scope="module", params=sorted(BERT_SHAPES))
+def bert_dir(request, tmp_path_factory):
+  return _checkpoint(tmp_path_factory, hf_checkpoints.bert, "bert", BERT_SHAPES[request.param])
+
+
+@pytest.fixture(scope="module", params=sorted(CLIP_SHAPES))
+def clip_dir(request, tmp_path_factory):
+  return _checkpoint(tmp_path_factory, hf_checkpoints.clip, "clip", CLIP_SHAPES[request.param])
+
+
+def _ordinary_ids(tokenizer, shape, seed=0):
+  """Random ids of real, non-special tokens."""
+  special = set(tokenizer.special_ids.values())
+  ordinary = np.array([i for i in range(tokenizer.num_tokens) if i not in special])
+  return ordinary[np.random.default_rng(seed).integers(0, len(ordinary), shape)]
+
+
+# GPT-2 ----------------------------------------------------------------------------------------------
+
+def test_gpt2_logits_and_hidden_states_equal_transformers(gpt2_dir):
+  imported = convert.import_checkpoint(gpt2_dir)
+  reference = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
+  objective = objectives.build(imported.config)
+  model = objective.extras["model"]()
+  tokens = _ordinary_ids(imported.tokenizer, (3, 21))
+  with torch.no_grad():
+    theirs = reference(torch.tensor(tokens), output_hidden_states=True)
+  hidden = model.apply({"params": imported.params}, jnp.asarray(tokens))
+  logits = np.asarray(model.apply({"params": imported.params}, hidden, jnp.float32, method="logits"))
+  real = imported.tokenizer.num_tokens
+  close(hidden, theirs.hidden_states[-1].numpy())
+  close(logits[..., :real], theirs.logits.numpy())
+  # The rows that only pad the table to a multiple of 128 never win.
+  assert logits.shape[-1] % 128 == 0 and np.all(logits[..., real:] <= -1e8)
+  # Per-token log-probabilities (perplexity, few-shot scoring) are transformers' too.
+  ours = np.asarray(objective.extras["log_probs"](imported.params, {}, jnp.asarray(tokens)))[:, 1:]
+  log_softmax = torch.log_softmax(theirs.logits[:, :-1].double(), -1).numpy()
+  close(ours, np.take_along_axis(log_softmax, tokens[:, 1:, None], -1)[..., 0])
+
+
+def test_gpt2_greedy_generation_equals_transformers_token_for_token(gpt2_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  imported = convert.import_to_workdir(gpt2_dir, workdir)
+  reference = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
+  prompts = ["The government said", "Shares in the bank rose after", "A"]
+  new = 12
+  texts = generate(workdir, prompts, greedy=True, max_new_tokens=new, temperature=0)
+  eos = imported.tokenizer.special_id("eos")
+  for prompt, (text,) in zip(prompts, texts):
+    ids = imported.tokenizer.encode(prompt)
+    with torch.no_grad():
+      out = reference.generate(torch.tensor([ids]), max_new_tokens=new, do_sample=False, pad_token_id=eos,
+                               attention_mask=torch.ones((1, len(ids)), dtype=torch.long))[0, len(ids):].tolist()
+    out = out[:out.index(eos)] if eos in out else out  # ssljax stops before [EOS], transformers after it
+    assert text == imported.tokenizer.decode(out), prompt
+  # Token for token through the KV cache, the prompts batched at their different lengths.
+  objective = objectives.build(imported.config)
+  rows = [imported.tokenizer.encode(p) for p in prompts]
+  ours = objective.extras["generate"](imported.params, {}, rows, max_new_tokens=new, key=jax.random.key(0),
+                                      greedy=True)
+  for ids, tokens in zip(rows, ours):
+    with torch.no_grad():
+      out = reference.generate(torch.tensor([ids]), max_new_tokens=new, do_sample=False, pad_token_id=eos,
+                               attention_mask=torch.ones((1, len(ids)), dtype=torch.long))[0, len(ids):].tolist()
+    assert list(tokens) == (out[:out.index(eos)] if eos in out else out)
+
+
+# BERT -----------------------------------------------------------------------------------------------
+
+def _bert_inputs(tokenizer, batch=3, length=19):
+  """[CLS] A [SEP] B [SEP] rows with segments, the last row padded after 12 tokens."""
+  ids = _ordinary_ids(tokenizer, (batch, length))
+  ids[:, 0] = tokenizer.special_id("cls")
+  ids[:, 8] = ids[:, -1] = tokenizer.special_id("sep")
+  segments = (np.arange(length) > 8).astype(np.int32)[None].repeat(batch, 0)
+  mask = np.ones_like(ids)
+  ids[-1, 12:], segments[-1, 12:], mask[-1, 12:] = tokenizer.special_id("pad"), 0, 0
+  ids[-1, 11] = tokenizer.special_id("sep")
+  return ids, segments, mask
+
+
+def test_bert_hidden_states_masked_lm_and_next_sentence_logits_equal_transformers(bert_dir):
+  imported = convert.import_checkpoint(bert_dir)
+  assert imported.config.model.norm_position == "post" and not imported.notes
+  reference = transformers.BertForPreTraining.from_pretrained(bert_dir).eval()
+  objective = objectives.build(imported.config)
+  ids, segments, mask = _bert_inputs(imported.tokenizer)
+  with torch.no_grad():
+    theirs = reference(torch.tensor(ids), token_type_ids=torch.tensor(segments), attention_mask=torch.tensor(mask),
+                       output_hidden_states=True)
+  real = mask.astype(bool)
+  net = objective.extras["pretraining_model"]()
+  hidden = np.asarray(net.apply({"params": imported.params}, jnp.asarray(ids), jnp.asarray(segments),
+                                method="encode"))
+  close(hidden[real], theirs.hidden_states[-1].numpy()[real])
+  positions = np.tile(np.arange(ids.shape[1]), (ids.shape[0], 1))
+  mlm = np.asarray(objective.extras["mlm_logits"](imported.params, jnp.asarray(ids), jnp.asarray(segments),
+                                                  jnp.asarray(positions)))
+  vocab = imported.tokenizer.num_tokens
+  close(mlm[..., :vocab][real], theirs.prediction_logits.numpy()[real])
+  assert np.all(mlm[..., vocab:] <= -1e8)
+  pooled = objective.features(imported.params, {}, {"tokens": jnp.asarray(ids), "segments": jnp.asarray(segments)})
+  with torch.no_grad():
+    their_pooled = reference.bert(torch.tensor(ids), token_type_ids=torch.tensor(segments),
+                                  attention_mask=torch.tensor(mask)).pooler_output.numpy()
+  close(pooled, their_pooled)
+  # ssljax's class 1 is "B follows A", transformers' class 0.
+  nsp = np.asarray(objective.extras["nsp_logits"](imported.params, jnp.asarray(ids), jnp.asarray(segments)))
+  close(nsp[:, ::-1], theirs.seq_relationship_logits.numpy())
+
+
+@pytest.mark.parametrize("architecture,missing", [("BertModel", "mlm and nsp"), ("BertForMaskedLM", "pooler and nsp")])
+def test_bert_without_heads_imports_the_encoder_and_says_which_heads_are_new(architecture, missing, tmp_path):
+  directory = hf_checkpoints.bert(str(tmp_path / "hf"), architecture=architecture)
+  imported = convert.import_checkpoint(directory)
+  assert imported.notes == [f"the checkpoint has no {missing} head: initialised afresh (seed 0)"]
+  reference = transformers.BertModel.from_pretrained(directory).eval()
+  ids, segments, mask = _bert_inputs(imported.tokenizer)
+  with torch.no_grad():
+    theirs = reference(torch.tensor(ids), token_type_ids=torch.tensor(segments), attention_mask=torch.tensor(mask))
+  net = objectives.build(imported.config).extras["pretraining_model"]()
+  hidden = np.asarray(net.apply({"params": imported.params}, jnp.asarray(ids), jnp.asarray(segments),
+                                method="encode"))
+  close(hidden[mask.astype(bool)], theirs.last_hidden_state.numpy()[mask.astype(bool)])
+
+
+# CLIP -----------------------------------------------------------------------------------------------
+
+def test_clip_embeddings_and_logit_scale_equal_transformers(clip_dir):
+  imported = convert.import_checkpoint(clip_dir)
+  reference = transformers.CLIPModel.from_pretrained(clip_dir).eval()
+  objective = objectives.build(imported.config)
+  size, seq_len = imported.config.data.image_size, imported.config.text.seq_len
+  images = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+  captions = ["a red circle", "two blue squares on the left of a green triangle", "Shapes."]
+  # ssljax's captions are what transformers' tokenizer makes of them: <|startoftext|> ... <|endoftext|>.
+  tokens = image_text.tokenize(imported.tokenizer, captions, seq_len)
+  their_tokenizer = transformers.AutoTokenizer.from_pretrained(clip_dir)
+  for row, caption in zip(tokens, captions):
+    ids = their_tokenizer(caption)["input_ids"]
+    assert row[:len(ids)].tolist() == ids and set(row[len(ids):]) <= {imported.tokenizer.special_id("pad")}
+  mean, std = (np.asarray(imported.config.model[k], np.float32) for k in ("vit_pixel_mean", "vit_pixel_std"))
+  pixels = ((images / np.float32(255) - mean) / std).transpose(0, 3, 1, 2)  # transformers' preprocessing, NCHW
+  with torch.no_grad():
+    theirs = reference(input_ids=torch.tensor(tokens), pixel_values=torch.tensor(pixels))
+  close(objective.extras["embed_image"](imported.params, {}, jnp.asarray(images)), theirs.image_embeds.numpy())
+  close(objective.extras["embed_text"](imported.params, {}, jnp.asarray(tokens)), theirs.text_embeds.numpy())
+  close(objective.extras["logit_scale"](imported.params), reference.logit_scale.exp().item())
+  close(objective.features(imported.params, {}, {"image": jnp.asarray(images)}),
+        theirs.vision_model_output.pooler_output.numpy())
+
+
+# A run in every sense ---------------------------------------------------------------------------------
+
+def _smoke_base(objective: str):
+  """The objective's smoke config (a few small steps and evaluations) as the imported run's base."""
+  config = defaults.load_config(f"{objective}:smoke")
+  config.train.steps, config.train.checkpoint_every, config.train.evaluate = 2, 2, False
+  return config
+
+
+@pytest.fixture(scope="module")
+def gpt2_run(tmp_path_factory, data_dir):
+  """GPT-2 (3 layers) imported on the gpt smoke config and trained 2 steps further."""
+  os.environ["SSLJAX_DATA_DIR"] = data_dir
+  directory = hf_checkpoints.gpt2(str(tmp_path_factory.mktemp("gpt2run") / "hf"), **GPT2_SHAPES["3x3"])
+  workdir = str(tmp_path_factory.mktemp("gpt2run") / "run")
+  imported = convert.import_to_workdir(directory, workdir, base_config=_smoke_base("gpt"))
+  return directory, workdir, imported
+
+
+def test_imported_run_records_its_source_and_resumes_into_further_training(gpt2_run):
+  from ssljax.train import loop
+
+  directory, workdir, imported = gpt2_run
+  saved = workdir_lib.load_config(workdir)
+  assert saved.imported_from == f"huggingface GPT2LMHeadModel {os.path.abspath(directory)}"
+  assert saved.text.tokenizer == "huggingface" and saved.model.max_len == 64
+  start = workdir_lib.restore_params(workdir)
+  jax.tree.map(np.testing.assert_array_equal, start, imported.params)  # step 0 is the checkpoint's weights
+  state = loop.train(saved, workdir, progress=False)  # resumes the import's step 0
+  assert int(state.step) == 2
+  losses = [json.loads(line)["loss"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert len(losses) == 2 and all(np.isfinite(losses))
+  moved = workdir_lib.restore_params(workdir)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(moved), jax.tree.leaves(start)))
+
+
+def test_export_round_trip_gives_transformers_ssljax_outputs_and_the_same_parameters(gpt2_run, tmp_path):
+  _, workdir, imported = gpt2_run
+  out = str(tmp_path / "exported")
+  written = convert.export_workdir(workdir, out)
+  assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(written)
+  reference = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+  config = workdir_lib.load_config(workdir)
+  objective, params, _ = objectives.restore_model(workdir, config)
+  model = objective.extras["model"]()
+  tokens = _ordinary_ids(imported.tokenizer, (2, 17))
+  logits = model.apply({"params": params}, model.apply({"params": params}, jnp.asarray(tokens)), jnp.float32,
+                       method="logits")
+  with torch.no_grad():
+    theirs = reference(torch.tensor(tokens)).logits.numpy()
+  close(np.asarray(logits)[..., :imported.tokenizer.num_tokens], theirs)
+  again = convert.import_checkpoint(out, base_config=config)
+  jax.tree.map(np.testing.assert_array_equal, again.params, jax.tree.map(np.asarray, params))
+  their_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+  text = "Shares in the bank rose 5% on Monday."
+  assert their_tokenizer(text)["input_ids"] == imported.tokenizer.encode(text)
+
+
+@pytest.mark.parametrize("which", ["bert", "clip"])
+def test_bert_and_clip_export_round_trip(which, bert_dir, clip_dir, tmp_path):
+  directory = {"bert": bert_dir, "clip": clip_dir}[which]
+  workdir, out = str(tmp_path / "run"), str(tmp_path / "exported")
+  imported = convert.import_to_workdir(directory, workdir)
+  convert.export_workdir(workdir, out)
+  again = convert.import_checkpoint(out)
+  jax.tree.map(np.testing.assert_array_equal, again.params, imported.params)
+  cls = transformers.BertForPreTraining if which == "bert" else transformers.CLIPModel
+  first, second = cls.from_pretrained(directory).state_dict(), cls.from_pretrained(out).state_dict()
+  assert first.keys() == second.keys()
+  for name in first:
+    np.testing.assert_array_equal(first[name].numpy(), second[name].numpy(), err_msg=name)
+
+
+def test_export_names_the_options_without_a_counterpart(tmp_path, data_dir):
+  config = defaults.load_config("gpt:smoke")  # Primer's convolution and the byte tokenizer
+  config.model.relative_buckets = 0
+  problems = convert.export_problems(config)
+  assert any("model.qkv_conv_width=3" in p for p in problems) and any("text.tokenizer='byte'" in p for p in problems)
+  bert_config = defaults.load_config("bert")
+  assert any("model.norm_position='pre'" in p for p in convert.export_problems(bert_config))
+  assert any("model.relative_buckets=32" in p for p in convert.export_problems(bert_config))
+
+
+# Sharded steps ---------------------------------------------------------------------------------------
+
+def _steps_from(objective, params, batch, num_devices, tx, steps=2):
+  from helpers import data_mesh
+  from ssljax.interface import DATA_AXIS
+  from ssljax.train import step as step_lib
+  from ssljax.train.state import TrainState
+
+  params = jax.tree.map(jnp.asarray, params)
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {})
+  mesh = data_mesh(num_devices)
+  state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
+  batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
+  train_step = step_lib.make_train_step(objective, tx, jax.random.key(1), mesh)
+  losses = []
+  for _ in range(steps):
+    state, metrics = train_step(state, batch)
+    losses.append(float(metrics["loss"]))
+  return jax.device_get(state.params), losses
+
+
+def _assert_same_steps(objective, params, batch):
+  tx = optax.adamw(1e-3)
+  one, one_losses = _steps_from(objective, params, batch, 1, tx)
+  eight, eight_losses = _steps_from(objective, params, batch, 8, tx)
+  np.testing.assert_allclose(eight_losses, one_losses, rtol=2e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), eight, one)
+
+
+def test_imported_gpt2_trained_further_on_eight_devices_equals_one(gpt2_dir):
+  imported = convert.import_checkpoint(gpt2_dir)
+  objective = objectives.build(imported.config)
+  tokens = _ordinary_ids(imported.tokenizer, (8, 24))
+  tokens[:, 10] = imported.tokenizer.special_id("eos")
+  _assert_same_steps(objective, imported.params, {"tokens": jnp.asarray(tokens, jnp.int32)})
+
+
+def test_imported_bert_fine_tuned_on_eight_devices_equals_one(bert_dir, tmp_path, data_dir):
+  os.environ["SSLJAX_DATA_DIR"] = data_dir
+  workdir = str(tmp_path / "bert")
+  imported = convert.import_to_workdir(bert_dir, workdir)
+  config = defaults.load_config("finetune:bbc_topic")
+  config.init_from = workdir
+  config.seq_len, config.max_train_examples, config.max_eval_examples = 32, 48, 16
+  config.batch_size, config.dropout = 8, 0.1
+  objective = objectives.build(config)
+  inp = objective.family.train_input(config, "")
+  from ssljax import data
+
+  batch = data.example_batch(inp.source, inp.record_fn, n=8)
+  fresh = jax.jit(objective.init)(jax.random.key(0), batch)[0]
+  params = objective.load_pretrained(fresh, jax.tree.map(jnp.asarray, imported.params))
+  np.testing.assert_array_equal(params["encoder"]["token_embed"]["embedding"],
+                                imported.params["encoder"]["token_embed"]["embedding"])
+  _assert_same_steps(objective, params, batch)
+
+
+# Bad input: one line naming the problem, nothing written ---------------------------------------------
+
+def _fails_cleanly(directory, workdir, match):
+  with pytest.raises(ConversionError, match=match) as error:
+    convert.import_to_workdir(directory, workdir)
+  assert "\n" not in str(error.value)
+  return error
+
+
+def test_bad_checkpoints_are_refused_by_name_and_write_nothing(gpt2_dir, tmp_path):
+  import shutil
+
+  workdir = str(tmp_path / "run")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  _fails_cleanly(str(empty), workdir, "has no config.json")
+  _fails_cleanly(str(tmp_path / "absent"), workdir, "is not a directory")
+
+  def variant(name, edit_config=None, edit_files=None):
+    copy = str(tmp_path / name)
+    shutil.copytree(gpt2_dir, copy)
+    if edit_config:
+      path = os.path.join(copy, "config.json")
+      record = json.load(open(path))
+      edit_config(record)
+      json.dump(record, open(path, "w"))
+    if edit_files:
+      edit_files(copy)
+    return copy
+
+  _fails_cleanly(variant("arch", lambda c: c.update(architectures=["LlamaForCausalLM"])), workdir,
+                 r"architectures field is \['LlamaForCausalLM'\]")
+  _fails_cleanly(variant("act", lambda c: c.update(activation_function="swish")), workdir, "activation")
+  _fails_cleanly(variant("scale", lambda c: c.update(scale_attn_by_inverse_layer_idx=True)), workdir,
+                 "scale_attn_by_inverse_layer_idx")
+  _fails_cleanly(variant("shape", lambda c: c.update(n_embd=c["n_embd"] + 3, n_head=1)), workdir, "has shape")
+
+  def drop_tensor(directory):
+    from safetensors.numpy import load_file, save_file
+
+    path = os.path.join(directory, "model.safetensors")
+    tensors = load_file(path)
+    del tensors["transformer.h.1.mlp.c_fc.weight"]
+    save_file(tensors, path, metadata={"format": "pt"})
+
+  _fails_cleanly(variant("missing", edit_files=drop_tensor), workdir, "no tensor 'transformer.h.1.mlp.c_fc.weight'")
+
+  def truncate(directory):
+    path = os.path.join(directory, "model.safetensors")
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+
+  _fails_cleanly(variant("truncated", edit_files=truncate), workdir, "truncated")
+  _fails_cleanly(variant("notok", edit_files=lambda d: os.remove(os.path.join(d, "tokenizer.json"))), workdir,
+                 "has no tokenizer.json")
+  assert not os.path.exists(workdir) and not os.path.exists(workdir + ".importing")
+
+
+def test_an_existing_run_is_not_overwritten(gpt2_dir, tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text("{}")
+  _fails_cleanly(gpt2_dir, str(workdir), "already holds files")
+  assert os.listdir(workdir) == ["config.json"] and (workdir / "config.json").read_text() == "{}"
+
+
+def test_the_command_line_imports_and_reports_errors_in_one_line(gpt2_dir, tmp_path, data_dir):
+  workdir = str(tmp_path / "run")
+  done = run_cli(["import", gpt2_dir, "--workdir", workdir, "--config", "configs/gpt.py:smoke"], data_dir)
+  assert done.returncode == 0, done.stderr
+  assert "imported huggingface GPT2LMHeadModel" in done.stdout
+  again = run_cli(["import", gpt2_dir, "--workdir", workdir], data_dir)
+  assert again.returncode != 0 and "Traceback" not in again.stderr
+  assert again.stderr.strip().splitlines()[-1].startswith("ssljax: --workdir") and "already holds files" in again.stderr
+  out = str(tmp_path / "exported")
+  exported = run_cli(["export", "--workdir", workdir, "--format", "hf", out], data_dir)
+  assert exported.returncode == 0, exported.stderr
+  assert os.path.exists(os.path.join(out, "model.safetensors"))
