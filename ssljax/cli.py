@@ -8,6 +8,7 @@
   ssljax bench step --config configs/simclr.py:cifar10 [--bench_steps 20]
   ssljax bench step --preset gpt2_124m[,bert_base,...] [--per_device_batch 8] [--peak_tflops 989.4]
   ssljax bench input --config configs/gpt.py [--bench_steps 50]
+  ssljax bench import
   ssljax table --dataset mnist5k --workdir runs/table
   ssljax generate --workdir runs/gpt --prompt "Shares in" [--num_samples 3]
   ssljax tokenizer train --config configs/gpt.py --workdir runs/gpt
@@ -240,6 +241,10 @@ def main(argv: list[str]) -> None:
       bench_command.bench_step(_CONFIG.value, _PRESET.value, steps=_BENCH_STEPS.value, warmup=_BENCH_WARMUP.value,
                                peak_tflops=_PEAK_TFLOPS.value, per_device_batch=_PER_DEVICE_BATCH.value,
                                workdir=_WORKDIR.value)
+    elif rest[:1] == ["import"]:
+      from ssljax.convert import measure
+
+      print(measure.main())
     elif rest[:1] == ["input"]:
       if _CONFIG.value is None:
         _usage("bench input needs --config, e.g. --config configs/gpt.py")
@@ -248,7 +253,7 @@ def main(argv: list[str]) -> None:
       bench_command.bench_input(_CONFIG.value, batches=_BENCH_STEPS.value, warmup=_BENCH_WARMUP.value,
                                 workdir=_WORKDIR.value)
     else:
-      _usage("bench takes a benchmark name: memory, step or input")
+      _usage("bench takes a benchmark name: memory, step, input or import")
 
 
 def _enable_compilation_cache() -> None:

@@ -319,7 +319,7 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   staging = f"{out}.exporting"
   shutil.rmtree(staging, ignore_errors=True)
   try:
-    shutil.copytree(os.path.join(workdir, tokenizer_lib.HF_DIR), staging)
+    shutil.copytree(os.path.join(workdir, tokenizer_lib.HF_DIRECTORY), staging)
     hf_files.write_tensors(tensors, staging)
     hf_files.write_json(staging, hf_files.CONFIG_FILE, hf)
     if config.objective == "clip":
