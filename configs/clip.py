@@ -39,10 +39,11 @@ def clip_config() -> ml_collections.ConfigDict:
   c.data.heldout_split = "test_heldout"  # evaluated beside the test split; "" for none
 
   c.text = ml_collections.ConfigDict()
-  c.text.tokenizer = "sentencepiece"  # or "byte"
+  c.text.tokenizer = "sentencepiece"  # or "byte", or "huggingface" (a tokenizer.json at model_file)
   c.text.vocab_size = 384  # pieces, 262 special and byte pieces included: one piece per caption word
   c.text.model_type = "bpe"
   c.text.model_file = config_dict.placeholder(str)
+  c.text.special_tokens = ml_collections.ConfigDict()  # "huggingface": role -> id (train/defaults.py)
   c.text.seq_len = 32  # the longest shapes caption is 26 pieces, + [EOS]
   c.text.icl_documents = 0  # (text-family keys the config checks expect)
   c.text.icl_seed = 0

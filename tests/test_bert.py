@@ -25,7 +25,7 @@ from ssljax.evaluators import sentence_pairs
 from ssljax.interface import DATA_AXIS
 from ssljax.objectives import common
 from ssljax.text import CLS, MASK, PAD, SEP, ByteTokenizer, masking, pairs
-from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
+from ssljax.text.tokenizer import BUNDLED_SPECIAL_IDS, NUM_SPECIAL_TOKENS
 from ssljax.train import defaults, step as step_lib
 
 BERT = os.path.join(REPO, "configs", "bert.py")
@@ -42,6 +42,8 @@ def _within(count, n, p, sigmas=4.0):
 # --- masking ----------------------------------------------------------------------------------
 
 NUM_TOKENS = 262  # the byte tokenizer's real ids; rows up to 384 only pad the embedding
+# The bundled tokenizers' special ids (0..5) and [MASK], as masking takes them.
+MASK_OPTIONS = masking.special_options(BUNDLED_SPECIAL_IDS)
 
 
 def _pair_rows(n, length=64, seed=0):
@@ -53,13 +55,15 @@ def _pair_rows(n, length=64, seed=0):
     la, lb = rng.integers(1, (length - 3) // 2 + 1, 2)
     a = rng.integers(NUM_SPECIAL_TOKENS, NUM_TOKENS, la)
     a[rng.random(la) < 0.1] = rng.choice([1, MASK, 5])
-    rows.append(pairs.pair_example(a, rng.integers(NUM_SPECIAL_TOKENS, NUM_TOKENS, lb), 1, length)["tokens"])
+    rows.append(pairs.pair_example(a, rng.integers(NUM_SPECIAL_TOKENS, NUM_TOKENS, lb), 1, length,
+                                   BUNDLED_SPECIAL_IDS)["tokens"])
   return np.stack(rows)
 
 
 @functools.partial(jax.jit, static_argnames=("max_predictions", "mask_rate"))
 def _mask_jit(keys, tokens, max_predictions, mask_rate=masking.MASK_RATE):
-  return masking.mask_batch(keys, tokens, max_predictions=max_predictions, num_tokens=NUM_TOKENS, mask_rate=mask_rate)
+  return masking.mask_batch(keys, tokens, max_predictions=max_predictions, num_tokens=NUM_TOKENS, mask_rate=mask_rate,
+                            **MASK_OPTIONS)
 
 
 def _mask(keys, tokens, max_predictions=11, mask_rate=masking.MASK_RATE):
@@ -180,7 +184,8 @@ def _documents(num_docs=40, seed=0):
 def _pair_stream(records, seq_len=64, seed=0, short_seq_prob=0.1):
   docs = grain.MapDataset.source(records)
   parent = docs.shuffle(seed=seed).repeat(None).to_iter_dataset()
-  return pairs.PairIterDataset(parent, negatives=docs, seq_len=seq_len, seed=seed, short_seq_prob=short_seq_prob)
+  return pairs.PairIterDataset(parent, negatives=docs, seq_len=seq_len, special_ids=BUNDLED_SPECIAL_IDS, seed=seed,
+                               short_seq_prob=short_seq_prob)
 
 
 def _split(example):
@@ -270,7 +275,8 @@ def _batch(n=16, seq_len=64, seed=0):
   rows = []
   for i in range(n):
     la, lb = rng.integers(3, 30, 2)
-    rows.append(pairs.pair_example(rng.integers(6, NUM_TOKENS, la), rng.integers(6, NUM_TOKENS, lb), i % 2, seq_len))
+    rows.append(pairs.pair_example(rng.integers(6, NUM_TOKENS, la), rng.integers(6, NUM_TOKENS, lb), i % 2, seq_len,
+                                   BUNDLED_SPECIAL_IDS))
   return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
 
@@ -394,7 +400,7 @@ def test_sharded_bert_step_with_dynamic_masks_equals_one_device():
 
 
 def _segment_tfidf(documents):
-  return word_overlap.SegmentTfidf(*word_overlap.count_documents(documents))
+  return word_overlap.SegmentTfidf(*word_overlap.count_documents(documents, BUNDLED_SPECIAL_IDS.values()))
 
 
 def test_word_overlap_cosines_by_hand():

@@ -16,6 +16,7 @@ from ssljax.evaluate import few_shot
 from ssljax.text import icl_tasks
 
 PAD, EOS, NUM_SPECIAL = 0, 1, 6
+IDS = {"start_id": EOS, "pad_id": PAD}  # a prompt starts after [EOS]; rows are padded with [PAD]
 
 
 class StandInByteTokenizer:
@@ -258,7 +259,7 @@ def test_words_are_plain_lower_case_ascii():
 def test_candidate_scores_are_sums_over_the_candidate_tokens(make_tokenizer):
   tokenizer = make_tokenizer()
   queries = few_shot.sample_queries(icl_tasks.WORD_MAP, 3, num_queries=6, seed=0)
-  scores = few_shot.score_candidates(token_id_scorer, tokenizer, queries, batch_size=5, context_len=64)
+  scores = few_shot.score_candidates(token_id_scorer, tokenizer, queries, batch_size=5, context_len=64, **IDS)
   for (_, _, candidates), query_scores in zip(queries, scores):
     expected = [-sum(tokenizer.encode(c)) / 1000.0 for c in candidates]
     np.testing.assert_allclose(query_scores, expected, rtol=1e-6)
@@ -270,7 +271,7 @@ def test_long_prompts_are_truncated_from_the_left(make_tokenizer):
   context_len = 24
   queries = few_shot.sample_queries(icl_tasks.WORD_LABEL, 16, num_queries=4, seed=1)
   recorder = Recorder(token_id_scorer)
-  scores = few_shot.score_candidates(recorder, tokenizer, queries, batch_size=3, context_len=context_len)
+  scores = few_shot.score_candidates(recorder, tokenizer, queries, batch_size=3, context_len=context_len, **IDS)
   rows = np.concatenate(recorder.calls)
   index = 0
   for (prompt, _, candidates), query_scores in zip(queries, scores):
@@ -290,20 +291,20 @@ def test_short_prompts_start_after_eos_and_are_right_padded():
   tokenizer = StandInByteTokenizer()
   queries = [("cat =>", " red", (" red", " blue"))]
   recorder = Recorder(token_id_scorer)
-  few_shot.score_candidates(recorder, tokenizer, queries, batch_size=4, context_len=16)
+  few_shot.score_candidates(recorder, tokenizer, queries, batch_size=4, context_len=16, **IDS)
   (tokens,) = recorder.calls
   for row, candidate in zip(tokens, [" red", " blue"]):
     ids = [EOS] + tokenizer.encode("cat =>" + candidate)
     np.testing.assert_array_equal(row, ids + [PAD] * (16 - len(ids)))
   assert not tokens[2:].any()
-  few_shot.score_candidates(recorder, tokenizer, queries, batch_size=4, context_len=16, start_id=None)
+  few_shot.score_candidates(recorder, tokenizer, queries, batch_size=4, context_len=16, start_id=None, pad_id=PAD)
   assert recorder.calls[-1][0, 0] == tokenizer.encode("c")[0]
 
 
 def test_a_candidate_that_does_not_fit_the_context_is_refused():
   queries = [("cat =>", " green", (" red", " green"))]
   with pytest.raises(ValueError, match="does not fit"):
-    few_shot.score_candidates(token_id_scorer, StandInByteTokenizer(), queries, batch_size=2, context_len=6)
+    few_shot.score_candidates(token_id_scorer, StandInByteTokenizer(), queries, batch_size=2, context_len=6, **IDS)
   assert few_shot.fit_to_context([7, 8, 9], [5, 6], 3) == ([9, 5, 6], 1)
 
 
@@ -319,7 +320,7 @@ def test_every_call_has_the_same_shape_and_a_jitted_model_compiles_once():
   # 2 ks x 2 draws x 3 queries x 4 candidates = 48 rows: 4 full batches of 10 and one of 8.
   results = few_shot.evaluate(
       recorder, StandInByteTokenizer(), icl_tasks.WORD_LABEL, ks=(0, 2), num_queries=3, draws=2, seed=0,
-      batch_size=10, context_len=48,
+      batch_size=10, context_len=48, **IDS,
   )
   assert [c.shape for c in recorder.calls] == [(10, 48)] * 5
   assert all(c.dtype == np.int32 for c in recorder.calls)
@@ -331,7 +332,7 @@ def test_every_call_has_the_same_shape_and_a_jitted_model_compiles_once():
 @pytest.mark.parametrize("make_tokenizer", TOKENIZERS)
 def test_a_scorer_preferring_one_candidate_scores_that_candidates_frequency(make_tokenizer):
   tokenizer = make_tokenizer()
-  task, kwargs = icl_tasks.WORD_LABEL, dict(num_queries=40, draws=3, seed=2, batch_size=16, context_len=96)
+  task, kwargs = icl_tasks.WORD_LABEL, dict(num_queries=40, draws=3, seed=2, batch_size=16, context_len=96, **IDS)
   results = few_shot.evaluate(ending_scorer(tokenizer, " blue"), tokenizer, task, ks=(0, 4), **kwargs)
   for k, row in results.items():
     expected = [
@@ -350,14 +351,14 @@ def test_an_oracle_scorer_reads_the_prompt(make_tokenizer, task):
   tokenizer = make_tokenizer()
   results = few_shot.evaluate(
       oracle_scorer(tokenizer), tokenizer, task, ks=(0, 1, 8), num_queries=100, draws=3, seed=0,
-      batch_size=64, context_len=160,
+      batch_size=64, context_len=160, **IDS,
   )
   assert abs(results[0]["mean"] - task.chance) < 0.08
   assert results[0]["mean"] < results[1]["mean"] < results[8]["mean"]
   assert results[8]["mean"] >= 0.9
   assert results == few_shot.evaluate(
       oracle_scorer(tokenizer), tokenizer, task, ks=(0, 1, 8), num_queries=100, draws=3, seed=0,
-      batch_size=64, context_len=160,
+      batch_size=64, context_len=160, **IDS,
   )
   # A constant answer is a strategy only where every prompt offers the same candidates.
   assert (results[8]["majority"] is None) == (task is icl_tasks.WORD_MAP)
@@ -424,7 +425,7 @@ def test_topic_query_subset_is_the_same_for_every_k_and_draw():
 def test_topic_evaluation_with_stand_in_scorers():
   tokenizer = StandInByteTokenizer()
   task = _fake_topic_task()
-  kwargs = dict(ks=(0, 2, 8), num_queries=None, draws=2, seed=0, batch_size=32, context_len=256)
+  kwargs = dict(ks=(0, 2, 8), num_queries=None, draws=2, seed=0, batch_size=32, context_len=256, **IDS)
   perfect = few_shot.evaluate(headline_scorer(tokenizer), tokenizer, task, **kwargs)
   assert all(row["mean"] == 1.0 and row["std"] == 0.0 for row in perfect.values())
   sport = few_shot.evaluate(ending_scorer(tokenizer, " sport"), tokenizer, task, **kwargs)

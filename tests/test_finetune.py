@@ -19,6 +19,7 @@ from ssljax.evaluate import tfidf
 from ssljax.finetune import train
 from ssljax.models import transformer
 from ssljax.text import CLS, PAD, SEP, ByteTokenizer
+from ssljax.text.tokenizer import BUNDLED_SPECIAL_IDS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER = ByteTokenizer()
@@ -93,7 +94,7 @@ TINY = transformer.transformer_config("tiny", vocab_size=TOKENIZER.vocab_size, c
 @pytest.mark.parametrize("kind, shape", [("classify", (2, 3)), ("pair", (2, 3)), ("tag", (2, 16, 3)),
                                          ("span", (2, 16))])
 def test_heads_output_shapes_and_every_encoder_weight_is_trained(kind, shape):
-  model = heads.FinetuneModel(TINY, kind, num_labels=3, dropout=0.0)
+  model = heads.FinetuneModel(TINY, kind, num_labels=3, dropout=0.0, pad_id=PAD)
   rng = np.random.default_rng(0)
   batch = {"tokens": np.concatenate([np.full((2, 1), CLS), rng.integers(6, 200, (2, 15))], 1).astype(np.int32),
            "segments": np.zeros((2, 16), np.int32), "label": np.array([0, 2]),
@@ -119,7 +120,7 @@ def test_pooling_by_hand():
   with pytest.raises(ValueError, match="pooling"):
     heads.pool(hidden, real, "max")
   # The mean-pooled head ignores what sits in the padding.
-  model = heads.FinetuneModel(TINY, "classify", num_labels=3, dropout=0.0, pooling="mean")
+  model = heads.FinetuneModel(TINY, "classify", num_labels=3, dropout=0.0, pad_id=PAD, pooling="mean")
   tokens = np.array([[CLS, 7, 8, 9, 0, 0], [CLS, 10, 11, 0, 0, 0]], np.int32)
   batch = {"tokens": tokens, "segments": np.zeros_like(tokens)}
   params = model.init(jax.random.key(0), batch)["params"]
@@ -139,7 +140,7 @@ def test_segment_comparison_by_hand():
   want = [[2, 1, 6, 5, 4, 4], [2, 2, 25 / 4, 21 / 4, 17 / 4, 13 / 4]]
   np.testing.assert_allclose(heads.compare_segments(hidden, real, segments), want, rtol=1e-6)
   # The head on top is a linear layer on those 3D features, and it is for pairs only.
-  model = heads.FinetuneModel(TINY, "pair", num_labels=2, dropout=0.0, pooling="segments")
+  model = heads.FinetuneModel(TINY, "pair", num_labels=2, dropout=0.0, pad_id=PAD, pooling="segments")
   tokens = np.array([[CLS, 7, SEP, 8, 9, SEP, PAD]], np.int32)
   batch = {"tokens": tokens, "segments": np.array([[0, 0, 0, 1, 1, 1, 1]], np.int32)}
   params = model.init(jax.random.key(0), batch)["params"]
@@ -150,12 +151,12 @@ def test_segment_comparison_by_hand():
   want = features @ params["classifier"]["kernel"] + params["classifier"]["bias"]
   np.testing.assert_allclose(model.apply({"params": params}, batch), want, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="a 'classify' task has one text"):
-    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pooling="segments").init(jax.random.key(0), batch)
+    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pad_id=PAD, pooling="segments").init(jax.random.key(0), batch)
   with pytest.raises(ValueError, match="segment embeddings"):
-    heads.FinetuneModel(TINY.replace(num_segments=0), "pair", dropout=0.0, pooling="segments").init(
+    heads.FinetuneModel(TINY.replace(num_segments=0), "pair", dropout=0.0, pad_id=PAD, pooling="segments").init(
         jax.random.key(0), batch)
   with pytest.raises(ValueError, match="unknown pooling 'max'"):
-    heads.FinetuneModel(TINY, "pair", dropout=0.0, pooling="max").init(jax.random.key(0), batch)
+    heads.FinetuneModel(TINY, "pair", dropout=0.0, pad_id=PAD, pooling="max").init(jax.random.key(0), batch)
 
 
 def test_cosine_pair_head_by_hand():
@@ -171,22 +172,22 @@ def test_cosine_pair_head_by_hand():
   loss = heads.loss_fn("pair")(logits, {"label": jnp.array([1, 1]), "weight": jnp.ones(2)})
   np.testing.assert_allclose(loss, np.mean(np.log1p(np.exp(-np.array([9.2, -10.0])))), rtol=1e-6)
   # The head: 2 parameters (scale 20, threshold 0) on the encoder's segment cosine.
-  model = heads.FinetuneModel(TINY, "pair", num_labels=2, dropout=0.0, pooling="cosine")
+  model = heads.FinetuneModel(TINY, "pair", num_labels=2, dropout=0.0, pad_id=PAD, pooling="cosine")
   tokens = np.array([[CLS, 7, SEP, 8, 9, SEP, PAD]], np.int32)
   batch = {"tokens": tokens, "segments": np.array([[0, 0, 0, 1, 1, 1, 1]], np.int32)}
   params = model.init(jax.random.key(0), batch)["params"]
   assert set(params) == {"encoder", "cosine_scale", "cosine_threshold"}
   assert float(params["cosine_scale"]) == heads.COSINE_SCALE and float(params["cosine_threshold"]) == 0.0
-  hidden = heads.encode(TINY, params["encoder"], batch)
+  hidden = heads.encode(TINY, params["encoder"], batch, PAD)
   want = heads.cosine_logits(heads.segment_cosine(hidden, tokens != PAD, batch["segments"]), 20.0, 0.0)
   np.testing.assert_allclose(model.apply({"params": params}, batch), want, rtol=1e-5, atol=1e-6)
   # Given the states, the head runs without the encoder's parameters.
   head_only = {k: v for k, v in params.items() if k != "encoder"}
   np.testing.assert_allclose(model.apply({"params": head_only}, batch, hidden=hidden), want, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="2 classes"):
-    heads.FinetuneModel(TINY, "pair", num_labels=3, dropout=0.0, pooling="cosine").init(jax.random.key(0), batch)
+    heads.FinetuneModel(TINY, "pair", num_labels=3, dropout=0.0, pad_id=PAD, pooling="cosine").init(jax.random.key(0), batch)
   with pytest.raises(ValueError, match="a 'classify' task has one text"):
-    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pooling="cosine").init(jax.random.key(0), batch)
+    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pad_id=PAD, pooling="cosine").init(jax.random.key(0), batch)
 
 
 def test_fit_head_trains_the_head_alone_on_the_frozen_encoder(monkeypatch):
@@ -217,7 +218,7 @@ def test_fit_head_trains_the_head_alone_on_the_frozen_encoder(monkeypatch):
   assert float(runner.head_loss(head_of(fitted), batch, hidden)) == pytest.approx(info["probe_loss_end"], rel=1e-4)
   assert 1 <= info["probe_iterations"] <= 150
   # The threshold moved from 0 to between the two classes' mean cosines.
-  cosines = np.asarray(heads.segment_cosine(heads.encode(TINY, params["encoder"], batch), batch["tokens"] != PAD,
+  cosines = np.asarray(heads.segment_cosine(heads.encode(TINY, params["encoder"], batch, PAD), batch["tokens"] != PAD,
                                             batch["segments"]))
   labels = np.arange(16) % 2
   assert cosines[labels == 0].mean() < float(fitted["cosine_threshold"]) < cosines[labels == 1].mean()
@@ -273,7 +274,7 @@ def test_pairs_are_cut_from_the_longer_side_and_packed_with_segments():
   assert (a, b) == ([0, 1, 2, 3, 4], [0, 1, 2])  # the longer side loses its end
   a, b = inputs.truncate_pair(list(range(6)), list(range(6)), 7)
   assert (len(a), len(b)) == (4, 3)  # ties cut the second first
-  tokens, segments = inputs.pack([7, 8], [9], 8)
+  tokens, segments = inputs.pack([7, 8], [9], 8, BUNDLED_SPECIAL_IDS)
   np.testing.assert_array_equal(tokens, [CLS, 7, 8, SEP, 9, SEP, PAD, PAD])
   np.testing.assert_array_equal(segments, [0, 0, 0, 0, 1, 1, 0, 0])
 

@@ -108,7 +108,8 @@ def test_loss_is_the_heads_loss_in_float64(bert_run, task):
   batch = _batch(objective, config)
   state, history = run_steps(objective, batch, 1, optax.sgd(0.0), steps=1)
   kind, num_labels = {"bbc_topic": ("classify", 5), "bbc_quotes": ("tag", 2), "bbc_who_said": ("span", 2)}[task]
-  model = heads.FinetuneModel(objective.extras["encoder_config"], kind, num_labels, 0.0, config.pooling)
+  model = heads.FinetuneModel(objective.extras["encoder_config"], kind, num_labels, 0.0, config.pooling,
+                              objective.extras["encoder"].special_ids["pad"])
   out = model.apply({"params": state.params}, batch)
   np.testing.assert_allclose(history[0]["loss"], _reference_loss(kind, out, batch), rtol=1e-5)
 
@@ -166,7 +167,8 @@ def test_evaluation_scores_the_tasks_examples(bert_run, tmp_path):
   examples = task_metrics.split_examples(config, tasks.get("bbc_topic"), "validation", config.max_eval_examples)
   features = [objective.extras["encoder"].train_feature(e) for e in examples]
   batch = inputs.collate(features, len(features), features[0])
-  model = heads.FinetuneModel(objective.extras["encoder_config"], "classify", 5, 0.0, config.pooling)
+  model = heads.FinetuneModel(objective.extras["encoder_config"], "classify", 5, 0.0, config.pooling,
+                              objective.extras["encoder"].special_ids["pad"])
   logits = model.apply({"params": workdir_lib.restore_params(workdir)}, batch)
   assert report["accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == batch["label"]))
   assert "accuracy" in task_metrics.format_report(report)

@@ -144,8 +144,8 @@ def test_training_time_lm_entry_logs_the_loss_per_token_of_the_first_validation_
   scalars = evaluation.scalars(evaluation.run(params, model_state, "validation", entry))
 
   documents = [tokenizer.encode(t) for t in text.split_texts(config, "validation")]
-  windows, mask = language_model.scoring_windows(documents, config.text.seq_len, eos_id=tokenizer_lib.EOS,
-                                                 pad_id=tokenizer_lib.PAD)
+  windows, mask = language_model.scoring_windows(documents, config.text.seq_len, eos_id=tokenizer.special_id("eos"),
+                                                 pad_id=tokenizer.special_id("pad"))
   log_probs = np.asarray(objective.extras["log_probs"](params, model_state, windows[:64]), np.float64)
   expected = -np.sum(log_probs * mask[:64]) / mask[:64].sum()
   assert scalars == {"val_lm_loss_per_token": pytest.approx(expected, rel=1e-5)}

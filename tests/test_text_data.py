@@ -181,6 +181,12 @@ def test_special_ids_are_fixed(sp_unigram):
   assert tok.SPECIAL_TOKENS == ("[PAD]", "[EOS]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
   for tokenizer in (tok.ByteTokenizer(), sp_unigram):
     assert [tokenizer.id_to_piece(i) for i in range(6)] == list(tok.SPECIAL_TOKENS)
+    # By role: the same table for both kinds, and no bos.
+    assert tokenizer.special_ids == {"pad": 0, "eos": 1, "cls": 2, "sep": 3, "mask": 4, "unk": 5}
+    assert tokenizer.special_id("mask") == 4
+    with pytest.raises(ValueError, match=rf"^the {tokenizer.kind} tokenizer has no \[BOS\] token \(role 'bos'\): "
+                                         "a test needs it$"):
+      tokenizer.special_id("bos", "a test")
     # Literal special-token names in text are text, not special ids.
     assert min(tokenizer.encode("[MASK] [CLS] [EOS] [PAD]")) >= 6
   assert sp_unigram.id_to_piece(6) == "<0x00>" and sp_unigram.id_to_piece(261) == "<0xFF>"
@@ -261,6 +267,8 @@ def test_save_load_keeps_the_fingerprint(sp_unigram, texts, tmp_path):
     record = json.loads((directory / "tokenizer.json").read_text())
     assert record["fingerprint"] == tokenizer.fingerprint()
     assert record["vocab_size"] == tokenizer.vocab_size
+    assert record["special_ids"] == tok.BUNDLED_SPECIAL_IDS
+    assert record["special_tokens"] == dict(zip(tok.BUNDLED_SPECIAL_IDS, tok.SPECIAL_TOKENS))
   assert json.loads((tmp_path / "sp" / "tokenizer.json").read_text())["settings"][
       "normalization_rule_name"] == "identity"
   # Pickling (grain worker processes) keeps the model.
@@ -330,6 +338,9 @@ def test_from_config(texts, tmp_path):
 
 # --- packing ------------------------------------------------------------------
 
+# The bundled tokenizers' [EOS] and [PAD], which packing takes as arguments.
+IDS = {"eos_id": tok.EOS, "pad_id": tok.PAD}
+
 
 def _random_docs(seed: int, num_docs: int = 40, max_len: int = 30) -> list[np.ndarray]:
   rng = np.random.default_rng(seed)
@@ -363,19 +374,19 @@ def _check_padding_only_at_the_end(windows: np.ndarray) -> None:
 
 
 def test_pack_small_example():
-  windows = packing.pack([[7, 8, 9], [10], [11, 12, 13, 14]], seq_len=4)
+  windows = packing.pack([[7, 8, 9], [10], [11, 12, 13, 14]], seq_len=4, **IDS)
   np.testing.assert_array_equal(windows, [[7, 8, 9, 1], [10, 1, 11, 12], [13, 14, 1, 0]])
   assert windows.dtype == np.int32
-  assert packing.pack([], seq_len=4).shape == (0, 4)
-  np.testing.assert_array_equal(packing.pack([[], [7]], seq_len=3), [[1, 7, 1]])
+  assert packing.pack([], seq_len=4, **IDS).shape == (0, 4)
+  np.testing.assert_array_equal(packing.pack([[], [7]], seq_len=3, **IDS), [[1, 7, 1]])
   with pytest.raises(ValueError, match="padding id"):
-    packing.pack([[7, 0, 8]], seq_len=4)
+    packing.pack([[7, 0, 8]], seq_len=4, **IDS)
 
 
 @pytest.mark.parametrize("seq_len", [1, 7, 16, 64])
 def test_pack_keeps_every_token_once_in_order(seq_len):
   docs = _random_docs(seq_len)
-  windows = packing.pack(docs, seq_len)
+  windows = packing.pack(docs, seq_len, **IDS)
   total = sum(len(d) + 1 for d in docs)
   assert windows.shape == (-(-total // seq_len), seq_len)
   assert _split_at_eos(windows) == [d.tolist() for d in docs]
@@ -390,7 +401,7 @@ def _windows(dataset) -> np.ndarray:
 def test_packed_dataset_is_a_shuffled_epoch_of_all_documents():
   docs = _random_docs(0)
   source = grain.MapDataset.source([{"tokens": d} for d in docs])
-  windows = _windows(packing.packed_dataset(source, seq_len=16, seed=3))
+  windows = _windows(packing.packed_dataset(source, seq_len=16, seed=3, **IDS))
   assert windows.dtype == np.int32 and windows.shape[1] == 16
   recovered = _split_at_eos(windows)
   assert sorted(recovered) == sorted(d.tolist() for d in docs)  # each exactly once
@@ -398,18 +409,18 @@ def test_packed_dataset_is_a_shuffled_epoch_of_all_documents():
   _check_padding_only_at_the_end(windows)
   # The same as packing the documents in the shuffled order.
   order = [[d.tolist() for d in docs].index(r) for r in recovered]
-  np.testing.assert_array_equal(windows, packing.pack([docs[i] for i in order], 16))
+  np.testing.assert_array_equal(windows, packing.pack([docs[i] for i in order], 16, **IDS))
   # Deterministic for a seed, different for another.
-  np.testing.assert_array_equal(_windows(packing.packed_dataset(source, 16, seed=3)), windows)
-  assert _split_at_eos(_windows(packing.packed_dataset(source, 16, seed=4))) != recovered
-  unshuffled = _windows(packing.packed_dataset(source, 16, seed=3, shuffle=False))
-  np.testing.assert_array_equal(unshuffled, packing.pack(docs, 16))
+  np.testing.assert_array_equal(_windows(packing.packed_dataset(source, 16, seed=3, **IDS)), windows)
+  assert _split_at_eos(_windows(packing.packed_dataset(source, 16, seed=4, **IDS))) != recovered
+  unshuffled = _windows(packing.packed_dataset(source, 16, seed=3, shuffle=False, **IDS))
+  np.testing.assert_array_equal(unshuffled, packing.pack(docs, 16, **IDS))
 
 
 def test_packed_dataset_matches_grains_concat_then_split():
   docs = _random_docs(1)
   source = grain.MapDataset.source([{"tokens": d} for d in docs])
-  ours = _windows(packing.packed_dataset(source, seq_len=8, seed=0, shuffle=False))
+  ours = _windows(packing.packed_dataset(source, seq_len=8, seed=0, shuffle=False, **IDS))
   with_eos = source.map(lambda r: {"tokens": np.append(r["tokens"], np.int32(tok.EOS))})
   theirs = grain.experimental.ConcatThenSplitIterDataset(
       with_eos.to_iter_dataset(), length_struct={"tokens": 8})
@@ -419,7 +430,7 @@ def test_packed_dataset_matches_grains_concat_then_split():
 def test_two_epochs_visit_every_document_twice_in_new_orders():
   docs = _random_docs(2)
   source = grain.MapDataset.source([{"tokens": d} for d in docs])
-  windows = _windows(packing.packed_dataset(source, seq_len=16, seed=5, num_epochs=2))
+  windows = _windows(packing.packed_dataset(source, seq_len=16, seed=5, num_epochs=2, **IDS))
   recovered = _split_at_eos(windows)
   first, second = recovered[:len(docs)], recovered[len(docs):]
   assert sorted(first) == sorted(second) == sorted(d.tolist() for d in docs)
@@ -432,7 +443,7 @@ def test_packed_iterator_resumes_from_its_state(num_epochs):
   docs = _random_docs(3)
   source = grain.MapDataset.source([{"tokens": d} for d in docs])
   seq_len = 12
-  dataset = packing.packed_dataset(source, seq_len=seq_len, seed=7, num_epochs=num_epochs)
+  dataset = packing.packed_dataset(source, seq_len=seq_len, seed=7, num_epochs=num_epochs, **IDS)
   expected = _windows(dataset)
   # Every 3rd position, the end, and the windows around the epoch boundary.
   boundary = sum(len(d) + 1 for d in docs) // seq_len
@@ -454,7 +465,7 @@ def test_packed_iterator_resumes_from_its_state(num_epochs):
 def test_segment_ids_number_the_documents_of_a_window():
   docs = _random_docs(4)
   source = grain.MapDataset.source([{"tokens": d} for d in docs])
-  for window in packing.packed_dataset(source, 16, seed=0, with_segment_ids=True):
+  for window in packing.packed_dataset(source, 16, seed=0, with_segment_ids=True, **IDS):
     tokens, segments = window["tokens"], window["segment_ids"]
     assert segments.dtype == np.int32
     np.testing.assert_array_equal(segments == 0, tokens == tok.PAD)
@@ -472,7 +483,7 @@ def test_tokenize_and_pack_the_validation_split(built):
   docs = packing.tokenize_documents(records, byte)
   assert docs[0]["tokens"].dtype == np.int32
   np.testing.assert_array_equal(docs[0]["tokens"], byte.encode(records[0]["text"].decode()))
-  windows = _windows(packing.packed_dataset(docs, seq_len=256, seed=0))
+  windows = _windows(packing.packed_dataset(docs, seq_len=256, seed=0, **IDS))
   expected_tokens = sum(len(r["text"]) + 1 for r in records)  # bytes + EOS
   assert np.sum(windows != tok.PAD) == expected_tokens
   texts = sorted(byte.decode(d) for d in _split_at_eos(windows))

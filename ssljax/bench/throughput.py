@@ -50,10 +50,10 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: in
     return _image_text_pairs(config, batch_size, np.random.default_rng(seed))
   if "text" in config:
     rng = np.random.default_rng(seed)
-    tokens = rng.integers(6, vocab.model_vocab_size(config), (batch_size, config.text.seq_len), dtype=np.int32)
+    tokens = _ordinary_tokens(config, rng, (batch_size, config.text.seq_len))
     if "max_predictions" not in config.text:
       return {"tokens": tokens}
-    return _sentence_pairs(tokens, rng)
+    return _sentence_pairs(tokens, rng, vocab.special_ids(config))
   name = config.data.name
   if name not in _DATASET_SHAPES:
     raise ValueError(f"bench step knows the image shape of {sorted(_DATASET_SHAPES)}, not {name!r}")
@@ -69,14 +69,20 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: in
   }
 
 
-def _sentence_pairs(tokens: np.ndarray, rng: np.random.Generator) -> dict:
+def _ordinary_tokens(config: ml_collections.ConfigDict, rng: np.random.Generator, shape) -> np.ndarray:
+  """Random ids of the config's real vocabulary that are no special token: int32 `shape`."""
+  ordinary = np.setdiff1d(np.arange(vocab.real_vocab_size(config)), list(vocab.special_ids(config).values()))
+  return ordinary[rng.integers(0, len(ordinary), shape)].astype(np.int32)
+
+
+def _sentence_pairs(tokens: np.ndarray, rng: np.random.Generator, special_ids: dict[str, int]) -> dict:
   """BERT's inputs from random tokens (n, T): [CLS] A [SEP] B [SEP] with A and B of half the
   length each, segment ids and random next-sentence labels."""
   from ssljax.text import pairs  # only BERT configs need the pair layout
 
   n, length = tokens.shape
   half = (length - pairs.NUM_PAIR_SPECIALS) // 2
-  examples = [pairs.pair_example(row[:half], row[half:2 * half], int(label), length)
+  examples = [pairs.pair_example(row[:half], row[half:2 * half], int(label), length, special_ids)
               for row, label in zip(tokens, rng.integers(0, 2, n))]
   return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
@@ -85,9 +91,10 @@ def _image_text_pairs(config: ml_collections.ConfigDict, batch_size: int, rng: n
   """CLIP's inputs: random RGB images of `data.image_size` and random captions of half the
   context, each ended by [EOS] (where the text tower reads its feature) and padded."""
   side, length = config.data.image_size, config.text.seq_len
-  tokens = rng.integers(6, vocab.model_vocab_size(config), (batch_size, length), dtype=np.int32)
-  tokens[:, length // 2] = 1  # [EOS]
-  tokens[:, length // 2 + 1:] = 0  # [PAD]
+  special = vocab.special_ids(config)
+  tokens = _ordinary_tokens(config, rng, (batch_size, length))
+  tokens[:, length // 2] = special["eos"]
+  tokens[:, length // 2 + 1:] = special["pad"]
   return {"image": rng.integers(0, 256, (batch_size, side, side, 3), dtype=np.uint8), "tokens": tokens}
 
 

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 
 from ssljax import losses
 from ssljax.models.transformer import INIT_STD, Transformer, TransformerConfig
-from ssljax.text.tokenizer import PAD
 
 CLASSIFY, PAIR, TAG, SPAN = "classify", "pair", "tag", "span"
 KINDS = (CLASSIFY, PAIR, TAG, SPAN)
@@ -61,6 +60,7 @@ class FinetuneModel(nn.Module):
   logits, (B, T, K) tag logits, or a (start, end) pair of (B, T) span logits. Given the
   encoder's (B, T, D) `hidden` states of the batch (`encode`), it runs the head alone, which
   then needs no "encoder" parameters (training the head on a frozen encoder, `train.fit_head`).
+  `pad_id` is the tokenizer's [PAD]: tokens that are not it are the real ones.
   """
 
   encoder_config: TransformerConfig
@@ -68,6 +68,7 @@ class FinetuneModel(nn.Module):
   num_labels: int = 2
   dropout: float = 0.1
   pooling: str = "cls"  # "cls" (BERT), "mean" over the real tokens; pairs: "segments", "cosine" (Sentence-BERT)
+  pad_id: int | None = None  # required; a default only because the fields before it have one
 
   @nn.compact
   def __call__(self, batch, train: bool = False, hidden=None):
@@ -75,8 +76,10 @@ class FinetuneModel(nn.Module):
       raise ValueError(f"unknown head kind {self.kind!r}; choose one of {KINDS}")
     if self.pooling not in POOLINGS:
       raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
+    if self.pad_id is None:
+      raise ValueError("FinetuneModel needs pad_id, the tokenizer's [PAD] id")
     tokens = batch["tokens"]
-    real = tokens != PAD  # (B, T)
+    real = tokens != self.pad_id  # (B, T)
     segments = batch["segments"] if self.encoder_config.num_segments else None
     if hidden is None:
       hidden = Transformer(self.encoder_config, name="encoder")(
@@ -185,13 +188,13 @@ def load_pretrained(params: dict, pretrained: dict, whole: bool = False) -> dict
   return params
 
 
-def encode(encoder_config, encoder_params, batch):
-  """The encoder's (B, T, D) float32 hidden states of a batch, without dropout (what
-  `FinetuneModel(...)(batch, hidden=...)` takes)."""
+def encode(encoder_config, encoder_params, batch, pad_id: int):
+  """The encoder's (B, T, D) float32 hidden states of a batch (tokens other than `pad_id` are
+  real), without dropout (what `FinetuneModel(...)(batch, hidden=...)` takes)."""
   tokens = batch["tokens"]
   segments = batch["segments"] if encoder_config.num_segments else None
   hidden = Transformer(encoder_config).apply({"params": encoder_params}, tokens, segments=segments,
-                                             padding_mask=tokens != PAD)
+                                             padding_mask=tokens != pad_id)
   return hidden.astype(jnp.float32)
 
 

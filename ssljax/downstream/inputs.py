@@ -2,7 +2,8 @@
 section 3 and figure 2 for the input layout, section 4 for each task's).
 
 Layout: [CLS] first [SEP] for one text, [CLS] first [SEP] second [SEP] for two, right-padded
-with [PAD] to `seq_len`; segment 0 up to and including the first [SEP], 1 after it.
+with [PAD] to `seq_len` (the tokenizer's own ids of the three); segment 0 up to and including
+the first [SEP], 1 after it.
 
 * classification: the text's first seq_len - 2 tokens ("from its opening tokens");
 * sentence pairs: both texts, the longer one cut first until they fit (BERT's rule);
@@ -25,14 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ssljax.downstream.heads import CLASSIFY, KINDS, PAIR, SPAN, TAG
-from ssljax.text.tokenizer import CLS, PAD, SEP, Tokenizer
+from ssljax.text.tokenizer import Tokenizer
 
 IGNORE = -1  # tag of tokens without a label
+INPUT_ROLES = ("cls", "sep", "pad")  # the special tokens of an encoder input
 
 
 def truncate_pair(first: list[int], second: list[int], budget: int) -> tuple[list[int], list[int]]:
@@ -47,16 +50,19 @@ def truncate_pair(first: list[int], second: list[int], budget: int) -> tuple[lis
   return first[:a], second[:b]
 
 
-def pack(first: list[int], second: list[int] | None, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-  """tokens, segments (each (seq_len,) int32) of [CLS] first [SEP] (second [SEP]) + [PAD]s."""
-  tokens = [CLS, *first, SEP]
+def pack(first: list[int], second: list[int] | None, seq_len: int,
+         special_ids: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+  """tokens, segments (each (seq_len,) int32) of [CLS] first [SEP] (second [SEP]) + [PAD]s, the
+  ids of `special_ids`' cls, sep and pad."""
+  cls, sep = special_ids["cls"], special_ids["sep"]
+  tokens = [cls, *first, sep]
   segments = [0] * len(tokens)
   if second is not None:
-    tokens += [*second, SEP]
+    tokens += [*second, sep]
     segments += [1] * (len(second) + 1)
   if len(tokens) > seq_len:
     raise ValueError(f"{len(tokens)} tokens do not fit in seq_len {seq_len}")
-  out = np.full((2, seq_len), PAD, np.int32)
+  out = np.full((2, seq_len), special_ids["pad"], np.int32)
   out[0, :len(tokens)] = tokens
   out[1, :len(segments)] = segments
   return out[0], out[1]
@@ -113,6 +119,7 @@ class Encoder:
     if seq_len < 8:
       raise ValueError(f"seq_len {seq_len} is too short for a [CLS] ... [SEP] input")
     self.tokenizer, self.kind, self.seq_len = tokenizer, kind, seq_len
+    self.special_ids = tokenizer.special_roles(INPUT_ROLES, "a fine-tuning input ([CLS] text [SEP])")
     self.max_question_len = min(max_question_len, seq_len // 2)
     self.doc_stride = doc_stride
     self.blank = _BlankIds(tokenizer)
@@ -148,7 +155,7 @@ class Encoder:
         break
       positions.append(1 + len(tokens) + self.blank.first_label_position(ids))  # +1: [CLS]
       tokens += ids
-    tok, seg = pack(tokens, None, self.seq_len)
+    tok, seg = pack(tokens, None, self.seq_len, self.special_ids)
     labels = np.full(self.seq_len, IGNORE, np.int32)
     positions = np.asarray(positions, np.int32)
     if tags is not None:
@@ -190,7 +197,7 @@ class Encoder:
       start += stride
 
   def _window(self, q_ids, ctx, token_word, start, end, answer_tokens) -> SpanWindow:
-    tokens, segments = pack(q_ids, ctx[start:end], self.seq_len)
+    tokens, segments = pack(q_ids, ctx[start:end], self.seq_len, self.special_ids)
     offset = len(q_ids) + 2  # [CLS] question [SEP]
     mask = np.zeros(self.seq_len, bool)
     mask[offset:offset + end - start] = True
@@ -207,10 +214,11 @@ class Encoder:
   def train_feature(self, example: dict) -> dict[str, np.ndarray] | None:
     """The one feature an example trains on, or None (a span answer that fits no window)."""
     if self.kind == CLASSIFY:
-      feature = dict(zip(("tokens", "segments"), pack(self.text_ids(example["text"]), None, self.seq_len)))
+      feature = dict(zip(("tokens", "segments"), pack(self.text_ids(example["text"]), None, self.seq_len,
+                                                     self.special_ids)))
     elif self.kind == PAIR:
       a, b = self.pair_ids(example["text_a"], example["text_b"])
-      feature = dict(zip(("tokens", "segments"), pack(a, b, self.seq_len)))
+      feature = dict(zip(("tokens", "segments"), pack(a, b, self.seq_len, self.special_ids)))
     elif self.kind == TAG:
       feature, _ = self.tagging(example["words"], example["tags"])
     else:

@@ -23,12 +23,14 @@ Two task families:
 
 The model is seen through `log_probs_fn(tokens)`: int32 (B, T) -> float32 (B, T) with
 out[:, t] = log p(tokens[:, t] | tokens[:, :t]) and out[:, 0] = 0. It is always called with the
-same shape, B = `batch_size` and T = `context_len`, rows right-padded with PAD (id 0) and the
-last batch filled up with all-PAD rows, so a jitted model compiles once.
+same shape, B = `batch_size` and T = `context_len`, rows right-padded with `pad_id` (the
+tokenizer's [PAD]) and the last batch filled up with all-[PAD] rows, so a jitted model compiles
+once.
 
 Tokenisation: the prompt and each candidate are encoded separately and concatenated, so the
-candidate's tokens are known exactly. The prompt is preceded by `start_id` (EOS by default):
-in a packed pretraining stream a document's first token follows the previous document's EOS,
+candidate's tokens are known exactly. The prompt is preceded by `start_id` (the tokenizer's EOS
+where the caller passes it): in a packed pretraining stream a document's first token follows the
+previous document's EOS,
 so a prompt starting after EOS reads like the start of a document. A sequence longer than the
 context is truncated from the LEFT, keeping the query and the candidate (and dropping the
 oldest examples first); the candidate always starts at position >= 1, where the model has
@@ -45,7 +47,6 @@ from typing import Protocol
 import numpy as np
 
 from ssljax.text import icl_tasks
-from ssljax.text.tokenizer import EOS as EOS_ID, PAD as PAD_ID
 
 BBC_TOPICS = ("business", "entertainment", "politics", "sport", "tech")
 
@@ -187,14 +188,15 @@ def _scoring_rows(
 
 def score_candidates(
     log_probs_fn: LogProbsFn, tokenizer: Tokenizer, queries: Sequence[Query], *,
-    batch_size: int, context_len: int, start_id: int | None = EOS_ID,
+    batch_size: int, context_len: int, start_id: int | None, pad_id: int,
 ) -> list[np.ndarray]:
-  """Per query, float64 (num_candidates,): sum of the candidate tokens' log-probs given the prompt."""
+  """Per query, float64 (num_candidates,): sum of the candidate tokens' log-probs given the prompt
+  (`start_id`, None for none, then the prompt; rows padded with `pad_id`)."""
   rows = _scoring_rows(tokenizer, queries, context_len, start_id)
   scores = np.zeros(len(rows), np.float64)
   for first in range(0, len(rows), batch_size):
     batch = rows[first : first + batch_size]
-    tokens = np.full((batch_size, context_len), PAD_ID, np.int32)  # fixed shape: one compilation
+    tokens = np.full((batch_size, context_len), pad_id, np.int32)  # fixed shape: one compilation
     for row, (ids, _) in enumerate(batch):
       tokens[row, : len(ids)] = ids
     log_probs = np.asarray(log_probs_fn(tokens))  # (B, T)
@@ -231,7 +233,7 @@ def majority_rate(queries: Sequence[Query]) -> float | None:
 def evaluate(
     log_probs_fn: LogProbsFn, tokenizer: Tokenizer, task: Task, *, ks: Sequence[int] = (0, 1, 2, 4, 8),
     num_queries: int | None, draws: int = 5, seed: int, batch_size: int, context_len: int,
-    start_id: int | None = EOS_ID,
+    start_id: int | None, pad_id: int,
 ) -> dict[int, dict]:
   """k-shot accuracy of the model on `task` for every k in `ks`.
 
@@ -251,7 +253,8 @@ def evaluate(
   queries = {group: sample_queries(task, group[0], num_queries, seed, group[1]) for group in groups}
   flat = [query for group in groups for query in queries[group]]
   flat_scores = score_candidates(
-      log_probs_fn, tokenizer, flat, batch_size=batch_size, context_len=context_len, start_id=start_id
+      log_probs_fn, tokenizer, flat, batch_size=batch_size, context_len=context_len, start_id=start_id,
+      pad_id=pad_id,
   )
   results, offset = {}, 0
   for k in ks:

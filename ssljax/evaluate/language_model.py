@@ -81,6 +81,15 @@ def model_nll(log_probs_fn: LogProbsFn, windows: np.ndarray, mask: np.ndarray, b
   return ngram.nll_of_log_probs(model_log_probs(log_probs_fn, windows, batch_size), mask)
 
 
+def baseline_nll(model: ngram.UnigramModel | ngram.BigramModel, windows: np.ndarray, mask: np.ndarray) -> float:
+  """An n-gram model's NLL of the masked positions of `scoring_windows`' windows. Unscored
+  positions (the last window's padding, which may be an id past the vocabulary, as GPT-2's pad)
+  are read as id 0: they come after every scored token, so no scored token depends on them."""
+  readable = np.where(mask, windows, 0)
+  readable[:, 0] = windows[:, 0]  # a window's first token is context, never scored
+  return ngram.total_nll(model, readable, mask)
+
+
 def fit_baselines(tokenizer, train_texts: Sequence[str], validation_texts: Sequence[str], *, seq_len: int,
                   eos_id: int, pad_id: int) -> dict[str, ngram.UnigramModel | ngram.BigramModel]:
   """{"bigram", "unigram"}: add-k models fit on `train_texts` (one stream, documents joined as
@@ -89,7 +98,7 @@ def fit_baselines(tokenizer, train_texts: Sequence[str], validation_texts: Seque
   train_stream = token_stream([tokenizer.encode(t) for t in train_texts], eos_id=eos_id)
   val_windows, val_mask = text_windows(tokenizer, validation_texts, seq_len=seq_len, eos_id=eos_id, pad_id=pad_id)
   full = val_mask[:, 1:].all(axis=1)  # choose_k scores whole windows: leave out the padded last one
-  vocab = tokenizer.num_tokens
+  vocab = tokenizer.num_tokens  # the real tokens: a pad past them is never scored
   models = {}
   for name, order, fit in (("bigram", 2, ngram.fit_bigram), ("unigram", 1, ngram.fit_unigram)):
     k, _ = ngram.choose_k(train_stream, val_windows[full], vocab_size=vocab, order=order)

@@ -14,7 +14,8 @@ as (n, T) arrays of the ids the model reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Collection, Iterable
 
 import numpy as np
 import scipy.sparse
@@ -22,20 +23,21 @@ from sklearn.feature_extraction.text import CountVectorizer
 
 from ssljax.evaluate import tfidf
 from ssljax.text.pairs import NEXT, RANDOM
-from ssljax.text.tokenizer import NUM_SPECIAL_TOKENS
 
 SEGMENT_A, SEGMENT_B = 0, 1
 
 
-def ordinary_ids(tokens) -> list[int]:
-  """A document's or segment's ids that name words: [CLS], [SEP], [PAD] and [MASK] say nothing
-  of them."""
-  return [int(t) for t in tokens if t >= NUM_SPECIAL_TOKENS]
+def ordinary_ids(tokens, special_ids: Collection[int]) -> list[int]:
+  """A document's or segment's ids that name words: the special ids ([CLS], [SEP], [PAD],
+  [MASK], ...) say nothing of them."""
+  return [int(t) for t in tokens if int(t) not in special_ids]
 
 
-def count_documents(documents: Iterable[np.ndarray]) -> tuple[CountVectorizer, scipy.sparse.csr_matrix]:
-  """The id vocabulary of the documents (token id arrays, read once) and their (D, V) counts."""
-  counter = CountVectorizer(analyzer=ordinary_ids)
+def count_documents(documents: Iterable[np.ndarray],
+                    special_ids: Collection[int]) -> tuple[CountVectorizer, scipy.sparse.csr_matrix]:
+  """The id vocabulary of the documents (token id arrays, read once), special ids left out, and
+  their (D, V) counts."""
+  counter = CountVectorizer(analyzer=functools.partial(ordinary_ids, special_ids=frozenset(int(i) for i in special_ids)))
   return counter, counter.fit_transform(documents)
 
 

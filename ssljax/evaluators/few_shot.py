@@ -46,11 +46,13 @@ def make(context, options) -> Evaluator:
   def run(params, model_state, split):
     score = causal_lm.log_probs_fn(context, params, model_state)
     tokenizer = context.tokenizer()
+    # A prompt starts after [EOS], as a document does in the packed training stream.
+    ids = tokenizer.special_roles(("eos", "pad"), "few-shot prompts")
     report = {}
     for name, task in context.lasting(("few_shot tasks", split), lambda: tasks(config, split)).items():
       result = few_shot_lib.evaluate(score, tokenizer, task, ks=tuple(options.ks), num_queries=options.queries,
                                      draws=options.draws, seed=config.eval.seed, batch_size=options.batch_size,
-                                     context_len=config.text.seq_len)
+                                     context_len=config.text.seq_len, start_id=ids["eos"], pad_id=ids["pad"])
       report[name] = {str(k): row for k, row in result.items()}
     return report
 

@@ -8,7 +8,6 @@ scoring of the split."""
 from __future__ import annotations
 
 from ssljax.evaluators import Evaluator, register, sentence_pairs
-from ssljax.text import tokenizer as tokenizer_lib
 
 
 def _readable(tokenizer, token_id: int) -> str:
@@ -19,24 +18,25 @@ def _readable(tokenizer, token_id: int) -> str:
 
 def filled_blanks(tokenizer, out: dict, row: int) -> dict:
   """One pair as text, each predicted position shown as [model's token|true token]."""
+  ids = tokenizer.special_roles(("pad", "sep", "cls"), "showing a sentence pair")
   masked, positions = out["masked"][row], out["positions"][row]
   used = out["weights"][row] > 0
   blanks = {int(p): (int(g), int(t)) for p, g, t in zip(positions[used], out["predicted"][row][used],
                                                       out["targets"][row][used])}
   parts, run = [], []
   for position, token in enumerate(masked.tolist()):
-    if token == tokenizer_lib.PAD:
+    if token == ids["pad"]:
       break
-    if position in blanks or token == tokenizer_lib.SEP:
+    if position in blanks or token == ids["sep"]:
       parts.append(tokenizer.decode(run))
       run = []
-      if token == tokenizer_lib.SEP and position not in blanks:
+      if token == ids["sep"] and position not in blanks:
         parts.append(" [SEP] ")
       else:
         guess, truth = (_readable(tokenizer, i) for i in blanks[position])
         space = " " if tokenizer.decode([blanks[position][1]])[:1].isspace() else ""
         parts.append(f"{space}[{guess}|{truth}]")
-    elif token != tokenizer_lib.CLS:
+    elif token != ids["cls"]:
       run.append(token)
   parts.append(tokenizer.decode(run))
   correct = sum(g == t for g, t in blanks.values())

@@ -21,7 +21,6 @@ import functools
 from ssljax.evaluate import language_model, ngram
 from ssljax.evaluators import Evaluator, causal_lm, register
 from ssljax.families import text
-from ssljax.text import tokenizer as tokenizer_lib
 
 BASELINES = ("bigram", "unigram")
 
@@ -34,12 +33,16 @@ def make(context, options) -> Evaluator:
                      f"got {options.max_windows}")
   config = context.config
 
+  def stream_ids():
+    """The tokenizer's [EOS] (between documents) and [PAD] (after the last)."""
+    return context.tokenizer().special_roles(("eos", "pad"), "scoring a language model's windows")
+
   def split_windows(split):
     """(windows, mask, UTF-8 bytes of the text) of every window of the split, once per run."""
     def tokenise():
       texts = text.split_texts(config, split)
       windows, mask = language_model.text_windows(context.tokenizer(), texts, seq_len=config.text.seq_len,
-                                                  eos_id=tokenizer_lib.EOS, pad_id=tokenizer_lib.PAD)
+                                                  eos_id=stream_ids()["eos"], pad_id=stream_ids()["pad"])
       return windows, mask, sum(len(t.encode("utf-8")) for t in texts)
 
     return context.lasting(("language_model windows", split), tokenise)
@@ -55,14 +58,15 @@ def make(context, options) -> Evaluator:
     d = config.data
     train_texts = text.split_texts(config, d.train_split, max_texts=config.text.get("max_training_texts"))
     return language_model.fit_baselines(context.tokenizer(), train_texts, text.split_texts(config, d.eval_split),
-                                        seq_len=config.text.seq_len, eos_id=tokenizer_lib.EOS,
-                                        pad_id=tokenizer_lib.PAD)
+                                        seq_len=config.text.seq_len, eos_id=stream_ids()["eos"],
+                                        pad_id=stream_ids()["pad"])
 
   def baseline_rows(split):
     windows, mask, num_bytes = scored_windows(split)
     num_tokens = int(mask.sum())
     models = context.lasting(("language_model baselines",), fit_baselines)
-    return {name: {**language_model.summary(ngram.total_nll(models[name], windows, mask), num_tokens, num_bytes),
+    return {name: {**language_model.summary(language_model.baseline_nll(models[name], windows, mask), num_tokens,
+                                            num_bytes),
                    "add_k": models[name].k} for name in BASELINES}
 
   def run(params, model_state, split):

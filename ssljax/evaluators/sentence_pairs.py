@@ -32,7 +32,6 @@ import numpy as np
 from ssljax.evaluate import word_overlap
 from ssljax.families import masked_text, text
 from ssljax.text import masking, pairs, vocab
-from ssljax.text import tokenizer as tokenizer_lib
 
 
 def check_max_pairs(options, kind: str) -> None:
@@ -46,7 +45,7 @@ def split_pairs(config: ml_collections.ConfigDict, tokenizer, split: str, limit:
   """The evaluation pairs of a split: its documents in stored order, negatives from the same
   split, every choice from `eval.seed`; at most `limit` (None: all)."""
   records = masked_text.tokenized_documents(text.split_texts(config, split), tokenizer)
-  stream = masked_text.pair_stage(config, records, config.eval.seed)(records.to_iter_dataset())
+  stream = masked_text.pair_stage(config, records, config.eval.seed, tokenizer)(records.to_iter_dataset())
   return itertools.islice(iter(stream), limit)
 
 
@@ -81,11 +80,13 @@ def pair_batches(context, split: str, max_pairs: int) -> Iterable[dict]:
   return read()
 
 
-def fixed_masks(config: ml_collections.ConfigDict, num_tokens: int):
+def fixed_masks(config: ml_collections.ConfigDict, tokenizer):
   """(tokens (n, T), index (n,)) -> `masking.mask_batch`'s masked tokens, positions, targets and
-  weights, the masks of pair i drawn from fold_in(key(eval.seed), i): fixed, whatever the batch
-  size or the model."""
-  options = dict(max_predictions=vocab.max_predictions(config), num_tokens=num_tokens, mask_rate=config.text.mask_rate)
+  weights with the tokenizer's special ids, the masks of pair i drawn from fold_in(key(eval.seed),
+  i): fixed, whatever the batch size or the model."""
+  options = dict(max_predictions=vocab.max_predictions(config), num_tokens=tokenizer.num_tokens,
+                 mask_rate=config.text.mask_rate,
+                 **masking.special_options(tokenizer.special_ids, f"the {tokenizer.kind} tokenizer"))
   seed = config.eval.seed
 
   def draw(tokens, index):
@@ -96,10 +97,10 @@ def fixed_masks(config: ml_collections.ConfigDict, num_tokens: int):
   return draw
 
 
-def pair_scorer(objective, config: ml_collections.ConfigDict, num_tokens: int):
+def pair_scorer(objective, config: ml_collections.ConfigDict, tokenizer):
   """A jitted (params, batch) -> per-prediction and per-pair results, with `fixed_masks`."""
   mlm_logits, nsp_logits = objective.extras["mlm_logits"], objective.extras["nsp_logits"]
-  draw_masks = fixed_masks(config, num_tokens)
+  draw_masks = fixed_masks(config, tokenizer)
 
   @jax.jit
   def score(params, tokens, segments, index):
@@ -159,7 +160,7 @@ def scored_pairs(context, params, split: str, max_pairs: int) -> ScoredPairs:
   round whichever evaluators read them."""
   def make():
     score = context.lasting("pair scorer", lambda: pair_scorer(context.objective, context.config,
-                                                               context.tokenizer().num_tokens))
+                                                               context.tokenizer()))
     return score_pairs(score, params, pair_batches(context, split, max_pairs), split)
 
   return context.shared(("scored pairs", split, max_pairs), make)
@@ -175,8 +176,9 @@ class TrainingCounts:
   Attributes:
     tfidf: TF-IDF with the document frequencies of the training documents (`word_overlap`).
     most_frequent: the id of the most frequent ordinary token.
-    unigram_log_probs: (num_tokens,) an add-one unigram model over the ordinary tokens: what the
-      masked slots hold, knowing no context (-inf for the special ids).
+    unigram_log_probs: (num_tokens,) an add-one unigram model over the ordinary tokens (the ids
+      that are not the tokenizer's special ids): what the masked slots hold, knowing no context
+      (-inf for the special ids).
   """
 
   tfidf: word_overlap.SegmentTfidf
@@ -195,10 +197,11 @@ def training_documents(config: ml_collections.ConfigDict, tokenizer) -> Iterator
 def count_training_split(config: ml_collections.ConfigDict, tokenizer) -> TrainingCounts:
   """The training documents' counts: each id's occurrences, and the TF-IDF of the word-overlap
   baseline."""
-  counter, document_counts = word_overlap.count_documents(training_documents(config, tokenizer))
+  special_ids = sorted(set(tokenizer.special_ids.values()))
+  counter, document_counts = word_overlap.count_documents(training_documents(config, tokenizer), special_ids)
   counts = np.zeros(tokenizer.num_tokens, np.int64)
   counts[counter.get_feature_names_out().astype(np.int64)] = np.asarray(document_counts.sum(axis=0)).ravel()
-  ordinary = np.arange(len(counts)) >= tokenizer_lib.NUM_SPECIAL_TOKENS
+  ordinary = ~np.isin(np.arange(len(counts)), special_ids)
   unigram = np.where(ordinary, counts + 1.0, 0.0)
   with np.errstate(divide="ignore"):
     unigram_log_probs = np.log(unigram / unigram.sum())
@@ -233,7 +236,7 @@ class FixedPairs:
 def count_fixed_pairs(config: ml_collections.ConfigDict, tokenizer, counts: TrainingCounts, batches: Iterable[dict],
                       split: str) -> FixedPairs:
   """Draws the fixed masks of the batches' pairs and counts what the baselines score on them."""
-  draw_masks = jax.jit(fixed_masks(config, tokenizer.num_tokens))
+  draw_masks = jax.jit(fixed_masks(config, tokenizer))
   totals = dict.fromkeys(("predictions", "frequent_correct", "unigram_nll"), 0.0)
   cosines, labels = [], []
   for batch in batches:
@@ -242,7 +245,8 @@ def count_fixed_pairs(config: ml_collections.ConfigDict, tokenizer, counts: Trai
     weights = weights * real[:, None]
     totals["predictions"] += weights.sum()
     totals["frequent_correct"] += np.sum(weights * (targets == counts.most_frequent))
-    # Unused slots hold target 0, a special id of log-probability -inf: select before multiplying.
+    # Unused slots hold target 0, which may be a special id of log-probability -inf: select
+    # before multiplying.
     target_log_probs = np.where(weights > 0, counts.unigram_log_probs[targets], 0.0)
     totals["unigram_nll"] -= np.sum(weights * target_log_probs)
     cosines.append(counts.tfidf.cosines(masked, batch["segments"])[real])

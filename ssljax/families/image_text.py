@@ -1,11 +1,13 @@
 """The image-text family: CLIP and SigLIP on captioned images (Radford et al. 2021, arXiv 2103.00020).
 
 - Tokenizer: a SentencePiece model trained on the training split's captions when a run starts
-  (or bytes, or a user's `.model` file), saved in the workdir and reloaded from there, exactly
-  as the text family does (`families.text.run_tokenizer`).
+  (or bytes, or a user's `.model` file, or a Hugging Face tokenizer.json), saved in the workdir
+  and reloaded from there, exactly as the text family does (`families.text.run_tokenizer`).
 - Input: records become {"image": uint8 (H, W, C), "tokens": int32 (T,)} on the host, the
-  tokens the caption's ids, cut to T - 1, then [EOS], then [PAD]s. The text tower reads its
-  feature at the [EOS]. Augmentation happens on the device, inside the step.
+  tokens [BOS] (where the tokenizer has one, as CLIP's <|startoftext|>), the caption's ids cut
+  to fit, [EOS], then [PAD]s. The text tower reads its feature at the first [EOS] (CLIP pads
+  with its [EOS], so the first is the caption's). Augmentation happens on the device, inside the
+  step.
 
 What a run reports is the image-text evaluators' (`ssljax.evaluators`: zero_shot, retrieval,
 attribute_probe), which `config.evals` names.
@@ -33,10 +35,13 @@ TOKENIZER_CAPTIONS = 200_000
 
 
 def caption_tokens(tokenizer: tokenizer_lib.Tokenizer, caption: str, seq_len: int) -> np.ndarray:
-  """(seq_len,) int32: the caption's ids cut to seq_len - 1, [EOS], then [PAD]s."""
-  ids = tokenizer.encode(caption)[:seq_len - 1] + [tokenizer_lib.EOS]
-  tokens = np.full((seq_len,), tokenizer_lib.PAD, np.int32)
-  tokens[:len(ids)] = ids
+  """(seq_len,) int32: [BOS] where the tokenizer has it, the caption's ids cut to fit, [EOS],
+  then [PAD]s."""
+  ids = tokenizer.special_roles(("eos", "pad"), "a caption (the text tower reads its [EOS])")
+  start = [tokenizer.special_ids["bos"]] if "bos" in tokenizer.special_ids else []
+  body = tokenizer.encode(caption)[:seq_len - 1 - len(start)]
+  tokens = np.full((seq_len,), ids["pad"], np.int32)
+  tokens[:len(start) + len(body) + 1] = start + body + [ids["eos"]]
   return tokens
 
 

@@ -31,11 +31,13 @@ def tokenized_documents(texts: list[str], tokenizer) -> grain.MapDataset:
   return grain.MapDataset.source(pairs.Documents(texts)).map(pairs.TokenizeSentences(tokenizer))
 
 
-def pair_stage(config: ml_collections.ConfigDict, negatives, seed: int):
+def pair_stage(config: ml_collections.ConfigDict, negatives, seed: int, tokenizer):
   """The grain stage that turns a stream of tokenised documents into sentence pairs, drawing
-  negatives from `negatives` and every choice from `seed`."""
-  return functools.partial(pairs.PairIterDataset, negatives=negatives, seq_len=config.text.seq_len, seed=seed,
-                           short_seq_prob=config.text.short_seq_prob)
+  negatives from `negatives` and every choice from `seed`, with the tokenizer's [CLS], [SEP] and
+  [PAD]."""
+  special_ids = tokenizer.special_roles(pairs.PAIR_ROLES, "BERT's sentence pairs")
+  return functools.partial(pairs.PairIterDataset, negatives=negatives, seq_len=config.text.seq_len,
+                           special_ids=special_ids, seed=seed, short_seq_prob=config.text.short_seq_prob)
 
 
 def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
@@ -46,7 +48,7 @@ def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
       source=pairs.Documents(texts),
       record_fn=pairs.TokenizeSentences(tokenizer),
       # Negatives are drawn from every training document, whichever process reads which shard.
-      iter_stage=pair_stage(config, tokenized_documents(texts, tokenizer), config.seed),
+      iter_stage=pair_stage(config, tokenized_documents(texts, tokenizer), config.seed, tokenizer),
       unit="sequences",
   )
 

@@ -1,8 +1,9 @@
 """The text family: language models (GPT) on a text corpus.
 
 - Tokenizer: trained on the training split when a run starts (SentencePiece, or bytes, or a
-  user's `.model` file), saved in the workdir with the run, and reloaded from there on resume
-  and for evaluation; a run restored with a different tokenizer stops with both fingerprints.
+  user's `.model` file, or a Hugging Face tokenizer.json), saved in the workdir with the run, and
+  reloaded from there on resume and for evaluation; a run restored with a different tokenizer
+  stops with both fingerprints. Its special tokens are its own (`Tokenizer.special_ids`).
 - Input: each document is tokenised on the host, documents are joined with [EOS] and packed
   into fixed-length windows (`ssljax.text.PackedIterDataset`), all grain stages, deterministic
   and checkpointed with the iterator. `text.icl_documents` synthetic in-context-learning
@@ -90,12 +91,23 @@ def icl_documents(config: ml_collections.ConfigDict) -> list[str]:
   return icl_tasks.pretraining_documents(t.icl_seed, t.icl_documents) if t.icl_documents else []
 
 
+def _file_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer:
+  """The tokenizer of `text.model_file`: a SentencePiece .model, or a Hugging Face tokenizer.json
+  (or its directory)."""
+  if config.text.tokenizer == "huggingface":
+    return tokenizer_lib.HuggingFaceTokenizer.from_directory(config.text.model_file)
+  return tokenizer_lib.SentencePieceTokenizer.from_file(config.text.model_file)
+
+
 def _build_tokenizer(config: ml_collections.ConfigDict, texts) -> tokenizer_lib.Tokenizer:
   t = config.text
   if t.tokenizer == "byte":
     return tokenizer_lib.ByteTokenizer()
+  if t.tokenizer == "huggingface" and not t.model_file:
+    raise ValueError("config.text.model_file must name a Hugging Face tokenizer.json (or its directory) for "
+                     "text.tokenizer='huggingface'")
   if t.model_file:
-    return tokenizer_lib.SentencePieceTokenizer.from_file(t.model_file)
+    return _file_tokenizer(config)
   texts = texts() if callable(texts) else (texts or [])
   return tokenizer_lib.SentencePieceTokenizer.train(texts, t.vocab_size, model_type=t.model_type, seed=config.seed)
 
@@ -104,8 +116,8 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
                   training_texts: list[str] | Callable[[], list[str]] | None = None) -> tokenizer_lib.Tokenizer:
   """The run's tokenizer: the one saved in `workdir`, else built from the config (trained on
   `training_texts`, a list or a function that reads it only when a tokenizer is trained) and
-  saved there. A saved tokenizer that the config contradicts (another kind, model file or
-  vocabulary size) is an error naming both."""
+  saved there. A tokenizer that the config contradicts (another kind, model file, vocabulary
+  size or special ids) is an error naming both."""
   # With several processes, process 0 alone trains and saves; the others wait, then read its
   # files (the workdir is shared, as orbax's checkpoints need). The first barrier makes every
   # process see the workdir as it was before anyone wrote to it, so all take the same branch.
@@ -117,21 +129,31 @@ def run_tokenizer(config: ml_collections.ConfigDict, workdir: str,
       if tokenizer.vocab_size != vocab.model_vocab_size(config):
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} embedding rows, the model "
                          f"{vocab.model_vocab_size(config)}")
+      _check_special_ids(config, tokenizer)
       os.makedirs(workdir, exist_ok=True)
       tokenizer.save(workdir)
     _barrier("ssljax: tokenizer saved")
     if jax.process_index() == 0:
       return tokenizer
   tokenizer = tokenizer_lib.load(workdir)
-  if config.text.model_file:
-    tokenizer_lib.check_same(workdir, tokenizer_lib.SentencePieceTokenizer.from_file(config.text.model_file))
+  if config.text.model_file and config.text.tokenizer == tokenizer.kind:
+    tokenizer_lib.check_same(workdir, _file_tokenizer(config))
   if tokenizer.kind != config.text.tokenizer or tokenizer.vocab_size != vocab.model_vocab_size(config):
     raise ValueError(
         f"the run in {workdir} was trained with a {tokenizer.kind} tokenizer of "
         f"{tokenizer.vocab_size} embedding rows, but the config asks for a "
         f"{config.text.tokenizer} tokenizer of {vocab.model_vocab_size(config)}; use the run's "
         "config or a new --workdir")
+  _check_special_ids(config, tokenizer)
   return tokenizer
+
+
+def _check_special_ids(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> None:
+  """The model is built with the config's special ids (`vocab.special_ids`), the data made with
+  the tokenizer's: they must be the same."""
+  if tokenizer.special_ids != vocab.special_ids(config):
+    raise ValueError(f"the {tokenizer.kind} tokenizer's special ids {tokenizer.special_ids} differ from the "
+                     f"config's {vocab.special_ids(config)} (config.text.special_tokens); correct the config")
 
 
 def _barrier(name: str) -> None:
@@ -144,24 +166,25 @@ def train_input(config: ml_collections.ConfigDict, workdir: str) -> TrainInput:
   documents = training_documents(config)
   tokenizer = run_tokenizer(config, workdir, functools.partial(tokenizer_texts, config))
   seq_len = config.text.seq_len
+  ids = tokenizer.special_roles(("eos", "pad"), "packing documents for a language model")
   return TrainInput(
       source=documents,
       record_fn=packing.TokenizeDocument(tokenizer, text_key=config.data.text_key),
-      iter_stage=functools.partial(_pack, seq_len=seq_len),
+      iter_stage=functools.partial(_pack, seq_len=seq_len, eos_id=ids["eos"], pad_id=ids["pad"]),
       unit="tokens",
       units_per_example=seq_len,
   )
 
 
-def _pack(stream, *, seq_len: int):
-  return packing.PackedIterDataset(stream, seq_len=seq_len, eos_id=tokenizer_lib.EOS,
-                                   pad_id=tokenizer_lib.PAD)
+def _pack(stream, *, seq_len: int, eos_id: int, pad_id: int):
+  return packing.PackedIterDataset(stream, seq_len=seq_len, eos_id=eos_id, pad_id=pad_id)
 
 
 def prompt_ids(tokenizer, prompt: str, seq_len: int) -> list[int]:
   """A generation prompt's ids: [EOS] (what precedes a document in training) and the prompt,
   cut to its last seq_len // 2 tokens so that the context leaves room to continue it."""
-  return ([tokenizer_lib.EOS] + tokenizer.encode(prompt))[-(seq_len // 2):]
+  eos = tokenizer.special_id("eos", "a generation prompt (what precedes a document)")
+  return ([eos] + tokenizer.encode(prompt))[-(seq_len // 2):]
 
 
 FAMILY = Family(name="text", train_input=train_input)

@@ -47,13 +47,14 @@ class Runner:
   def __init__(self, task: Task, encoder_config: TransformerConfig, tokenizer: Tokenizer,
                config: ml_collections.ConfigDict):
     self.task, self.config = task, config
+    pad_id = tokenizer.special_id("pad")
     self.model = heads.FinetuneModel(encoder_config.replace(dropout=config.dropout), task.kind,
-                                     task.num_labels, config.dropout, config.pooling)
+                                     task.num_labels, config.dropout, config.pooling, pad_id)
     self.encoder = inputs.encoder_for(tokenizer, task.kind, encoder_config.max_len, config)
     loss_of = heads.loss_fn(task.kind)
     predict_of = heads.predict_fn(task.kind, config.max_answer_len)
     model = self.model
-    self.encode = jax.jit(lambda encoder_params, batch: heads.encode(encoder_config, encoder_params, batch))
+    self.encode = jax.jit(lambda encoder_params, batch: heads.encode(encoder_config, encoder_params, batch, pad_id))
 
     def head_loss(head_params, batch, hidden):  # the head alone on the frozen encoder's states, without dropout
       return loss_of(model.apply({"params": head_params}, batch, hidden=hidden), batch)

@@ -46,7 +46,6 @@ from ssljax.models import transformer
 from ssljax.interface import DATA_AXIS, LossAux, Objective, register
 from ssljax.objectives import common
 from ssljax.text import masking, vocab
-from ssljax.text import tokenizer as tokenizer_lib
 
 
 
@@ -54,6 +53,7 @@ class BertPretraining(nn.Module):
   """The encoder and BERT's two pretraining heads; see the module docstring."""
 
   config: transformer.TransformerConfig
+  pad_id: int  # the tokenizer's [PAD]: keys holding it are masked out
   # BERT's exact (erf) GELU in its prediction head, whatever the blocks use (a Hugging Face
   # checkpoint's `hidden_act` sets both).
   head_activation: str = "gelu"
@@ -71,7 +71,7 @@ class BertPretraining(nn.Module):
 
   def encode(self, tokens, segments, train: bool = False):
     """(n, T) tokens and segments -> (n, T, D) hidden states; [PAD] keys are masked out."""
-    return self.encoder(tokens, segments=segments, padding_mask=tokens != tokenizer_lib.PAD, train=train)
+    return self.encoder(tokens, segments=segments, padding_mask=tokens != self.pad_id, train=train)
 
   def mlm_logits(self, hidden):
     """Vocabulary logits of hidden states of any leading shape: (..., D) -> (..., V), float32.
@@ -96,10 +96,14 @@ class BertPretraining(nn.Module):
     return self.mlm_logits(gathered), self.nsp_logits(self.pool(hidden))
 
 
+# What BERT's inputs and masking need of the tokenizer.
+BERT_ROLES = ("cls", "sep", "mask", "pad")
+
+
 def _masking_options(config: ml_collections.ConfigDict) -> dict:
   t = config.text
   return dict(max_predictions=vocab.max_predictions(config), num_tokens=vocab.real_vocab_size(config),
-              mask_rate=t.mask_rate)
+              mask_rate=t.mask_rate, **masking.special_options(vocab.special_ids(config)))
 
 
 def nsp_loss_weight(config: ml_collections.ConfigDict) -> float:
@@ -112,8 +116,9 @@ def nsp_loss_weight(config: ml_collections.ConfigDict) -> float:
 
 @register("bert")
 def make(config: ml_collections.ConfigDict) -> Objective:
+  pad_id = vocab.special_roles(config, BERT_ROLES, "BERT ([CLS] A [SEP] B [SEP], masked with [MASK])")["pad"]
   cfg = common.bert_encoder_config(config)
-  model = BertPretraining(cfg, head_activation=config.model.get("head_activation", "gelu"))
+  model = BertPretraining(cfg, pad_id, head_activation=config.model.get("head_activation", "gelu"))
   mask_options = _masking_options(config)
   nsp_weight = nsp_loss_weight(config)
 

@@ -39,7 +39,6 @@ from ssljax.models import transformer, vit
 from ssljax.objectives import common
 from ssljax.interface import DATA_AXIS, LossAux, Objective, register
 from ssljax.models import from_config
-from ssljax.text import tokenizer as tokenizer_lib
 from ssljax.text import vocab
 
 LOSSES = ("clip", "siglip")
@@ -84,7 +83,7 @@ def network(config: ml_collections.ConfigDict, axis_name: str | None) -> clip_mo
       image_tower=image_tower(config, axis_name),
       text_tower=models.Transformer(text_tower_config(config)),
       embed_dim=config.model.embed_dim,
-      eos_id=tokenizer_lib.EOS,
+      eos_id=vocab.special_roles(config, ("eos",), "CLIP's text tower (it reads the caption's [EOS])")["eos"],
       logit_scale_init=logit_scale_init(config),
       logit_bias_init=float(config.loss.logit_bias_init) if config.loss.name == "siglip" else None,
   )

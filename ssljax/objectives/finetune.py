@@ -36,6 +36,7 @@ from ssljax.interface import DATA_AXIS, LossAux, Objective, register
 from ssljax.models import from_config
 from ssljax.objectives import common
 from ssljax.text import tokenizer as tokenizer_lib
+from ssljax.text import vocab
 
 INITS = ("pretrained", "scratch")
 
@@ -67,9 +68,10 @@ def make(config: ml_collections.ConfigDict) -> Objective:
   cfg = common.bert_encoder_config(bert_config).replace(dropout=config.dropout,
                                                  dtype=from_config.resolve_dtype(config.model.dtype))
   task = tasks.for_config(config)
+  pad_id = vocab.special_roles(bert_config, ("pad",), "fine-tuning")["pad"]  # the pretrained run's
   tokenizer = tokenizer_lib.load(bert_workdir)
   encoder = inputs.encoder_for(tokenizer, task.kind, cfg.max_len, config)
-  model = heads.FinetuneModel(cfg, task.kind, task.num_labels, config.dropout, config.pooling)
+  model = heads.FinetuneModel(cfg, task.kind, task.num_labels, config.dropout, config.pooling, pad_id)
   loss_of = heads.loss_fn(task.kind, axis_name=DATA_AXIS)
   predict_of = heads.predict_fn(task.kind, config.max_answer_len)
 
@@ -95,8 +97,8 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     return value, LossAux(model_state=model_state, metrics=metrics)
 
   def features(params, model_state, batch):
-    hidden = heads.encode(cfg, params["encoder"], batch)  # (B, T, D)
-    return heads.pool(hidden, batch["tokens"] != tokenizer_lib.PAD, "mean")  # (B, D)
+    hidden = heads.encode(cfg, params["encoder"], batch, pad_id)  # (B, T, D)
+    return heads.pool(hidden, batch["tokens"] != pad_id, "mean")  # (B, D)
 
   def predict(params, batch):
     return predict_of(model.apply({"params": params}, batch), batch)

@@ -25,7 +25,6 @@ from ssljax.families import text
 from ssljax.interface import DATA_AXIS, LossAux, Objective, register
 from ssljax.models import from_config, generation, transformer
 from ssljax.objectives import common
-from ssljax.text import tokenizer as tokenizer_lib
 from ssljax.text import vocab
 
 
@@ -39,6 +38,8 @@ def transformer_config(config: ml_collections.ConfigDict, *, causal: bool) -> tr
 
 @register("gpt")
 def make(config: ml_collections.ConfigDict) -> Objective:
+  ids = vocab.special_roles(config, ("eos", "pad"), "GPT (documents end with [EOS])")
+  pad_id, eos_id = ids["pad"], ids["eos"]
   model = models.Transformer(transformer_config(config, causal=True))
 
   def init(key, batch):
@@ -51,7 +52,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     rngs = {"dropout": jax.random.fold_in(keys[0], 1)} if model.config.dropout else None
     hidden = model.apply({"params": params}, tokens, train=True, rngs=rngs)  # (n, T, D)
     logits = model.apply({"params": params}, hidden, method="logits")  # (n, T, V)
-    real = (tokens != tokenizer_lib.PAD).astype(jnp.float32)
+    real = (tokens != pad_id).astype(jnp.float32)
     value = losses.next_token_loss(logits, tokens, real, axis_name=DATA_AXIS)
     # This device's share (the step averages the devices' metrics); by maxima, not an argmax.
     accuracy = losses.accuracy(logits[:, :-1], tokens[:, 1:], weights=real[:, 1:])
@@ -59,7 +60,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
 
   def features(params, model_state, batch):
     tokens = batch["tokens"]
-    real = (tokens != tokenizer_lib.PAD)[..., None]
+    real = (tokens != pad_id)[..., None]
     hidden = model.apply({"params": params}, tokens, padding_mask=None).astype(jnp.float32)
     return jnp.sum(hidden * real, axis=1) / jnp.maximum(jnp.sum(real, axis=1), 1)  # (B, T, D) -> (B, D)
 
@@ -67,8 +68,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     return generation.sequence_log_probs(model, params, tokens)
 
   def generate(params, model_state, prompts, **sampling):
-    return generation.generate(model, params, prompts, eos_id=tokenizer_lib.EOS,
-                               pad_id=tokenizer_lib.PAD, **sampling)
+    return generation.generate(model, params, prompts, eos_id=eos_id, pad_id=pad_id, **sampling)
 
   return Objective(name="gpt", family=text.FAMILY, init=init, loss=loss, features=features,
                    extras={"log_probs": log_probs, "generate": generate, "model": lambda: model})

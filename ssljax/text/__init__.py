@@ -1,13 +1,15 @@
 """Text for language-model pretraining: tokenizers, document packing and BERT's sentence pairs.
 
-Tokenizers (`ByteTokenizer`, `SentencePieceTokenizer`) share the special ids
-PAD=0, EOS=1, CLS=2, SEP=3, MASK=4, UNK=5 and reproduce text exactly; they are
-saved next to a run and checked by fingerprint when it is restored. Packing
+Tokenizers (`ByteTokenizer`, `SentencePieceTokenizer`, and `HuggingFaceTokenizer` for an
+imported tokenizer.json) name their special tokens by role (`Tokenizer.special_ids`: pad, eos,
+cls, sep, mask, unk, bos); the bundled two share the ids PAD=0, EOS=1, CLS=2, SEP=3, MASK=4,
+UNK=5 and reproduce text exactly. They are saved next to a run and checked by fingerprint when
+it is restored. Packing
 turns tokenized documents into fixed-length [EOS]-separated windows, in numpy
 (`pack`) or as a checkpointable grain stage (`packed_dataset`); `pairs` builds
 BERT's `[CLS] A [SEP] B [SEP]` examples with next-sentence labels, also as a
-checkpointable grain stage. This package needs only numpy, grain and
-sentencepiece (not JAX), so input pipelines can use it in worker processes;
+checkpointable grain stage. This package needs only numpy, grain,
+sentencepiece and tokenizers (not JAX), so input pipelines can use it in worker processes;
 the one exception, BERT's on-device masking, is the `ssljax.text.masking`
 module, which is not imported here.
 """
@@ -27,10 +29,12 @@ from ssljax.text.tokenizer import (
     EOS,
     MASK,
     PAD,
+    ROLES,
     SEP,
     SPECIAL_TOKENS,
     UNK,
     ByteTokenizer,
+    HuggingFaceTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
     check_same,
@@ -44,11 +48,13 @@ __all__ = [
     "EOS",
     "MASK",
     "PAD",
+    "ROLES",
     "SEP",
     "SPECIAL_TOKENS",
     "UNK",
     "ByteTokenizer",
     "Documents",
+    "HuggingFaceTokenizer",
     "PackedIterDataset",
     "PairIterDataset",
     "SentencePieceTokenizer",

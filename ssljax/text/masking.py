@@ -8,9 +8,10 @@ pretraining data, the number of predictions per sequence is round(15% of its tok
 fixed `max_predictions`, so every batch has the same shapes: (n, P) positions, targets and 0/1
 weights, the unused slots weighted 0.
 
-Only ordinary tokens are chosen: ids >= NUM_SPECIAL_TOKENS, never [PAD], [EOS], [CLS], [SEP],
-[MASK] or [UNK]; random replacements are ordinary tokens of the real vocabulary too, never a
-special token nor a row that only pads the embedding table.
+Only ordinary tokens are chosen: the ids in [0, num_tokens) that are not the tokenizer's special
+ids (never [PAD], [EOS], [CLS], [SEP], [MASK], [UNK], wherever a vocabulary puts them); random
+replacements are ordinary tokens of the real vocabulary too, never a special token nor a row that
+only pads the embedding table.
 
 The masks are drawn from one key per example (the trainer's keys come from the example's index
 in the global batch), so they change from step to step (RoBERTa's dynamic masking, Liu et al.
@@ -22,11 +23,12 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from ssljax.text.tokenizer import MASK, NUM_SPECIAL_TOKENS
+from ssljax.text import tokenizer as tokenizer_lib
 
 MASK_RATE = 0.15  # of the ordinary tokens, chosen for prediction
 MASK_TOKEN_RATE = 0.8  # of the chosen: replaced by [MASK]
@@ -39,17 +41,41 @@ def default_max_predictions(seq_len: int, mask_rate: float = MASK_RATE) -> int:
   return math.ceil(mask_rate * seq_len) + 1
 
 
+def special_options(special_ids: Mapping[str, int], owner: str = "the tokenizer") -> dict:
+  """`mask_example`'s `special_ids` (every special id, sorted) and `mask_id` from a tokenizer's
+  role -> id table; a ValueError naming `owner` where it has no [MASK]."""
+  mask_id = tokenizer_lib.pick_roles(special_ids, ("mask",), owner=owner, purpose="BERT's masking")["mask"]
+  return {"special_ids": tuple(sorted(set(int(i) for i in special_ids.values()))), "mask_id": mask_id}
+
+
+def _specials_below(special_ids: Sequence[int], num_tokens: int) -> tuple[int, ...]:
+  """The distinct special ids inside the real vocabulary, ascending (a pad past it is no token)."""
+  return tuple(sorted({int(i) for i in special_ids if 0 <= int(i) < num_tokens}))
+
+
+def nth_ordinary(index: jax.Array, specials: tuple[int, ...]) -> jax.Array:
+  """The index-th id (from 0) that is not in `specials` (ascending): each special id at or below
+  the id found so far moves it up by one. With specials 0..5, index i gives i + 6."""
+  ids = index
+  for special in specials:
+    ids = ids + (ids >= special).astype(ids.dtype)
+  return ids
+
+
 def mask_example(key: jax.Array, tokens: jax.Array, *, max_predictions: int, num_tokens: int,
-                 mask_rate: float = MASK_RATE, mask_token_rate: float = MASK_TOKEN_RATE,
-                 random_token_rate: float = RANDOM_TOKEN_RATE):
+                 special_ids: Sequence[int], mask_id: int, mask_rate: float = MASK_RATE,
+                 mask_token_rate: float = MASK_TOKEN_RATE, random_token_rate: float = RANDOM_TOKEN_RATE):
   """Masks one sequence.
 
   Args:
     key: this example's PRNG key.
     tokens: (T,) int token ids.
     max_predictions: P, predictions per sequence at most (a static shape).
-    num_tokens: ids below this are real tokens; random replacements are drawn from
-      [NUM_SPECIAL_TOKENS, num_tokens).
+    num_tokens: ids below this are real tokens; random replacements are drawn uniformly from its
+      ordinary ids (those not in `special_ids`).
+    special_ids: the tokenizer's special ids (a static sequence; `special_options` makes it):
+      never chosen, never drawn as a replacement.
+    mask_id: the [MASK] token's id.
     mask_rate, mask_token_rate, random_token_rate: BERT's 15%, 80%, 10%.
 
   Returns:
@@ -60,14 +86,17 @@ def mask_example(key: jax.Array, tokens: jax.Array, *, max_predictions: int, num
   """
   if tokens.ndim != 1:
     raise ValueError(f"mask_example takes one sequence (T,), got shape {tokens.shape}")
-  if num_tokens <= NUM_SPECIAL_TOKENS:
-    raise ValueError(f"num_tokens must exceed the {NUM_SPECIAL_TOKENS} special tokens, got {num_tokens}")
+  specials = _specials_below(special_ids, num_tokens)
+  num_ordinary = num_tokens - len(specials)
+  if num_ordinary < 1:
+    raise ValueError(f"num_tokens={num_tokens} leaves no ordinary token besides the special ids {specials}")
   length = tokens.shape[0]
   slots = min(max_predictions, length)
   tokens = tokens.astype(jnp.int32)
   choose_key, kind_key, random_key = jax.random.split(key, 3)
 
-  ordinary = tokens >= NUM_SPECIAL_TOKENS  # (T,)
+  is_special = jnp.any(tokens[:, None] == jnp.asarray(specials or (-1,), jnp.int32), axis=-1)  # (T, S) -> (T,)
+  ordinary = (tokens >= 0) & (tokens < num_tokens) & ~is_special  # (T,)
   count = jnp.sum(ordinary)
   # At least one prediction per sequence that has an ordinary token (BERT's max(1, ...)).
   num_predictions = jnp.minimum(slots, jnp.where(count > 0, jnp.maximum(1, jnp.round(mask_rate * count)), 0))
@@ -79,8 +108,10 @@ def mask_example(key: jax.Array, tokens: jax.Array, *, max_predictions: int, num
   targets = tokens[chosen]
 
   kind = jax.random.uniform(kind_key, (slots,))
-  random_tokens = jax.random.randint(random_key, (slots,), NUM_SPECIAL_TOKENS, num_tokens, dtype=jnp.int32)
-  replacement = jnp.where(kind < mask_token_rate, MASK,
+  # An index into the ordinary ids, then the id: randint depends on its range's span only, so
+  # with specials 0..5 this is randint(key, (P,), 6, num_tokens) exactly, as before roles existed.
+  random_tokens = nth_ordinary(jax.random.randint(random_key, (slots,), 0, num_ordinary, dtype=jnp.int32), specials)
+  replacement = jnp.where(kind < mask_token_rate, mask_id,
                           jnp.where(kind < mask_token_rate + random_token_rate, random_tokens, targets))
   # Unused slots scatter to index T, which mode="drop" ignores: they must not touch position 0.
   masked = tokens.at[jnp.where(used, chosen, length)].set(replacement, mode="drop")
@@ -94,15 +125,15 @@ def mask_example(key: jax.Array, tokens: jax.Array, *, max_predictions: int, num
 
 
 def mask_batch(keys: jax.Array, tokens: jax.Array, *, max_predictions: int, num_tokens: int,
-               mask_rate: float = MASK_RATE, mask_token_rate: float = MASK_TOKEN_RATE,
-               random_token_rate: float = RANDOM_TOKEN_RATE):
+               special_ids: Sequence[int], mask_id: int, mask_rate: float = MASK_RATE,
+               mask_token_rate: float = MASK_TOKEN_RATE, random_token_rate: float = RANDOM_TOKEN_RATE):
   """`mask_example` for every row: keys (n,), tokens (n, T) -> masked_tokens (n, T),
   positions (n, P) int32, targets (n, P) int32, weights (n, P) float32."""
   if keys.shape[:1] != tokens.shape[:1] or tokens.ndim != 2:
     raise ValueError(f"mask_batch needs one key per row of (n, T) tokens, got keys {keys.shape} and "
                      f"tokens {tokens.shape}")
   one = functools.partial(mask_example, max_predictions=max_predictions, num_tokens=num_tokens,
-                          mask_rate=mask_rate, mask_token_rate=mask_token_rate,
+                          special_ids=tuple(special_ids), mask_id=mask_id, mask_rate=mask_rate, mask_token_rate=mask_token_rate,
                           random_token_rate=random_token_rate)
   return jax.vmap(one)(keys, tokens)
 

@@ -5,7 +5,8 @@ concatenated into one stream, and the stream is cut into non-overlapping
 windows of `seq_len` tokens. Only the last window can be partial, and it is
 filled with [PAD]. Every token of every document therefore appears exactly
 once per epoch, in order, and [PAD] appears nowhere but at the very end, so
-`tokens != PAD` is the loss mask. This is the concatenate-and-chunk scheme of
+`tokens != pad_id` is the loss mask. The ids are the tokenizer's (its "eos"
+and "pad" roles), passed in. This is the concatenate-and-chunk scheme of
 GPT-2/3 pretraining (Radford et al. 2019; Brown et al. 2020), which wastes no
 compute on padding; a window may start or end inside a document.
 
@@ -33,7 +34,7 @@ import grain
 import numpy as np
 
 from ssljax.text.records import as_str
-from ssljax.text.tokenizer import EOS, PAD, Tokenizer
+from ssljax.text.tokenizer import Tokenizer
 
 
 def _check_seq_len(seq_len: int) -> int:
@@ -42,9 +43,7 @@ def _check_seq_len(seq_len: int) -> int:
   return int(seq_len)
 
 
-def pack(
-    docs: Iterable[Sequence[int]], seq_len: int, eos_id: int = EOS, pad_id: int = PAD
-) -> np.ndarray:
+def pack(docs: Iterable[Sequence[int]], seq_len: int, *, eos_id: int, pad_id: int) -> np.ndarray:
   """Concatenates documents, each followed by `eos_id`, into windows.
 
   Args:
@@ -149,8 +148,8 @@ class PackedIterDataset(grain.IterDataset):
   documents. Other keys of the parent's records are dropped.
   """
 
-  def __init__(self, parent: grain.IterDataset, *, seq_len: int, eos_id: int = EOS,
-               pad_id: int = PAD, with_segment_ids: bool = False):
+  def __init__(self, parent: grain.IterDataset, *, seq_len: int, eos_id: int, pad_id: int,
+               with_segment_ids: bool = False):
     super().__init__(parent)
     self._seq_len = _check_seq_len(seq_len)
     self._eos_id = int(eos_id)
@@ -173,8 +172,8 @@ def packed_dataset(
     *,
     shuffle: bool = True,
     num_epochs: int | None = 1,
-    eos_id: int = EOS,
-    pad_id: int = PAD,
+    eos_id: int,
+    pad_id: int,
     with_segment_ids: bool = False,
     read_options: grain.ReadOptions | None = None,
 ) -> grain.IterDataset:

@@ -40,17 +40,20 @@ emitted}; a fresh iterator given it continues with exactly the same examples (as
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grain
 import numpy as np
 
 from ssljax.text.records import as_str
-from ssljax.text.tokenizer import CLS, PAD, SEP, Tokenizer
+from ssljax.text import tokenizer as tokenizer_lib
+from ssljax.text.tokenizer import Tokenizer
 
 # Special tokens around a pair: [CLS] A [SEP] B [SEP].
 NUM_PAIR_SPECIALS = 3
+# The roles a pair needs: their ids come from the tokenizer (`Tokenizer.special_roles`).
+PAIR_ROLES = ("cls", "sep", "pad")
 NEXT, RANDOM = 1, 0  # nsp_label: B follows A in its document / B comes from another document
 
 # A sentence ends at ., ! or ? (closing quotes and brackets kept with it) before whitespace; a
@@ -144,14 +147,16 @@ def _truncate(tokens: np.ndarray, keep: int, rng: np.random.Generator) -> np.nda
   return tokens[front:front + keep]
 
 
-def pair_example(a: np.ndarray, b: np.ndarray, label: int, seq_len: int) -> dict[str, np.ndarray]:
-  """[CLS] a [SEP] b [SEP] padded to seq_len, segment ids 0 for [CLS] a [SEP], 1 for b [SEP]
-  and 0 on padding, and the next-sentence label."""
+def pair_example(a: np.ndarray, b: np.ndarray, label: int, seq_len: int,
+                 special_ids: Mapping[str, int]) -> dict[str, np.ndarray]:
+  """[CLS] a [SEP] b [SEP] padded to seq_len with [PAD] (ids: `special_ids`' cls, sep and pad),
+  segment ids 0 for [CLS] a [SEP], 1 for b [SEP] and 0 on padding, and the next-sentence label."""
   used = len(a) + len(b) + NUM_PAIR_SPECIALS
   if used > seq_len:
     raise ValueError(f"a pair of {len(a)} + {len(b)} tokens does not fit {seq_len} positions")
-  tokens = np.full((seq_len,), PAD, np.int32)
-  tokens[:used] = np.concatenate([[CLS], a, [SEP], b, [SEP]])
+  cls, sep = special_ids["cls"], special_ids["sep"]
+  tokens = np.full((seq_len,), special_ids["pad"], np.int32)
+  tokens[:used] = np.concatenate([[cls], a, [sep], b, [sep]])
   segments = np.zeros((seq_len,), np.int32)
   segments[len(a) + 2:used] = 1
   return {"tokens": tokens, "segments": segments, "nsp_label": np.asarray(label, np.int32)}
@@ -161,9 +166,11 @@ class _PairIterator(grain.DatasetIterator):
   """Iterator of PairIterDataset; see the module docstring."""
 
   def __init__(self, parent: grain.DatasetIterator, *, negatives: Sequence[dict], seq_len: int,
-               seed: int, short_seq_prob: float, max_segment_tokens: int, max_draws: int = 100):
+               seed: int, short_seq_prob: float, max_segment_tokens: int, special_ids: Mapping[str, int],
+               max_draws: int = 100):
     super().__init__(parent)
     self._negatives = negatives
+    self._special_ids = special_ids
     self._seq_len = seq_len
     self._seed = seed
     self._short_seq_prob = short_seq_prob
@@ -241,7 +248,7 @@ class _PairIterator(grain.DatasetIterator):
     a, b = _truncate(a, keep_a, rng), _truncate(b, keep_b, rng)
     self._next_segment = end
     self._count += 1
-    return pair_example(a, b, label, self._seq_len)
+    return pair_example(a, b, label, self._seq_len, self._special_ids)
 
   def get_state(self) -> dict[str, Any]:
     return {"parent": self._doc_state, "segment": self._next_segment, "count": self._count}
@@ -265,15 +272,19 @@ class PairIterDataset(grain.IterDataset):
     parent: IterDataset of {"tokens", "lengths", "doc_id"} records (shuffled, repeated, ...).
     negatives: random-access records of the same kind, every document negatives may come from.
     seq_len: positions per example, >= 5 (three specials and a token each for A and B).
+    special_ids: the tokenizer's roles (`Tokenizer.special_ids`); a pair needs cls, sep and pad.
     seed: seeds every random choice, with the example's position in the stream.
     short_seq_prob: probability of targeting a shorter pair (BERT: 0.1).
     max_segment_tokens: longer sentences are cut into pieces of this many tokens; default half
       the budget, so that a pair holds at least two segments.
   """
 
-  def __init__(self, parent: grain.IterDataset, *, negatives: Sequence[dict], seq_len: int, seed: int,
-               short_seq_prob: float = 0.1, max_segment_tokens: int | None = None):
+  def __init__(self, parent: grain.IterDataset, *, negatives: Sequence[dict], seq_len: int,
+               special_ids: Mapping[str, int], seed: int, short_seq_prob: float = 0.1,
+               max_segment_tokens: int | None = None):
     super().__init__(parent)
+    self._special_ids = tokenizer_lib.pick_roles(special_ids, PAIR_ROLES, owner="the tokenizer",
+                                                 purpose="BERT's sentence pairs")
     if seq_len < NUM_PAIR_SPECIALS + 2:
       raise ValueError(f"seq_len must be >= {NUM_PAIR_SPECIALS + 2} for [CLS] A [SEP] B [SEP], got {seq_len}")
     if not 0.0 <= short_seq_prob <= 1.0:
@@ -287,7 +298,7 @@ class PairIterDataset(grain.IterDataset):
   def __iter__(self) -> _PairIterator:
     return _PairIterator(self._parent.__iter__(), negatives=self._negatives, seq_len=self._seq_len,
                          seed=self._seed, short_seq_prob=self._short_seq_prob,
-                         max_segment_tokens=self._max_segment_tokens)
+                         max_segment_tokens=self._max_segment_tokens, special_ids=self._special_ids)
 
   def __str__(self) -> str:
     return f"PairIterDataset(seq_len={self._seq_len})"

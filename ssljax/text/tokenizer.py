@@ -1,9 +1,16 @@
-"""Tokenizers for text pretraining: UTF-8 bytes, or a SentencePiece model.
+"""Tokenizers for text pretraining: UTF-8 bytes, a SentencePiece model, or a
+Hugging Face `tokenizer.json` (an imported checkpoint's vocabulary).
 
-Both kinds share six special tokens with fixed ids, so a model, a data
-pipeline and a checkpoint agree on them whichever tokenizer is used:
+Special tokens are looked up by role (ROLES: pad, eos, cls, sep, mask, unk,
+bos): `special_ids` maps the roles a tokenizer has to their ids, and
+`special_id(role)` names the tokenizer and the role when it has none. The
+bundled kinds (bytes, SentencePiece) share six special tokens with fixed ids,
 
   [PAD]=0  [EOS]=1  [CLS]=2  [SEP]=3  [MASK]=4  [UNK]=5
+
+and no bos; an imported vocabulary keeps its own ids (BERT's [CLS] is 101,
+GPT-2's <|endoftext|> 50256), so code outside this module asks for roles and
+never assumes these numbers.
 
 `encode` never emits special ids (the caller adds [EOS], [CLS], ... where its
 objective wants them) and `decode` drops them, as well as ids past the real
@@ -35,10 +42,27 @@ Training is in memory (sentence_iterator + model_writer) and single-threaded
 by default: SentencePiece's result depends on num_threads, and one thread makes
 a given corpus, seed and vocabulary size give the same model on any machine.
 
+HuggingFaceTokenizer wraps a `tokenizers.Tokenizer` built from a tokenizer.json
+(`from_directory`: a directory in the Hugging Face layout, whose
+tokenizer_config.json and/or special_tokens_map.json name the special tokens).
+Its roles are the named tokens' own ids, except that
+  * bos is kept only where the tokenizer's own post-processor puts it first
+    (CLIP's <|startoftext|>; GPT-2 names <|endoftext|> its bos but adds
+    nothing), so that code building a text tower's input can prepend it;
+  * a vocabulary without a pad token (GPT-2) gets pad = num_tokens, the first
+    row past the real vocabulary: such rows only pad the embedding table, so
+    that id is no real token and never decodes to text.
+Special tokens written literally in a text stay text (`encode_special_tokens`,
+transformers' split_special_tokens), as with the bundled kinds: a document
+that quotes "<|endoftext|>" does not end there.
+
 A tokenizer is identified by `fingerprint()` (sha256 of its kind and, for
-SentencePiece, the serialized model). `save(directory)` writes tokenizer.json
-(and tokenizer.model); `load(directory)` restores an identical tokenizer;
-`check_same(directory, tokenizer)` refuses to continue a run with another one.
+SentencePiece, the serialized model; for Hugging Face, tokenizer.json and the
+roles). `save(directory)` writes tokenizer.json (ssljax's record, with the
+roles), and tokenizer.model or huggingface/ (tokenizer.json and a
+tokenizer_config.json that transformers reads); `load(directory)` restores an
+identical tokenizer; `check_same(directory, tokenizer)` refuses to continue a
+run with another one.
 """
 
 from __future__ import annotations
@@ -56,9 +80,18 @@ from typing import Any
 
 import numpy as np
 
+# What a special token is for; `Tokenizer.special_ids` maps the roles a tokenizer has to ids.
+ROLES = ("pad", "eos", "cls", "sep", "mask", "unk", "bos")
+# How messages name a role's token.
+ROLE_TOKENS = {"pad": "[PAD]", "eos": "[EOS]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]",
+               "unk": "[UNK]", "bos": "[BOS]"}
+
+# The bundled tokenizers' (bytes, SentencePiece) special ids. Code outside this module asks a
+# tokenizer (or `vocab.special_ids(config)`) for roles instead: an imported vocabulary has others.
 PAD, EOS, CLS, SEP, MASK, UNK = 0, 1, 2, 3, 4, 5
 SPECIAL_TOKENS = ("[PAD]", "[EOS]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
+BUNDLED_SPECIAL_IDS = {"pad": PAD, "eos": EOS, "cls": CLS, "sep": SEP, "mask": MASK, "unk": UNK}
 # Embedding tables are padded to a multiple of this (TPU/GPU friendly shapes).
 VOCAB_MULTIPLE = 128
 NUM_BYTES = 256
@@ -66,11 +99,58 @@ NUM_BYTES = 256
 CONFIG_FILE = "tokenizer.json"
 MODEL_FILE = "tokenizer.model"
 FORMAT_VERSION = 1
+# A Hugging Face tokenizer's own files sit in this subdirectory of a saved tokenizer, in the
+# layout transformers reads (`AutoTokenizer.from_pretrained(directory / "huggingface")`).
+HF_DIRECTORY = "huggingface"
+HF_TOKENIZER_FILE = "tokenizer.json"
+HF_CONFIG_FILE = "tokenizer_config.json"
+HF_SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 
 
 def padded_vocab_size(num_tokens: int, multiple: int = VOCAB_MULTIPLE) -> int:
   """`num_tokens` rounded up to a multiple of `multiple` (embedding-table rows)."""
   return math.ceil(num_tokens / multiple) * multiple
+
+
+def rows_for(num_tokens: int, special_ids: Mapping[str, int]) -> int:
+  """Embedding rows for `num_tokens` real tokens and the special ids: room for every id (a pad
+  past the vocabulary included), padded to a multiple of 128."""
+  return padded_vocab_size(max([num_tokens, *(i + 1 for i in special_ids.values())]))
+
+
+def with_pad(special_ids: Mapping[str, int], num_tokens: int) -> dict[str, int]:
+  """`special_ids` with pad = num_tokens where it has none: the first row past the vocabulary,
+  which no text encodes to (GPT-2 has no pad token)."""
+  return {**special_ids, "pad": special_ids.get("pad", num_tokens)}
+
+
+def checked_roles(special_ids: Mapping[str, Any], where: str) -> dict[str, int]:
+  """{role: int id}; a ValueError naming `where` for an unknown role or an id that is not a
+  non-negative integer."""
+  checked = {}
+  for role, token_id in special_ids.items():
+    if role not in ROLES:
+      raise ValueError(f"{where}: unknown special-token role {role!r}; roles are {ROLES}")
+    if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)) or token_id < 0:
+      raise ValueError(f"{where}: the id of role {role!r} must be a non-negative integer, got {token_id!r}")
+    checked[role] = int(token_id)
+  return checked
+
+
+def pick_roles(special_ids: Mapping[str, int], roles: Sequence[str], *, owner: str,
+               purpose: str | None = None) -> dict[str, int]:
+  """{role: id} of `roles` from a role -> id table; a ValueError naming every missing role,
+  `owner` (e.g. "the huggingface tokenizer") and, where given, what needs them."""
+  unknown = [role for role in roles if role not in ROLES]
+  if unknown:
+    raise ValueError(f"unknown special-token roles {unknown}; roles are {ROLES}")
+  missing = [role for role in roles if role not in special_ids]
+  if missing:
+    names = [f"{ROLE_TOKENS[role]} token (role {role!r})" for role in missing]
+    names = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    needs = f": {purpose} needs {'it' if len(missing) == 1 else 'them'}" if purpose else ""
+    raise ValueError(f"{owner} has no {names}{needs}")
+  return {role: int(special_ids[role]) for role in roles}
 
 
 def _sha256(*parts: bytes) -> str:
@@ -83,9 +163,9 @@ def _sha256(*parts: bytes) -> str:
 
 
 class Tokenizer(abc.ABC):
-  """Text <-> token ids with the fixed special ids PAD..UNK = 0..5."""
+  """Text <-> token ids, with special tokens looked up by role."""
 
-  kind: str  # "byte" or "sentencepiece", as written in tokenizer.json
+  kind: str  # "byte", "sentencepiece" or "huggingface", as written in tokenizer.json
 
   @abc.abstractmethod
   def encode(self, text: str) -> list[int]:
@@ -105,8 +185,23 @@ class Tokenizer(abc.ABC):
 
   @property
   def vocab_size(self) -> int:
-    """num_tokens padded up to a multiple of 128: rows of the embedding table."""
-    return padded_vocab_size(self.num_tokens)
+    """Rows of the embedding table: num_tokens (and a pad past them, if any) padded up to a
+    multiple of 128."""
+    return rows_for(self.num_tokens, self.special_ids)
+
+  @property
+  @abc.abstractmethod
+  def special_ids(self) -> dict[str, int]:
+    """{role: id} of the roles (ROLES) this tokenizer has."""
+
+  def special_id(self, role: str, purpose: str | None = None) -> int:
+    """The id of `role`'s token; a ValueError naming the role and this tokenizer (and
+    `purpose`, what needs it) where it has none."""
+    return pick_roles(self.special_ids, (role,), owner=f"the {self.kind} tokenizer", purpose=purpose)[role]
+
+  def special_roles(self, roles: Sequence[str], purpose: str | None = None) -> dict[str, int]:
+    """{role: id} of `roles`; one ValueError naming every role this tokenizer lacks."""
+    return pick_roles(self.special_ids, roles, owner=f"the {self.kind} tokenizer", purpose=purpose)
 
   @abc.abstractmethod
   def id_to_piece(self, token_id: int) -> str:
@@ -131,7 +226,10 @@ class Tokenizer(abc.ABC):
         "fingerprint": self.fingerprint(),
         "num_tokens": self.num_tokens,
         "vocab_size": self.vocab_size,
-        "special_tokens": dict(zip(SPECIAL_TOKENS, range(NUM_SPECIAL_TOKENS))),
+        "special_ids": self.special_ids,
+        # The roles' tokens as the vocabulary names them (None: a pad past the vocabulary).
+        "special_tokens": {role: self.id_to_piece(i) if i < self.num_tokens else None
+                           for role, i in self.special_ids.items()},
         "settings": self.settings(),
     }
     (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
@@ -163,6 +261,10 @@ class ByteTokenizer(Tokenizer):
   @property
   def num_tokens(self) -> int:
     return NUM_SPECIAL_TOKENS + NUM_BYTES
+
+  @property
+  def special_ids(self) -> dict[str, int]:
+    return dict(BUNDLED_SPECIAL_IDS)
 
   def id_to_piece(self, token_id: int) -> str:
     if not 0 <= token_id < self.num_tokens:
@@ -342,6 +444,10 @@ class SentencePieceTokenizer(Tokenizer):
   def num_tokens(self) -> int:
     return self._processor.get_piece_size()
 
+  @property
+  def special_ids(self) -> dict[str, int]:
+    return dict(BUNDLED_SPECIAL_IDS)
+
   def id_to_piece(self, token_id: int) -> str:
     if not 0 <= token_id < self.num_tokens:
       raise IndexError(f"token id {token_id} outside 0..{self.num_tokens - 1}")
@@ -395,13 +501,176 @@ def _check_special_ids(processor) -> None:
         "--control_symbols=[CLS],[SEP],[MASK].")
 
 
+def _hf_backend(tokenizer_json: str, where: str):
+  """A `tokenizers.Tokenizer` of a tokenizer.json's text that encodes a text's own ids: no
+  truncation or padding (some tokenizer.json files switch them on), and special tokens written
+  in the text stay text."""
+  import tokenizers  # only Hugging Face tokenizers need it
+
+  try:
+    backend = tokenizers.Tokenizer.from_str(tokenizer_json)
+  except Exception as error:  # tokenizers raises a bare Exception for malformed files
+    raise ValueError(f"{where} is not a tokenizer.json of the tokenizers package: {error}") from None
+  backend.no_truncation()
+  backend.no_padding()
+  backend.encode_special_tokens = True
+  return backend
+
+
+def _hf_real_tokens(backend) -> int:
+  """Ids 0..n-1 cover every token: the vocabulary's size, or past its largest id where it has
+  holes."""
+  vocab = backend.get_vocab(with_added_tokens=True)
+  return max(backend.get_vocab_size(with_added_tokens=True), max(vocab.values(), default=-1) + 1)
+
+
+def _role_token_names(directory: pathlib.Path) -> tuple[dict[str, str], dict[str, pathlib.Path]]:
+  """{role: token text} named by `directory`'s tokenizer_config.json and special_tokens_map.json
+  (keys "<role>_token", each a string, {"content": ...}, or null), and the file that named each.
+  The map is read last and wins, as transformers reads them; older layouts have only the map."""
+  names, files = {}, {}
+  for path in (directory / HF_CONFIG_FILE, directory / HF_SPECIAL_TOKENS_MAP):
+    if not path.is_file():
+      continue
+    try:
+      content = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{path} is not JSON: {error}") from None
+    for role in ROLES:
+      key = f"{role}_token"
+      if key not in content:
+        continue
+      value = content[key]
+      if isinstance(value, dict):  # an AddedToken: {"content": "[CLS]", "lstrip": false, ...}
+        value = value.get("content")
+      if value is None:
+        names.pop(role, None)
+        files.pop(role, None)
+      elif isinstance(value, str):
+        names[role], files[role] = value, path
+      else:
+        raise ValueError(f"{path}: {key} must be a token's text or {{\"content\": text}}, got {value!r}")
+  return names, files
+
+
+class HuggingFaceTokenizer(Tokenizer):
+  """A Hugging Face tokenizer.json (`tokenizers` package) with its special tokens by role.
+
+  Ids are the tokenizer's own; see the module docstring for bos and a missing pad. `encode` adds
+  no special tokens (add_special_tokens=False); `decode` drops the special ids and ids past the
+  vocabulary, then lets the tokenizer skip its other special tokens.
+  """
+
+  kind = "huggingface"
+
+  def __init__(self, tokenizer_json: str, special_ids: Mapping[str, int], source: str | None = None):
+    """Wraps the text of a tokenizer.json and its roles (a missing pad becomes num_tokens).
+
+    Prefer `from_directory` or `load`. Raises ValueError for a file the tokenizers package cannot
+    read, an unknown role, or a role other than pad whose id is past the vocabulary.
+    """
+    where = source or "tokenizer.json"
+    self._json = str(tokenizer_json)
+    self._source = source
+    self._backend = _hf_backend(self._json, where)
+    self._num_tokens = _hf_real_tokens(self._backend)
+    roles = checked_roles(special_ids, where)
+    outside = {role: i for role, i in roles.items() if role != "pad" and i >= self._num_tokens}
+    if outside:
+      raise ValueError(f"{where}: special ids {outside} are past the vocabulary of {self._num_tokens} tokens")
+    self._special_ids = with_pad(roles, self._num_tokens)
+    self._special_set = frozenset(self._special_ids.values())
+
+  @classmethod
+  def from_directory(cls, path: str | os.PathLike) -> HuggingFaceTokenizer:
+    """The tokenizer of a directory in the Hugging Face layout (tokenizer.json beside
+    tokenizer_config.json and/or special_tokens_map.json), or of a tokenizer.json's path (its
+    directory's files then name the roles).
+
+    Raises:
+      FileNotFoundError: no tokenizer.json there.
+      ValueError: a role naming a token that is not in the vocabulary, or unreadable files.
+    """
+    path = pathlib.Path(path)
+    file = path / HF_TOKENIZER_FILE if path.is_dir() else path
+    if not file.is_file():
+      raise FileNotFoundError(f"no Hugging Face tokenizer at {path}: {file} does not exist")
+    tokenizer_json = file.read_bytes().decode("utf-8")
+    backend = _hf_backend(tokenizer_json, str(file))
+    names, named_in = _role_token_names(file.parent)
+    special_ids = {}
+    for role, token in names.items():
+      token_id = backend.token_to_id(token)
+      if token_id is None:
+        raise ValueError(f"{named_in[role]}: {role}_token {token!r} is not in the vocabulary of {file}")
+      special_ids[role] = token_id
+    # bos is a role only where the tokenizer itself starts a sequence with it (CLIP); GPT-2's
+    # bos_token is <|endoftext|>, which its post-processor never adds.
+    if "bos" in special_ids and backend.encode("a", add_special_tokens=True).ids[:1] != [special_ids["bos"]]:
+      del special_ids["bos"]
+    return cls(tokenizer_json, special_ids, source=str(path))
+
+  def encode(self, text: str) -> list[int]:
+    return self._backend.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    real = [int(i) for i in ids if 0 <= int(i) < self._num_tokens and int(i) not in self._special_set]
+    return self._backend.decode(real, skip_special_tokens=True)
+
+  @property
+  def num_tokens(self) -> int:
+    return self._num_tokens
+
+  @property
+  def special_ids(self) -> dict[str, int]:
+    return dict(self._special_ids)
+
+  def id_to_piece(self, token_id: int) -> str:
+    if not 0 <= token_id < self._num_tokens:
+      raise IndexError(f"token id {token_id} outside 0..{self._num_tokens - 1}")
+    return self._backend.id_to_token(int(token_id)) or ""  # "" for an id the vocabulary skips
+
+  def fingerprint(self) -> str:
+    roles = json.dumps(self._special_ids, sort_keys=True).encode()
+    return _sha256(b"ssljax-huggingface-tokenizer", self._json.encode("utf-8"), roles)
+
+  def settings(self) -> dict[str, Any]:
+    return {"source": self._source, "special_ids": self.special_ids}
+
+  @property
+  def tokenizer_json(self) -> str:
+    """The text of the tokenizer.json (what huggingface/tokenizer.json holds)."""
+    return self._json
+
+  def _save_files(self, directory: pathlib.Path) -> None:
+    """huggingface/tokenizer.json as read, and a tokenizer_config.json naming the roles' tokens
+    (a pad past the vocabulary has none), so that transformers loads the folder as it is."""
+    folder = directory / HF_DIRECTORY
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / HF_TOKENIZER_FILE).write_bytes(self._json.encode("utf-8"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    config |= {f"{role}_token": self.id_to_piece(i) for role, i in self._special_ids.items() if i < self._num_tokens}
+    (folder / HF_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+  # Rebuilt from the JSON text, so grain worker processes receive a working copy.
+  def __getstate__(self) -> dict[str, Any]:
+    return {"tokenizer_json": self._json, "special_ids": self._special_ids, "source": self._source}
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    self.__init__(state["tokenizer_json"], state["special_ids"], state["source"])
+
+
 def load(directory: str | os.PathLike) -> Tokenizer:
   """Restores the tokenizer saved in `directory` by `Tokenizer.save`.
 
   Raises:
     FileNotFoundError: no tokenizer.json in `directory`.
     ValueError: unknown kind, or files whose fingerprint differs from the
-      recorded one (e.g. tokenizer.model replaced after saving).
+      recorded one (e.g. tokenizer.model or huggingface/tokenizer.json replaced
+      after saving).
   """
   directory = pathlib.Path(directory)
   record = read_record(directory)
@@ -411,6 +680,12 @@ def load(directory: str | os.PathLike) -> Tokenizer:
   elif kind == SentencePieceTokenizer.kind:
     tokenizer = SentencePieceTokenizer(
         (directory / MODEL_FILE).read_bytes(), record.get("settings"))
+  elif kind == HuggingFaceTokenizer.kind:
+    file = directory / HF_DIRECTORY / HF_TOKENIZER_FILE
+    if not file.is_file():
+      raise FileNotFoundError(f"{directory / CONFIG_FILE} records a huggingface tokenizer, but {file} does not exist")
+    tokenizer = HuggingFaceTokenizer(file.read_bytes().decode("utf-8"), record.get("special_ids", {}),
+                                     (record.get("settings") or {}).get("source"))
   else:
     raise ValueError(f"{directory / CONFIG_FILE}: unknown tokenizer kind {kind!r}")
   if tokenizer.fingerprint() != record.get("fingerprint"):
@@ -449,6 +724,7 @@ _SPEC_KEYS = {
     "sentencepiece": {"kind", "model_file", "vocab_size", "model_type", "seed",
                       "character_coverage", "byte_fallback", "max_texts",
                       "num_threads"},
+    "huggingface": {"kind", "model_file"},
     "saved": {"kind", "directory"},
 }
 
@@ -461,6 +737,8 @@ def from_config(spec: Mapping[str, Any], texts: Iterable[str] | None = None) -> 
     {"kind": "sentencepiece", "model_file": "/path/user.model"}
     {"kind": "sentencepiece", "vocab_size": 8192, "model_type": "unigram",
      "seed": 0, ...}  -- trains on `texts` (other keys as in `train`)
+    {"kind": "huggingface", "model_file": "/path/dir"}  -- a Hugging Face
+      directory or tokenizer.json (`HuggingFaceTokenizer.from_directory`)
     {"kind": "saved", "directory": "/path"}  -- `load(directory)`
   """
   spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
@@ -474,6 +752,10 @@ def from_config(spec: Mapping[str, Any], texts: Iterable[str] | None = None) -> 
     return ByteTokenizer()
   if kind == "saved":
     return load(spec["directory"])
+  if kind == "huggingface":
+    if not spec.get("model_file"):
+      raise ValueError("a huggingface spec needs model_file: a tokenizer.json or its directory")
+    return HuggingFaceTokenizer.from_directory(spec["model_file"])
   if "model_file" in spec:
     if len(spec) > 2:
       raise ValueError("give either model_file or training settings, not both")

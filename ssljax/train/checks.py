@@ -22,6 +22,8 @@ import ml_collections
 
 from ssljax import evaluators, objectives, workdir as workdir_lib
 from ssljax.models import from_config
+from ssljax.text import tokenizer as tokenizer_lib
+from ssljax.text import vocab
 
 
 class ConfigError(ValueError):
@@ -85,8 +87,9 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
              f"config.eval.calibration_examples must be >= 2, got {config.eval.calibration_examples}")
   if "text" in config:
     t = config.text
-    _require(t.tokenizer in ("sentencepiece", "byte"),
-             f"config.text.tokenizer must be 'sentencepiece' or 'byte', got {t.tokenizer!r}")
+    _require(t.tokenizer in vocab.TOKENIZER_KINDS,
+             f"config.text.tokenizer must be one of {vocab.TOKENIZER_KINDS}, got {t.tokenizer!r}")
+    _check_special_tokens(t)
     # SentencePiece with byte fallback holds 6 special and 256 byte pieces before any other.
     _require(t.tokenizer != "sentencepiece" or t.model_file or t.vocab_size > 262,
              f"config.text.vocab_size must exceed 262 (6 special + 256 byte pieces), got {t.vocab_size}")
@@ -139,8 +142,28 @@ def _same_type(value, reference) -> bool:
   return isinstance(value, type(reference))
 
 
-def _without_evals(flat: dict) -> dict:
-  return {k: v for k, v in flat.items() if k != "evals" and not k.startswith("evals.")}
+# Keys whose entries are free-form, checked on their own: config.evals chooses among the
+# evaluators (`evaluators.check_options`), config.text.special_tokens names roles
+# (`_check_special_tokens`).
+FREE_FORM_KEYS = ("evals", "text.special_tokens")
+
+
+def _without_free_form(flat: dict) -> dict:
+  return {k: v for k, v in flat.items() if not any(k == f or k.startswith(f + ".") for f in FREE_FORM_KEYS)}
+
+
+def _check_special_tokens(t: ml_collections.ConfigDict) -> None:
+  """config.text.special_tokens: role -> int id (roles: `tokenizer.ROLES`), for a huggingface
+  tokenizer only."""
+  given = t.get("special_tokens") or {}
+  for role, token_id in dict(given).items():
+    _require(role in tokenizer_lib.ROLES,
+             f"config.text.special_tokens.{role} is not a special-token role; roles are {tokenizer_lib.ROLES}")
+    _require(isinstance(token_id, int) and not isinstance(token_id, bool) and token_id >= 0,
+             f"config.text.special_tokens.{role}={token_id!r} must be a non-negative integer id")
+  _require(not given or t.tokenizer == "huggingface",
+           f"config.text.special_tokens names the ids of a huggingface tokenizer; the {t.tokenizer!r} tokenizer's "
+           "are fixed: leave it empty")
 
 
 def check_keys(config: ml_collections.ConfigDict) -> None:
@@ -153,10 +176,9 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
   reference = reference_config(config)
   if reference is None:
     return
-  # config.evals chooses among the evaluators: its entries and their options are checked by
-  # `evaluators.check_options`, not against the objective's own choice.
-  given = _without_evals(workdir_lib.flatten(config.to_dict()))
-  known = _without_evals(workdir_lib.flatten(reference.to_dict()))
+  # The free-form keys' entries are checked on their own, not against the objective's choice.
+  given = _without_free_form(workdir_lib.flatten(config.to_dict()))
+  known = _without_free_form(workdir_lib.flatten(reference.to_dict()))
   for key in sorted(given.keys() - known.keys()):
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean config.{close[0]}?" if close else ""
@@ -207,6 +229,13 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     _require(os.path.isfile(config.text.model_file),
              f"config.text.model_file={config.text.model_file!r} does not exist; give the path of a "
              "SentencePiece .model file, or leave it unset to train one on the corpus")
+  if "text" in config and config.text.tokenizer == "huggingface":
+    path = config.text.model_file
+    _require(bool(path), "config.text.model_file must name a Hugging Face tokenizer.json (or its directory) for "
+             "text.tokenizer='huggingface'")
+    _require(os.path.isfile(path) or os.path.isfile(os.path.join(path, tokenizer_lib.HF_TOKENIZER_FILE)),
+             f"config.text.model_file={path!r} is neither a tokenizer.json nor a directory holding one; give the "
+             "Hugging Face tokenizer's directory or its tokenizer.json")
 
 
 def _check_own_data(d: ml_collections.ConfigDict) -> None:

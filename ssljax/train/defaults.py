@@ -120,10 +120,15 @@ def text_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.label_key = "topic"  # a ClassLabel for topic prompting; "" when the corpus has none
 
   c.text = ml_collections.ConfigDict()
-  c.text.tokenizer = "sentencepiece"  # or "byte"
+  c.text.tokenizer = "sentencepiece"  # or "byte", or "huggingface" (a tokenizer.json at model_file)
   c.text.vocab_size = 4096  # SentencePiece pieces, special and byte pieces included
   c.text.model_type = "unigram"  # SentencePiece's algorithm: "unigram" or "bpe"
-  c.text.model_file = config_dict.placeholder(str)  # a user's SentencePiece .model instead
+  # A user's SentencePiece .model instead, or for "huggingface" a tokenizer.json or its directory.
+  c.text.model_file = config_dict.placeholder(str)
+  # "huggingface" only: role -> id of its special tokens (pad, eos, cls, sep, mask, unk, bos), with
+  # vocab_size its real token count, so that the config describes the tokenizer without its file
+  # (what an imported checkpoint's config sets). Empty: read them from model_file.
+  c.text.special_tokens = ml_collections.ConfigDict()
   c.text.seq_len = 256  # packed window length = the model's context
   # The most training documents read to train the tokenizer and fit the n-gram baselines
   # (drawn by `seed`); None reads them all (the bundled corpus's 1,781).
