@@ -61,6 +61,17 @@ def gpt2_dir(request, tmp_path_factory):
   return _checkpoint(tmp_path_factory, hf_checkpoints.gpt2, "gpt2", GPT2_SHAPES[request.param])
 
 
+@pytest.fixture(scope="module")
+def one_gpt2_dir(tmp_path_factory):
+  """One GPT-2 checkpoint, for the checks that do not depend on the shape."""
+  return _checkpoint(tmp_path_factory, hf_checkpoints.gpt2, "gpt2one", GPT2_SHAPES["3x3"])
+
+
+@pytest.fixture(scope="module")
+def one_bert_dir(tmp_path_factory):
+  return _checkpoint(tmp_path_factory, hf_checkpoints.bert, "bertone", BERT_SHAPES["3x3"])
+
+
 @pytest.fixture(scope="module", params=sorted(BERT_SHAPES))
 def bert_dir(request, tmp_path_factory):
   return _checkpoint(tmp_path_factory, hf_checkpoints.bert, "bert", BERT_SHAPES[request.param])
@@ -195,7 +206,7 @@ def test_clip_embeddings_and_logit_scale_equal_transformers(clip_dir):
   objective = objectives.build(imported.config)
   size, seq_len = imported.config.data.image_size, imported.config.text.seq_len
   images = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
-  captions = ["a red circle", "two blue squares on the left of a green triangle", "Shapes."]
+  captions = ["a red circle", "the square", "Shapes."]  # each shorter than the context
   # ssljax's captions are what transformers' tokenizer makes of them: <|startoftext|> ... <|endoftext|>.
   tokens = image_text.tokenize(imported.tokenizer, captions, seq_len)
   their_tokenizer = transformers.AutoTokenizer.from_pretrained(clip_dir)
@@ -209,8 +220,9 @@ def test_clip_embeddings_and_logit_scale_equal_transformers(clip_dir):
   close(objective.extras["embed_image"](imported.params, {}, jnp.asarray(images)), theirs.image_embeds.numpy())
   close(objective.extras["embed_text"](imported.params, {}, jnp.asarray(tokens)), theirs.text_embeds.numpy())
   close(objective.extras["logit_scale"](imported.params), reference.logit_scale.exp().item())
-  close(objective.features(imported.params, {}, {"image": jnp.asarray(images)}),
-        theirs.vision_model_output.pooler_output.numpy())
+  with torch.no_grad():  # the image tower's feature before the projection: the class token's post-LayerNorm
+    their_features = reference.vision_model(pixel_values=torch.tensor(pixels)).pooler_output.numpy()
+  close(objective.features(imported.params, {}, {"image": jnp.asarray(images)}), their_features)
 
 
 # A run in every sense ---------------------------------------------------------------------------------
@@ -304,7 +316,7 @@ def _steps_from(objective, params, batch, num_devices, tx, steps=2):
   from ssljax.train import step as step_lib
   from ssljax.train.state import TrainState
 
-  params = jax.tree.map(jnp.asarray, params)
+  params = jax.tree.map(np.asarray, params)  # a host copy: the step donates its state
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {})
   mesh = data_mesh(num_devices)
   state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
@@ -318,25 +330,27 @@ def _steps_from(objective, params, batch, num_devices, tx, steps=2):
 
 
 def _assert_same_steps(objective, params, batch):
-  tx = optax.adamw(1e-3)
+  # SGD: the update is linear in the gradient, so the devices' float rounding stays at its own size
+  # (Adam's first steps are about lr * sign(g), which turns a rounding of a near-zero gradient into lr).
+  tx = optax.sgd(0.1, momentum=0.9)
   one, one_losses = _steps_from(objective, params, batch, 1, tx)
   eight, eight_losses = _steps_from(objective, params, batch, 8, tx)
   np.testing.assert_allclose(eight_losses, one_losses, rtol=2e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), eight, one)
 
 
-def test_imported_gpt2_trained_further_on_eight_devices_equals_one(gpt2_dir):
-  imported = convert.import_checkpoint(gpt2_dir)
+def test_imported_gpt2_trained_further_on_eight_devices_equals_one(one_gpt2_dir):
+  imported = convert.import_checkpoint(one_gpt2_dir)
   objective = objectives.build(imported.config)
   tokens = _ordinary_ids(imported.tokenizer, (8, 24))
   tokens[:, 10] = imported.tokenizer.special_id("eos")
   _assert_same_steps(objective, imported.params, {"tokens": jnp.asarray(tokens, jnp.int32)})
 
 
-def test_imported_bert_fine_tuned_on_eight_devices_equals_one(bert_dir, tmp_path, data_dir):
+def test_imported_bert_fine_tuned_on_eight_devices_equals_one(one_bert_dir, tmp_path, data_dir):
   os.environ["SSLJAX_DATA_DIR"] = data_dir
   workdir = str(tmp_path / "bert")
-  imported = convert.import_to_workdir(bert_dir, workdir)
+  imported = convert.import_to_workdir(one_bert_dir, workdir)
   config = defaults.load_config("finetune:bbc_topic")
   config.init_from = workdir
   config.seq_len, config.max_train_examples, config.max_eval_examples = 32, 48, 16
@@ -362,7 +376,7 @@ def _fails_cleanly(directory, workdir, match):
   return error
 
 
-def test_bad_checkpoints_are_refused_by_name_and_write_nothing(gpt2_dir, tmp_path):
+def test_bad_checkpoints_are_refused_by_name_and_write_nothing(one_gpt2_dir, tmp_path):
   import shutil
 
   workdir = str(tmp_path / "run")
@@ -373,7 +387,7 @@ def test_bad_checkpoints_are_refused_by_name_and_write_nothing(gpt2_dir, tmp_pat
 
   def variant(name, edit_config=None, edit_files=None):
     copy = str(tmp_path / name)
-    shutil.copytree(gpt2_dir, copy)
+    shutil.copytree(one_gpt2_dir, copy)
     if edit_config:
       path = os.path.join(copy, "config.json")
       record = json.load(open(path))
@@ -411,23 +425,76 @@ def test_bad_checkpoints_are_refused_by_name_and_write_nothing(gpt2_dir, tmp_pat
   assert not os.path.exists(workdir) and not os.path.exists(workdir + ".importing")
 
 
-def test_an_existing_run_is_not_overwritten(gpt2_dir, tmp_path):
+def test_an_existing_run_is_not_overwritten(one_gpt2_dir, tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "config.json").write_text("{}")
-  _fails_cleanly(gpt2_dir, str(workdir), "already holds files")
+  _fails_cleanly(one_gpt2_dir, str(workdir), "already holds files")
   assert os.listdir(workdir) == ["config.json"] and (workdir / "config.json").read_text() == "{}"
 
 
-def test_the_command_line_imports_and_reports_errors_in_one_line(gpt2_dir, tmp_path, data_dir):
+def test_the_command_line_imports_and_reports_errors_in_one_line(one_gpt2_dir, tmp_path, data_dir):
   workdir = str(tmp_path / "run")
-  done = run_cli(["import", gpt2_dir, "--workdir", workdir, "--config", "configs/gpt.py:smoke"], data_dir)
+  done = run_cli(["import", one_gpt2_dir, "--workdir", workdir, "--config", "configs/gpt.py:smoke"], data_dir)
   assert done.returncode == 0, done.stderr
   assert "imported huggingface GPT2LMHeadModel" in done.stdout
-  again = run_cli(["import", gpt2_dir, "--workdir", workdir], data_dir)
+  again = run_cli(["import", one_gpt2_dir, "--workdir", workdir], data_dir)
   assert again.returncode != 0 and "Traceback" not in again.stderr
   assert again.stderr.strip().splitlines()[-1].startswith("ssljax: --workdir") and "already holds files" in again.stderr
   out = str(tmp_path / "exported")
   exported = run_cli(["export", "--workdir", workdir, "--format", "hf", out], data_dir)
   assert exported.returncode == 0, exported.stderr
   assert os.path.exists(os.path.join(out, "model.safetensors"))
+
+
+# The commands on imported runs -------------------------------------------------------------------------
+
+def test_eval_of_an_imported_gpt2_reports_its_evaluators(gpt2_run):
+  from ssljax.commands import evaluate_workdir
+
+  _, workdir, _ = gpt2_run
+  evaluate_workdir(workdir)
+  report = json.load(open(os.path.join(workdir, "eval.json")))
+  assert report["objective"] == "gpt" and {"language_model", "samples", "few_shot"} <= set(report)
+  assert np.isfinite(report["language_model"]["model"]["loss_per_token"])
+
+
+def test_fine_tuning_starts_from_an_imported_bert(one_bert_dir, tmp_path, data_dir):
+  from ssljax.train import loop
+
+  os.environ["SSLJAX_DATA_DIR"] = data_dir
+  bert_run = str(tmp_path / "bert")
+  imported = convert.import_to_workdir(one_bert_dir, bert_run)
+  config = defaults.load_config("finetune:bbc_topic")
+  config.init_from, config.train.steps, config.train.checkpoint_every = bert_run, 2, 2
+  config.seq_len, config.max_train_examples, config.max_eval_examples = 32, 48, 16
+  config.batch_size = config.train.batch_size = 8
+  workdir = str(tmp_path / "finetune")
+  loop.train(config, workdir, progress=False)
+  params = workdir_lib.restore_params(workdir)
+  assert params["encoder"]["token_embed"]["embedding"].shape == imported.params["encoder"]["token_embed"][
+      "embedding"].shape
+  # The pretrained encoder was the start: two small steps leave it close to the import, far from a fresh one.
+  moved = np.abs(np.asarray(params["encoder"]["blocks_0"]["mlp"]["fc_in"]["kernel"])
+                 - imported.params["encoder"]["blocks_0"]["mlp"]["fc_in"]["kernel"]).max()
+  assert moved < 0.05
+
+
+def test_zero_shot_classifies_with_an_imported_clip(clip_dir, tmp_path):
+  from ssljax.commands import zero_shot
+
+  workdir = str(tmp_path / "clip")
+  imported = convert.import_to_workdir(clip_dir, workdir)
+  size = imported.config.data.image_size
+  images = list(np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8))
+  labels = ["red circle", "blue square", "green triangle"]
+  probs = zero_shot.classify(workdir, images, labels, template="a {}")
+  # The probabilities are the imported model's: softmax(scale * cos) from transformers' embeddings.
+  reference = transformers.CLIPModel.from_pretrained(clip_dir).eval()
+  their_tokenizer = transformers.AutoTokenizer.from_pretrained(clip_dir)
+  mean, std = (np.asarray(imported.config.model[k], np.float32) for k in ("vit_pixel_mean", "vit_pixel_std"))
+  pixels = ((np.stack(images) / np.float32(255) - mean) / std).transpose(0, 3, 1, 2)
+  inputs = their_tokenizer([f"a {label}" for label in labels], padding=True, return_tensors="pt")
+  with torch.no_grad():
+    theirs = reference(pixel_values=torch.tensor(pixels), **inputs).logits_per_image.softmax(-1).numpy()
+  close(np.asarray(probs), theirs)

@@ -46,13 +46,17 @@ def check(hf: dict[str, Any]) -> None:
 
 
 def model_keys(hf: dict[str, Any]) -> dict[str, Any]:
+  """`config.model` keys of the checkpoint's shapes and options. Dropout is off: the pretraining
+  step's dropout masks depend on how the batch is split over devices (objectives/bert.py), and
+  continued pretraining of a published model does without it; `--config.model.dropout` turns
+  it on (fine-tuning has its own, per example)."""
   check(hf)
   return {"preset": "tiny", "num_layers": hf["num_hidden_layers"], "num_heads": hf["num_attention_heads"],
           "embed_dim": hf["hidden_size"], "mlp_dim": hf["intermediate_size"],
           "max_len": hf["max_position_embeddings"], "num_segments": hf.get("type_vocab_size", 2),
           "norm_position": "post", "embed_norm": True, "activation": hf.get("hidden_act", "gelu"),
           "head_activation": hf.get("hidden_act", "gelu"), "layer_norm_epsilon": hf.get("layer_norm_eps", 1e-12),
-          "mask_padded_vocab": True, "relative_buckets": 0, "dropout": hf.get("hidden_dropout_prob", 0.1)}
+          "mask_padded_vocab": True, "relative_buckets": 0, "dropout": 0.0}
 
 
 def tensor_name(name: str) -> tuple[str, ...]:

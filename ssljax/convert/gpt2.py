@@ -46,14 +46,17 @@ def check(hf: dict[str, Any]) -> None:
 
 
 def model_keys(hf: dict[str, Any]) -> dict[str, Any]:
-  """`config.model` keys of the checkpoint's shapes and options."""
+  """`config.model` keys of the checkpoint's shapes and options. Dropout is off: the pretraining
+  step's dropout masks depend on how the batch is split over devices (objectives/gpt.py), and
+  continued pretraining of a published model does without it; `--config.model.dropout` turns
+  it on (fine-tuning has its own, per example)."""
   check(hf)
   width = hf["n_embd"]
   return {"preset": "tiny", "num_layers": hf["n_layer"], "num_heads": hf["n_head"], "embed_dim": width,
           "mlp_dim": hf.get("n_inner") or 4 * width, "max_len": hf["n_positions"],
           "norm_position": "pre", "embed_norm": False, "activation": hf.get("activation_function", "gelu_new"),
           "layer_norm_epsilon": hf.get("layer_norm_epsilon", 1e-5), "mask_padded_vocab": True,
-          "relative_buckets": 0, "qkv_conv_width": 0, "dropout": hf.get("resid_pdrop", 0.1)}
+          "relative_buckets": 0, "qkv_conv_width": 0, "dropout": 0.0}
 
 
 def rules(cfg: transformer.TransformerConfig, real_vocab: int) -> list[layouts.Rule]:

@@ -181,10 +181,15 @@ def _pack(stream, *, seq_len: int, eos_id: int, pad_id: int):
 
 
 def prompt_ids(tokenizer, prompt: str, seq_len: int) -> list[int]:
-  """A generation prompt's ids: [EOS] (what precedes a document in training) and the prompt,
-  cut to its last seq_len // 2 tokens so that the context leaves room to continue it."""
-  eos = tokenizer.special_id("eos", "a generation prompt (what precedes a document)")
-  return ([eos] + tokenizer.encode(prompt))[-(seq_len // 2):]
+  """A generation prompt's ids, cut to its last seq_len // 2 tokens so that the context leaves
+  room to continue it. ssljax's own tokenizers put [EOS] first (what precedes a document in
+  their training); an imported one starts as its own tokenizer starts a text, with its [BOS]
+  if it adds one and bare otherwise (GPT-2), so that a prompt continues as in `transformers`."""
+  if tokenizer.kind == "huggingface":
+    start = [tokenizer.special_ids["bos"]] if "bos" in tokenizer.special_ids else []
+  else:
+    start = [tokenizer.special_id("eos", "a generation prompt (what precedes a document)")]
+  return (start + tokenizer.encode(prompt))[-(seq_len // 2):]
 
 
 FAMILY = Family(name="text", train_input=train_input)

@@ -231,9 +231,12 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
              "SentencePiece .model file, or leave it unset to train one on the corpus")
   if "text" in config and config.text.tokenizer == "huggingface":
     path = config.text.model_file
-    _require(bool(path), "config.text.model_file must name a Hugging Face tokenizer.json (or its directory) for "
+    # An imported run (`ssljax import`) names its special tokens in the config and keeps its
+    # tokenizer in its workdir; a new run reads the tokenizer from model_file.
+    _require(bool(path) or bool(config.text.get("special_tokens")),
+             "config.text.model_file must name a Hugging Face tokenizer.json (or its directory) for "
              "text.tokenizer='huggingface'")
-    _require(os.path.isfile(path) or os.path.isfile(os.path.join(path, tokenizer_lib.HF_TOKENIZER_FILE)),
+    _require(not path or os.path.isfile(path) or os.path.isfile(os.path.join(path, tokenizer_lib.HF_TOKENIZER_FILE)),
              f"config.text.model_file={path!r} is neither a tokenizer.json nor a directory holding one; give the "
              "Hugging Face tokenizer's directory or its tokenizer.json")
 
