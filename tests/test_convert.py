@@ -42,14 +42,15 @@ CLIP_SHAPES = {"text32-vision48": dict(),
                                        vision_width=32, patch=16, image_size=48, vocab=301, projection=16, seed=1)}
 
 
-def close(ours, theirs, rtol=RTOL):
-  """|ours - theirs| <= rtol * max |theirs|, elementwise."""
+def close(ours, theirs, what: str, rtol=RTOL):
+  """|ours - theirs| <= rtol * max |theirs|, elementwise; prints the largest difference relative
+  to that scale (the README's table: `pytest tests/test_convert.py -k equal_transformers -rP`)."""
   ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
   assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
   scale = np.max(np.abs(theirs))
   worst = np.max(np.abs(ours - theirs))
-  assert worst <= rtol * scale, f"largest difference {worst:.3g} against a scale of {scale:.3g}"
-  return worst / scale
+  print(f"{what}: largest difference {worst / scale:.2e} of the largest magnitude {scale:.3g}")
+  assert worst <= rtol * scale, f"{what}: largest difference {worst:.3g} against a scale of {scale:.3g}"
 
 
 def _checkpoint(tmp_path_factory, build, name, shapes):
@@ -102,14 +103,14 @@ def test_gpt2_logits_and_hidden_states_equal_transformers(gpt2_dir):
   hidden = model.apply({"params": imported.params}, jnp.asarray(tokens))
   logits = np.asarray(model.apply({"params": imported.params}, hidden, jnp.float32, method="logits"))
   real = imported.tokenizer.num_tokens
-  close(hidden, theirs.hidden_states[-1].numpy())
-  close(logits[..., :real], theirs.logits.numpy())
+  close(hidden, theirs.hidden_states[-1].numpy(), "GPT-2 final hidden states")
+  close(logits[..., :real], theirs.logits.numpy(), "GPT-2 logits")
   # The rows that only pad the table to a multiple of 128 never win.
   assert logits.shape[-1] % 128 == 0 and np.all(logits[..., real:] <= -1e8)
   # Per-token log-probabilities (perplexity, few-shot scoring) are transformers' too.
   ours = np.asarray(objective.extras["log_probs"](imported.params, {}, jnp.asarray(tokens)))[:, 1:]
   log_softmax = torch.log_softmax(theirs.logits[:, :-1].double(), -1).numpy()
-  close(ours, np.take_along_axis(log_softmax, tokens[:, 1:, None], -1)[..., 0])
+  close(ours, np.take_along_axis(log_softmax, tokens[:, 1:, None], -1)[..., 0], "GPT-2 token log-probabilities")
 
 
 def test_gpt2_greedy_generation_equals_transformers_token_for_token(gpt2_dir, tmp_path):
@@ -166,21 +167,21 @@ def test_bert_hidden_states_masked_lm_and_next_sentence_logits_equal_transformer
   net = objective.extras["pretraining_model"]()
   hidden = np.asarray(net.apply({"params": imported.params}, jnp.asarray(ids), jnp.asarray(segments),
                                 method="encode"))
-  close(hidden[real], theirs.hidden_states[-1].numpy()[real])
+  close(hidden[real], theirs.hidden_states[-1].numpy()[real], "BERT final hidden states")
   positions = np.tile(np.arange(ids.shape[1]), (ids.shape[0], 1))
   mlm = np.asarray(objective.extras["mlm_logits"](imported.params, jnp.asarray(ids), jnp.asarray(segments),
                                                   jnp.asarray(positions)))
   vocab = imported.tokenizer.num_tokens
-  close(mlm[..., :vocab][real], theirs.prediction_logits.numpy()[real])
+  close(mlm[..., :vocab][real], theirs.prediction_logits.numpy()[real], "BERT masked-LM logits")
   assert np.all(mlm[..., vocab:] <= -1e8)
   pooled = objective.features(imported.params, {}, {"tokens": jnp.asarray(ids), "segments": jnp.asarray(segments)})
   with torch.no_grad():
     their_pooled = reference.bert(torch.tensor(ids), token_type_ids=torch.tensor(segments),
                                   attention_mask=torch.tensor(mask)).pooler_output.numpy()
-  close(pooled, their_pooled)
+  close(pooled, their_pooled, "BERT pooled output")
   # ssljax's class 1 is "B follows A", transformers' class 0.
   nsp = np.asarray(objective.extras["nsp_logits"](imported.params, jnp.asarray(ids), jnp.asarray(segments)))
-  close(nsp[:, ::-1], theirs.seq_relationship_logits.numpy())
+  close(nsp[:, ::-1], theirs.seq_relationship_logits.numpy(), "BERT next-sentence logits")
 
 
 @pytest.mark.parametrize("architecture,missing", [("BertModel", "mlm and nsp"), ("BertForMaskedLM", "pooler and nsp")])
@@ -195,7 +196,7 @@ def test_bert_without_heads_imports_the_encoder_and_says_which_heads_are_new(arc
   net = objectives.build(imported.config).extras["pretraining_model"]()
   hidden = np.asarray(net.apply({"params": imported.params}, jnp.asarray(ids), jnp.asarray(segments),
                                 method="encode"))
-  close(hidden[mask.astype(bool)], theirs.last_hidden_state.numpy()[mask.astype(bool)])
+  close(hidden[mask.astype(bool)], theirs.last_hidden_state.numpy()[mask.astype(bool)], f"{architecture} hidden states")
 
 
 # CLIP -----------------------------------------------------------------------------------------------
@@ -217,12 +218,15 @@ def test_clip_embeddings_and_logit_scale_equal_transformers(clip_dir):
   pixels = ((images / np.float32(255) - mean) / std).transpose(0, 3, 1, 2)  # transformers' preprocessing, NCHW
   with torch.no_grad():
     theirs = reference(input_ids=torch.tensor(tokens), pixel_values=torch.tensor(pixels))
-  close(objective.extras["embed_image"](imported.params, {}, jnp.asarray(images)), theirs.image_embeds.numpy())
-  close(objective.extras["embed_text"](imported.params, {}, jnp.asarray(tokens)), theirs.text_embeds.numpy())
-  close(objective.extras["logit_scale"](imported.params), reference.logit_scale.exp().item())
+  close(objective.extras["embed_image"](imported.params, {}, jnp.asarray(images)), theirs.image_embeds.numpy(),
+        "CLIP image embeddings")
+  close(objective.extras["embed_text"](imported.params, {}, jnp.asarray(tokens)), theirs.text_embeds.numpy(),
+        "CLIP text embeddings")
+  close(objective.extras["logit_scale"](imported.params), reference.logit_scale.exp().item(), "CLIP logit scale")
   with torch.no_grad():  # the image tower's feature before the projection: the class token's post-LayerNorm
     their_features = reference.vision_model(pixel_values=torch.tensor(pixels)).pooler_output.numpy()
-  close(objective.features(imported.params, {}, {"image": jnp.asarray(images)}), their_features)
+  close(objective.features(imported.params, {}, {"image": jnp.asarray(images)}), their_features,
+        "CLIP image features")
 
 
 # A run in every sense ---------------------------------------------------------------------------------
@@ -275,7 +279,7 @@ def test_export_round_trip_gives_transformers_ssljax_outputs_and_the_same_parame
                        method="logits")
   with torch.no_grad():
     theirs = reference(torch.tensor(tokens)).logits.numpy()
-  close(np.asarray(logits)[..., :imported.tokenizer.num_tokens], theirs)
+  close(np.asarray(logits)[..., :imported.tokenizer.num_tokens], theirs, "exported GPT-2 logits")
   again = convert.import_checkpoint(out, base_config=config)
   jax.tree.map(np.testing.assert_array_equal, again.params, jax.tree.map(np.asarray, params))
   their_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
@@ -497,4 +501,4 @@ def test_zero_shot_classifies_with_an_imported_clip(clip_dir, tmp_path):
   inputs = their_tokenizer([f"a {label}" for label in labels], padding=True, return_tensors="pt")
   with torch.no_grad():
     theirs = reference(pixel_values=torch.tensor(pixels), **inputs).logits_per_image.softmax(-1).numpy()
-  close(np.asarray(probs), theirs)
+  close(np.asarray(probs), theirs, "CLIP zero-shot probabilities")

@@ -237,11 +237,13 @@ def import_to_workdir(directory: str, workdir: str, base_config: ml_collections.
 
 def write_run(imported: Imported, workdir: str) -> None:
   """config.json, the tokenizer and the step-0 checkpoint (parameters and a fresh optimizer
-  state for `config.optim`) of an imported run."""
+  state for `config.optim`) of an imported run. The parameters move to the device one at a time
+  (`imported.params` then holds the device arrays), so that the numpy and device copies of the
+  model never both exist whole."""
   config = imported.config
   tx, _ = optim.optimizer(config.optim, config.train.steps, config.train.batch_size, sharded=False)
-  params = jax.tree.map(jnp.asarray, imported.params)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
+  imported.params = params = _to_device(imported.params)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=fresh_optimizer_state(tx, params),
                      model_state={})
   imported.tokenizer.save(workdir)
   workdir_lib.save_config(config, workdir)
@@ -250,6 +252,32 @@ def write_run(imported: Imported, workdir: str) -> None:
   checkpoint.save(mngr, 0, state, {}, force=True)
   mngr.wait_until_finished()
   mngr.close()
+
+
+def _to_device(tree: dict) -> dict:
+  """The numpy leaves of `tree` as device arrays, each numpy array dropped once it is moved."""
+  moved = {}
+  for key in list(tree):
+    value = tree.pop(key)
+    moved[key] = _to_device(value) if isinstance(value, dict) else jax.device_put(value)
+    del value
+  return moved
+
+
+def fresh_optimizer_state(tx, params):
+  """`tx.init(params)`, holding one zeros array per shape when the optimizer starts from zeros.
+
+  Adam's two moments would otherwise take twice the model's memory at the import, only to be
+  written as zeros. Whether `tx` starts from zeros is asked of `tx.init` on stand-ins of the
+  parameters (ones, of one element each): an optimizer whose state copies the parameters (an
+  average of them, say) gets its real `tx.init`."""
+  shapes = jax.eval_shape(tx.init, params)
+  probe = tx.init(jax.tree.map(lambda p: jnp.ones((1,) * p.ndim, p.dtype), params))
+  if len(jax.tree.leaves(probe)) != len(jax.tree.leaves(shapes)) or any(
+      np.any(np.asarray(leaf) != 0) for leaf in jax.tree.leaves(probe)):
+    return jax.jit(tx.init)(params)
+  zeros: dict = {}
+  return jax.tree.map(lambda s: zeros.setdefault((s.shape, s.dtype), jnp.zeros(s.shape, s.dtype)), shapes)
 
 
 EXPORT_MODULES = {module.OBJECTIVE: module for module in (gpt2, bert, clip)}
