@@ -37,9 +37,18 @@ def _given_special_tokens(config: ml_collections.ConfigDict) -> dict[str, int]:
 
 
 @functools.lru_cache(maxsize=8)
-def _huggingface_file(path: str, stamp: tuple[int, int]) -> tokenizer_lib.HuggingFaceTokenizer:
-  del stamp  # part of the cache key only: a file rewritten in place is read again
+def _huggingface_file(path: str, stamps: tuple) -> tokenizer_lib.HuggingFaceTokenizer:
+  del stamps  # part of the cache key only: files rewritten in place are read again
   return tokenizer_lib.HuggingFaceTokenizer.from_directory(path)
+
+
+def _stamps(path: str) -> tuple:
+  """(mtime, size) of the files that make a Hugging Face tokenizer (None where absent)."""
+  file = os.path.join(path, tokenizer_lib.HF_TOKENIZER_FILE) if os.path.isdir(path) else path
+  folder = os.path.dirname(file)
+  files = (file, os.path.join(folder, tokenizer_lib.HF_CONFIG_FILE),
+           os.path.join(folder, tokenizer_lib.HF_SPECIAL_TOKENS_MAP))
+  return tuple((os.stat(f).st_mtime_ns, os.stat(f).st_size) if os.path.isfile(f) else None for f in files)
 
 
 def huggingface_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.HuggingFaceTokenizer:
@@ -49,9 +58,7 @@ def huggingface_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Hu
   if not path:
     raise ValueError("config.text.model_file must name a Hugging Face tokenizer.json (or its directory) for "
                      "text.tokenizer='huggingface', unless text.special_tokens and text.vocab_size describe it")
-  file = os.path.join(path, tokenizer_lib.HF_TOKENIZER_FILE) if os.path.isdir(path) else path
-  stat = os.stat(file) if os.path.isfile(file) else None
-  return _huggingface_file(str(path), (stat.st_mtime_ns, stat.st_size) if stat else (0, 0))
+  return _huggingface_file(str(path), _stamps(str(path)))
 
 
 def _described(config: ml_collections.ConfigDict) -> bool:
