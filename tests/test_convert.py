@@ -502,3 +502,29 @@ def test_zero_shot_classifies_with_an_imported_clip(clip_dir, tmp_path):
   with torch.no_grad():
     theirs = reference(pixel_values=torch.tensor(pixels), **inputs).logits_per_image.softmax(-1).numpy()
   close(np.asarray(probs), theirs, "CLIP zero-shot probabilities")
+
+
+def test_older_tensor_names_import_the_same_parameters(one_gpt2_dir, one_bert_dir, tmp_path):
+  """OpenAI's GPT-2 upload has no "transformer." prefix and keeps the causal-mask buffers; the
+  original BERT checkpoints name LayerNorms gamma and beta. Either imports as the current names."""
+  import shutil
+
+  from safetensors.numpy import load_file, save_file
+
+  def renamed(source, name, rename, extra=None):
+    copy = str(tmp_path / name)
+    shutil.copytree(source, copy)
+    path = os.path.join(copy, "model.safetensors")
+    tensors = {rename(k): v for k, v in load_file(path).items()}
+    tensors.update(extra or {})
+    save_file(tensors, path, metadata={"format": "pt"})
+    return copy
+
+  mask = np.tril(np.ones((1, 1, 64, 64), np.float32))
+  gpt2 = renamed(one_gpt2_dir, "gpt2", lambda k: k.removeprefix("transformer."),
+                 {f"h.{i}.attn.bias": mask for i in range(3)})
+  bert = renamed(one_bert_dir, "bert", lambda k: k.replace("LayerNorm.weight", "LayerNorm.gamma")
+                 .replace("LayerNorm.bias", "LayerNorm.beta"))
+  for old, new in ((gpt2, one_gpt2_dir), (bert, one_bert_dir)):
+    jax.tree.map(np.testing.assert_array_equal, convert.import_checkpoint(old).params,
+                 convert.import_checkpoint(new).params)
