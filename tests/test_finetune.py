@@ -151,7 +151,8 @@ def test_segment_comparison_by_hand():
   want = features @ params["classifier"]["kernel"] + params["classifier"]["bias"]
   np.testing.assert_allclose(model.apply({"params": params}, batch), want, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="a 'classify' task has one text"):
-    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pad_id=PAD, pooling="segments").init(jax.random.key(0), batch)
+    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pad_id=PAD, pooling="segments").init(
+        jax.random.key(0), batch)
   with pytest.raises(ValueError, match="segment embeddings"):
     heads.FinetuneModel(TINY.replace(num_segments=0), "pair", dropout=0.0, pad_id=PAD, pooling="segments").init(
         jax.random.key(0), batch)
@@ -185,9 +186,11 @@ def test_cosine_pair_head_by_hand():
   head_only = {k: v for k, v in params.items() if k != "encoder"}
   np.testing.assert_allclose(model.apply({"params": head_only}, batch, hidden=hidden), want, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="2 classes"):
-    heads.FinetuneModel(TINY, "pair", num_labels=3, dropout=0.0, pad_id=PAD, pooling="cosine").init(jax.random.key(0), batch)
+    heads.FinetuneModel(TINY, "pair", num_labels=3, dropout=0.0, pad_id=PAD, pooling="cosine").init(
+        jax.random.key(0), batch)
   with pytest.raises(ValueError, match="a 'classify' task has one text"):
-    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pad_id=PAD, pooling="cosine").init(jax.random.key(0), batch)
+    heads.FinetuneModel(TINY, "classify", num_labels=2, dropout=0.0, pad_id=PAD, pooling="cosine").init(
+        jax.random.key(0), batch)
 
 
 def test_fit_head_trains_the_head_alone_on_the_frozen_encoder(monkeypatch):

@@ -37,7 +37,8 @@ def count_documents(documents: Iterable[np.ndarray],
                     special_ids: Collection[int]) -> tuple[CountVectorizer, scipy.sparse.csr_matrix]:
   """The id vocabulary of the documents (token id arrays, read once), special ids left out, and
   their (D, V) counts."""
-  counter = CountVectorizer(analyzer=functools.partial(ordinary_ids, special_ids=frozenset(int(i) for i in special_ids)))
+  specials = frozenset(int(i) for i in special_ids)
+  counter = CountVectorizer(analyzer=functools.partial(ordinary_ids, special_ids=specials))
   return counter, counter.fit_transform(documents)
 
 

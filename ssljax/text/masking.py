@@ -133,8 +133,8 @@ def mask_batch(keys: jax.Array, tokens: jax.Array, *, max_predictions: int, num_
     raise ValueError(f"mask_batch needs one key per row of (n, T) tokens, got keys {keys.shape} and "
                      f"tokens {tokens.shape}")
   one = functools.partial(mask_example, max_predictions=max_predictions, num_tokens=num_tokens,
-                          special_ids=tuple(special_ids), mask_id=mask_id, mask_rate=mask_rate, mask_token_rate=mask_token_rate,
-                          random_token_rate=random_token_rate)
+                          special_ids=tuple(special_ids), mask_id=mask_id, mask_rate=mask_rate,
+                          mask_token_rate=mask_token_rate, random_token_rate=random_token_rate)
   return jax.vmap(one)(keys, tokens)
 
 
