@@ -26,8 +26,8 @@ def byte_level_bpe(vocab_size: int, specials: tuple[str, ...]):
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(specials), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                special_tokens=[], show_progress=False)
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(specials), special_tokens=[], show_progress=False,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
   tok.train_from_iterator(training_texts(), trainer)
   tok.add_special_tokens(list(specials))
   return tok
@@ -134,7 +134,7 @@ def _randomise_norms(model, seed: int) -> None:
 
   generator = torch.Generator().manual_seed(seed + 1)
   with torch.no_grad():
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
       if parameter.ndim <= 1:
         parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
 

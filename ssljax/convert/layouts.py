@@ -125,7 +125,7 @@ def load_params(rules: Sequence[Rule], tensors: Tensors, names: Callable[[str], 
   dropped in turn."""
   params: dict = {}
   for rule in rules:
-    arrays = [tensors.take(names(name), shape) for name, shape in zip(rule.theirs, rule.shapes)]
+    arrays = [tensors.take(names(name), shape) for name, shape in zip(rule.theirs, rule.shapes, strict=True)]
     set_path(params, rule.ours, np.array(rule.load(arrays), np.float32, order="C"))
   return params
 
@@ -134,7 +134,7 @@ def save_tensors(rules: Sequence[Rule], params: dict, prefix: str = "") -> dict[
   """The checkpoint's tensors that the rules make from `params` (numpy arrays)."""
   tensors = {}
   for rule in rules:
-    for name, array in zip(rule.theirs, rule.save(np.asarray(get_path(params, rule.ours), np.float32))):
+    for name, array in zip(rule.theirs, rule.save(np.asarray(get_path(params, rule.ours), np.float32)), strict=True):
       tensors[prefix + name] = array
   return tensors
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 
-from ssljax.evaluate import language_model, ngram
+from ssljax.evaluate import language_model
 from ssljax.evaluators import Evaluator, causal_lm, register
 from ssljax.families import text
 
