@@ -260,22 +260,45 @@ def _damaged(tmp_path, source: str, edit) -> str:
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda t: t.pop("layer2.0.bn2.running_var"), "has no tensor 'layer2.0.bn2.running_var', which a torchvision "
-                                                  "resnet18 of width 8 has"),
+    (lambda t: t.pop("layer2.0.bn2.running_var"),
+     "has no tensor 'layer2.0.bn2.running_var', which a torchvision resnet18 of width 8 has"),
     (lambda t: t.update({"layer3.1.conv1.weight": t["layer3.1.conv1.weight"][:, :, :1, :1].copy()}),
-     r"tensor 'layer3.1.conv1.weight' of .* has shape \(32, 32, 1, 1\); a torchvision resnet18 of width 8 has "
-     r"\(32, 32, 3, 3\)"),
-    (lambda t: t.update({"layer1.0.se.weight": np.zeros(3, np.float32)}), "1 tensors that .* does not have, e.g. "
-                                                                         "layer1.0.se.weight"),
+     r"tensor 'layer3.1.conv1.weight' of .* has shape \(32, 32, 1, 1\); "
+     r"a torchvision resnet18 of width 8 has \(32, 32, 3, 3\)"),
+    (lambda t: t.update({"layer1.0.se.weight": np.zeros(3, np.float32)}),
+     "1 tensors that .* does not have, e.g. layer1.0.se.weight"),
     (lambda t: t.pop("conv1.weight"), "no tensor 'conv1.weight': it is not a torchvision"),
-    (lambda t: [t.pop(k) for k in list(t) if k.startswith("layer4.1.")], r"blocks \[2, 2, 2, 1\].*; ssljax's "
-                                                                          "ResNets are resnet18"),
+    (lambda t: [t.pop(k) for k in list(t) if k.startswith("layer4.1.")],
+     r"blocks \[2, 2, 2, 1\].*; ssljax's ResNets are resnet18"),
 ])
 def test_bad_state_dicts_are_named(tmp_path, resnet18_file, edit, message):
   path = _damaged(tmp_path, resnet18_file[1], edit)
   with pytest.raises(ConversionError, match=message) as error:
     convert.import_checkpoint(path, float32_config("simclr:imagenet"))
   assert "\n" not in str(error.value)
+
+
+def test_what_imports_as_a_state_dict(tmp_path, resnet18_file):
+  """A .safetensors file; a directory with model.safetensors and no config.json, or timm's
+  config.json (whose pretrained_cfg's mean and std are kept); not a Hugging Face directory."""
+  import json
+  import shutil
+
+  _, path = resnet18_file
+  assert resnet.is_state_dict(path) and not resnet.is_state_dict(str(tmp_path / "absent.safetensors"))
+  bare, timm, hf = (tmp_path / name for name in ("bare", "timm", "hf"))
+  for directory in (bare, timm, hf):
+    directory.mkdir()
+    shutil.copy(path, directory / "model.safetensors")
+  (timm / "config.json").write_text(json.dumps({"architecture": "resnet18", "pretrained_cfg": {
+      "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}))
+  (hf / "config.json").write_text(json.dumps({"architectures": ["ResNetForImageClassification"]}))
+  assert resnet.is_state_dict(str(bare)) and resnet.is_state_dict(str(timm)) and not resnet.is_state_dict(str(hf))
+  config = resnet.imported_config(str(bare), defaults.load_config("vicreg:imagenet"))
+  assert (config.model.encoder, config.model.width, tuple(config.model.pixel_mean)) == ("resnet18", 8,
+                                                                                      resnet.IMAGENET_MEAN)
+  config = resnet.imported_config(str(timm))
+  assert config.objective == "supervised" and tuple(config.model.pixel_std) == (0.25, 0.25, 0.25)
 
 
 def test_config_must_describe_the_file(resnet18_file):

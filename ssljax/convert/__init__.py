@@ -160,9 +160,9 @@ def _resolver(module, tensors: hf_files.Tensors):
 
 def import_checkpoint(directory: str, base_config: ml_collections.ConfigDict | None = None) -> Imported:
   """Reads a Hugging Face checkpoint directory into (config, params, tokenizer); writes nothing.
-  A ResNet state dict (`resnet.is_state_dict`: a .safetensors file) is read by `import_resnet`."""
+  A ResNet state dict (`resnet.is_state_dict`: a .safetensors file) is read by `import_resnet_run`."""
   if resnet.is_state_dict(directory):
-    return import_resnet(directory, base_config)
+    return import_resnet_run(directory, base_config)
   hf = hf_files.read_config(directory)
   name = architecture(hf)
   module = MODULES[name]
@@ -199,7 +199,7 @@ def import_checkpoint(directory: str, base_config: ml_collections.ConfigDict | N
   return Imported(config=config, params=params, tokenizer=tokenizer, notes=notes)
 
 
-def import_resnet(path: str, base_config: ml_collections.ConfigDict | None = None) -> Imported:
+def import_resnet_run(path: str, base_config: ml_collections.ConfigDict | None = None) -> Imported:
   """A torchvision (or timm) ResNet's state dict as the encoder of an image run (`base_config`,
   default configs/supervised.py:imagenet), its heads initialised afresh; writes nothing."""
   config = resnet.imported_config(path, base_config)
@@ -377,5 +377,5 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   return sorted(os.listdir(out))
 
 
-__all__ = ["ConversionError", "Imported", "export_problems", "export_workdir", "import_checkpoint", "import_resnet",
-           "import_to_workdir", "write_run"]
+__all__ = ["ConversionError", "Imported", "export_problems", "export_workdir", "import_checkpoint",
+           "import_resnet_run", "import_to_workdir", "write_run"]
