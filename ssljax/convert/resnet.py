@@ -270,7 +270,10 @@ def load(path: str, config: ml_collections.ConfigDict) -> tuple[dict, dict, list
   if objective.family.name != "image":
     raise ConversionError(where)
   batch = example_batch(config)
-  expected_params, expected_state = jax.eval_shape(objective.init, jax.random.key(0), batch)
+  try:
+    expected_params, expected_state = jax.eval_shape(objective.init, jax.random.key(0), batch)
+  except (ValueError, TypeError) as error:
+    raise ConversionError(f"ssljax cannot build the run's model: {error}") from error
   if ENCODER not in expected_params or ENCODER not in expected_state.get("batch_stats", {}):
     raise ConversionError(where)
   variables = load_variables(tensors, structure)
