@@ -49,23 +49,28 @@ def test_mlp_head_widths_and_bn():
     models.mlp_widths(0, 8, 8)
 
 
-@pytest.mark.parametrize("size,kernel,stride", [
-    (2, 3, 1),  # the last stage of a stride-2-stem ResNet on 28 px: matrix products
-    (4, 3, 2),  # its first, strided convolution (4 -> 2)
-    (4, 1, 2),  # its 1x1 projection shortcut
-    (3, 3, 2),  # odd input, asymmetric SAME padding
-    (1, 3, 1),
-    (8, 3, 1),  # a larger map keeps lax.conv
+@pytest.mark.parametrize("size,kernel,stride,padding", [
+    (2, 3, 1, "SAME"),  # the last stage of a stride-2-stem ResNet on 28 px: matrix products
+    (4, 3, 2, "SAME"),  # its first, strided convolution (4 -> 2)
+    (4, 1, 2, "SAME"),  # its 1x1 projection shortcut
+    (3, 3, 2, "SAME"),  # odd input, asymmetric SAME padding
+    (1, 3, 1, "SAME"),
+    (8, 3, 1, "SAME"),  # a larger map keeps lax.conv
+    (4, 3, 2, ((1, 1), (1, 1))),  # torchvision's padding (`ResNet(padding="symmetric")`)
+    (3, 3, 2, ((1, 1), (1, 1))),
+    (4, 1, 2, ((0, 0), (0, 0))),
+    (2, 3, 1, ((1, 1), (1, 1))),
 ])
-def test_small_map_conv_equals_flax_conv(size, kernel, stride):
+def test_small_map_conv_equals_flax_conv(size, kernel, stride, padding):
   import flax.linen as nn
   import numpy as np
 
   from ssljax.models.resnet import Conv
 
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3, size, size, 5)), jnp.float32)
-  ours = Conv(7, (kernel, kernel), (stride, stride), use_bias=False)
-  flax_conv = nn.Conv(7, (kernel, kernel), (stride, stride), use_bias=False)
+  ours = Conv(7, (kernel, kernel), (stride, stride), use_bias=False, padding=padding)
+  flax_conv = nn.Conv(7, (kernel, kernel), (stride, stride), use_bias=False, padding=padding)
+  assert ours._as_matmuls(x) == (size <= 2 or stride == 2 and size <= 4)
   variables = flax_conv.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
   np.testing.assert_allclose(ours.apply(variables, x), flax_conv.apply(variables, x), rtol=1e-5, atol=1e-5)
@@ -75,3 +80,32 @@ def test_small_map_conv_equals_flax_conv(size, kernel, stride):
 
   for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(flax_conv))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_resnet_symmetric_padding_and_pixel_normalisation():
+  """The torchvision options (`padding="symmetric"`, `pixel_mean`/`pixel_std`) change nothing
+  of the parameters; symmetric padding changes the features on even inputs (the max pool and the
+  stride-2 convolutions see other windows) and not on inputs whose stride-2 maps are all odd;
+  the normalisation is (x - mean) / std before the stem."""
+  import numpy as np
+
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 32, 32, 3)), jnp.float32)
+  odd = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 33, 33, 3)), jnp.float32)
+  same = models.resnet("resnet_tiny", width=4, stem="imagenet", zero_init_residual=False)
+  symmetric = same.clone(padding="symmetric")
+  variables = same.init(jax.random.key(0), images, train=False)
+  assert jax.tree.map(jnp.shape, symmetric.init(jax.random.key(0), images, train=False)) == \
+      jax.tree.map(jnp.shape, variables)
+  assert not np.allclose(same.apply(variables, images, train=False), symmetric.apply(variables, images, train=False))
+  # 33 -> 17 (stem) -> 9 (pool) -> 5: every stride-2 input is odd, where SAME pads 1 on each side too.
+  np.testing.assert_allclose(same.apply(variables, odd, train=False), symmetric.apply(variables, odd, train=False),
+                             rtol=1e-6, atol=1e-6)
+  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  normalised = symmetric.clone(pixel_mean=mean, pixel_std=std)
+  np.testing.assert_allclose(normalised.apply(variables, images, train=False),
+                             symmetric.apply(variables, (images - jnp.asarray(mean)) / jnp.asarray(std), train=False),
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="padding"):
+    same.clone(padding="valid").init(jax.random.key(0), images, train=False)
+  with pytest.raises(ValueError, match="one value per channel"):
+    normalised.init(jax.random.key(0), images[..., :1], train=False)

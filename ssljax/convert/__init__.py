@@ -2,6 +2,7 @@
 becomes an ordinary ssljax run, and a run becomes such a directory again.
 
   ssljax import DIR --workdir W [--config configs/gpt.py:bbc_news]
+  ssljax import resnet50.safetensors --workdir W [--config configs/simclr.py:imagenet]   (`resnet`)
   ssljax export --workdir W --format hf OUT
 
     from ssljax import convert
@@ -35,7 +36,7 @@ import numpy as np
 
 from ssljax import objectives
 from ssljax import workdir as workdir_lib
-from ssljax.convert import bert, clip, gpt2, hf_files, layouts
+from ssljax.convert import bert, clip, gpt2, hf_files, layouts, resnet
 from ssljax.convert.hf_files import ConversionError
 from ssljax.objectives import clip as clip_objective
 from ssljax.objectives import common, gpt
@@ -50,12 +51,14 @@ TOKENIZER_FILE = "tokenizer.json"
 @dataclasses.dataclass
 class Imported:
   """What an import makes: the run's config, its parameters (numpy, float32), its tokenizer, and
-  notes on what the checkpoint did not hold (heads initialised afresh)."""
+  notes on what the checkpoint did not hold (heads initialised afresh); an image run (a ResNet
+  state dict, `convert.resnet`) has no tokenizer and its BatchNorm statistics in `model_state`."""
 
   config: ml_collections.ConfigDict
   params: dict
-  tokenizer: tokenizer_lib.Tokenizer
+  tokenizer: tokenizer_lib.Tokenizer | None
   notes: list[str]
+  model_state: dict = dataclasses.field(default_factory=dict)
 
 
 def architecture(hf: dict[str, Any]) -> str:
@@ -156,7 +159,10 @@ def _resolver(module, tensors: hf_files.Tensors):
 
 
 def import_checkpoint(directory: str, base_config: ml_collections.ConfigDict | None = None) -> Imported:
-  """Reads a Hugging Face checkpoint directory into (config, params, tokenizer); writes nothing."""
+  """Reads a Hugging Face checkpoint directory into (config, params, tokenizer); writes nothing.
+  A ResNet state dict (`resnet.is_state_dict`: a .safetensors file) is read by `import_resnet_run`."""
+  if resnet.is_state_dict(directory):
+    return import_resnet_run(directory, base_config)
   hf = hf_files.read_config(directory)
   name = architecture(hf)
   module = MODULES[name]
@@ -191,6 +197,14 @@ def import_checkpoint(directory: str, base_config: ml_collections.ConfigDict | N
     notes.append(f"the checkpoint has no {' and '.join(missing)} head: initialised afresh (seed {config.seed})")
   layouts.check_shapes(params, expected)
   return Imported(config=config, params=params, tokenizer=tokenizer, notes=notes)
+
+
+def import_resnet_run(path: str, base_config: ml_collections.ConfigDict | None = None) -> Imported:
+  """A torchvision (or timm) ResNet's state dict as the encoder of an image run (`base_config`,
+  default configs/supervised.py:imagenet), its heads initialised afresh; writes nothing."""
+  config = resnet.imported_config(path, base_config)
+  params, model_state, notes = resnet.load(path, config)
+  return Imported(config=config, params=params, tokenizer=None, notes=notes, model_state=model_state)
 
 
 def _merge(tree: dict, other: dict) -> None:
@@ -236,16 +250,18 @@ def import_to_workdir(directory: str, workdir: str, base_config: ml_collections.
 
 
 def write_run(imported: Imported, workdir: str) -> None:
-  """config.json, the tokenizer and the step-0 checkpoint (parameters and a fresh optimizer
-  state for `config.optim`) of an imported run. The parameters move to the device one at a time
-  (`imported.params` then holds the device arrays), so that the numpy and device copies of the
-  model never both exist whole."""
+  """config.json, the tokenizer (if any) and the step-0 checkpoint (parameters, model state and a
+  fresh optimizer state for `config.optim`) of an imported run. The parameters move to the device
+  one at a time (`imported.params` then holds the device arrays), so that the numpy and device
+  copies of the model never both exist whole."""
   config = imported.config
   tx, _ = optim.optimizer(config.optim, config.train.steps, config.train.batch_size, sharded=False)
   imported.params = params = _to_device(imported.params)
+  imported.model_state = _to_device(imported.model_state)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=fresh_optimizer_state(tx, params),
-                     model_state={})
-  imported.tokenizer.save(workdir)
+                     model_state=imported.model_state)
+  if imported.tokenizer is not None:
+    imported.tokenizer.save(workdir)
   workdir_lib.save_config(config, workdir)
   mngr = checkpoint.manager(workdir, save_every=1, keep=config.train.keep_checkpoints, async_save=False)
   # An empty data state: no batch has been read; the trainer starts the iterator afresh.
@@ -361,5 +377,5 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   return sorted(os.listdir(out))
 
 
-__all__ = ["ConversionError", "Imported", "export_problems", "export_workdir", "import_checkpoint", "import_to_workdir",
-           "write_run"]
+__all__ = ["ConversionError", "Imported", "export_problems", "export_workdir", "import_checkpoint",
+           "import_resnet_run", "import_to_workdir", "write_run"]

@@ -52,7 +52,10 @@ def optional_json(directory: str, name: str) -> dict[str, Any] | None:
 
 
 def weight_files(directory: str) -> dict[str, str]:
-  """{tensor name: path of the safetensors file holding it}, from the single file or the index."""
+  """{tensor name: path of the safetensors file holding it}, from the single file or the index
+  (or `directory` may itself be a .safetensors file: a PyTorch state dict, `convert.resnet`)."""
+  if os.path.isfile(directory) and directory.endswith(".safetensors"):
+    return {name: directory for name in _names(directory)}
   single = os.path.join(directory, WEIGHTS_FILE)
   if os.path.exists(single):
     return {name: single for name in _names(single)}
@@ -103,6 +106,13 @@ class Tensors:
 
   def has(self, name: str) -> bool:
     return name in self._files
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    """The tensor's shape, from the file's header (the tensor is not read)."""
+    from safetensors import safe_open
+
+    with safe_open(self._files[name], framework="numpy") as f:
+      return tuple(f.get_slice(name).get_shape())
 
   def take(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """The tensor `name` as float32, checked against `shape` when given."""

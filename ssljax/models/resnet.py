@@ -3,6 +3,26 @@
 The encoder is f1 in SimCLR's notation: images in, one pooled feature vector per image out.
 Heads (projectors, predictors, classifiers) live in `heads.py` and never inside the encoder,
 so downstream evaluation can always take the encoder alone.
+
+Options that the bundled configs leave off make the ResNet-50 with the ImageNet stem compute
+exactly torchvision's `resnet50` (torchvision/models/resnet.py, "ResNet v1.5", whose stride sits
+on each bottleneck's 3x3 convolution, as here), so that its published weights can be imported
+(`ssljax/convert/resnet.py`):
+
+- `padding="symmetric"`: every convolution pads k // 2 pixels on each side and the 3x3/2 max
+  pool 1 pixel of -inf on each side, as PyTorch's `padding=` does. Flax's "SAME" (the default)
+  pads a stride-2 layer's even input by one pixel after it only, which shifts every window of
+  the max pool and of the stride-2 3x3 convolutions by one pixel (odd inputs are padded alike
+  by both). The 7x7/2 stem convolution pads 3 on each side in both modes, and 1x1 convolutions
+  pad nothing in both.
+- `pixel_mean`, `pixel_std`: images in [0, 1] are normalised per channel first, (x - mean) / std
+  (torchvision's ImageNet weights expect (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225)).
+
+The rest already matches: BatchNorm with epsilon 1e-5 and the running statistics at inference
+(Flax's momentum 0.9 is PyTorch's 0.1), a projection shortcut of a strided 1x1 convolution and
+BatchNorm where the shape changes, ReLU after the sum, global average pooling. One difference
+remains in training mode: PyTorch's running variance averages the unbiased batch variance
+(n / (n - 1) times Flax's), which only changes the statistics that fine-tuning accumulates.
 """
 
 from __future__ import annotations
@@ -18,6 +38,8 @@ ModuleDef = Any
 
 # Outputs of at most this many pixels are computed as matrix products (see `Conv`).
 SMALL_MAP_PIXELS = 4
+# How the stride-2 layers pad their input (see the module's docstring).
+PADDINGS = ("same", "symmetric")
 
 
 class Conv(nn.Conv):
@@ -39,7 +61,7 @@ class Conv(nn.Conv):
     kernel = self.param("kernel", self.kernel_init, kernel_size + (inputs.shape[-1], self.features),
                         self.param_dtype)
     x, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
-    pads = jax.lax.padtype_to_pads(x.shape[1:3], kernel_size, strides, self.padding)
+    pads = self._pads(x.shape[1:3], kernel_size, strides)
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     out_h, out_w = self._output_shape(inputs.shape[1:3], kernel_size, strides)
     y = 0
@@ -55,13 +77,24 @@ class Conv(nn.Conv):
       return (1, 1)
     return (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
 
-  @staticmethod
-  def _output_shape(in_hw, kernel_size, strides):
-    del kernel_size  # SAME padding: ceil(in / stride)
-    return tuple(-(-n // s) for n, s in zip(in_hw, strides))
+  def _explicit_padding(self) -> bool:
+    """Padding given as one (before, after) pair per spatial axis."""
+    return (not isinstance(self.padding, str) and len(self.padding) == 2
+            and all(not isinstance(p, int) and len(p) == 2 for p in self.padding))
+
+  def _pads(self, in_hw, kernel_size, strides):
+    if self._explicit_padding():
+      return tuple(tuple(p) for p in self.padding)
+    return jax.lax.padtype_to_pads(in_hw, kernel_size, strides, self.padding)
+
+  def _output_shape(self, in_hw, kernel_size, strides):
+    if self._explicit_padding():
+      return tuple((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(in_hw, self.padding, kernel_size, strides))
+    return tuple(-(-n // s) for n, s in zip(in_hw, strides))  # SAME padding: ceil(in / stride)
 
   def _as_matmuls(self, inputs) -> bool:
-    plain = (self.padding == "SAME" and not self.use_bias and self.feature_group_count == 1
+    plain = ((self.padding == "SAME" or self._explicit_padding()) and not self.use_bias
+             and self.feature_group_count == 1
              and self.kernel_dilation in (None, 1, (1, 1)) and self.input_dilation in (None, 1, (1, 1))
              and inputs.ndim == 4 and len(self.kernel_size) == 2)
     if not plain:
@@ -140,6 +173,10 @@ class ResNet(nn.Module):
     bn_momentum: decay of BatchNorm's running statistics; 0 stores the last batch's exactly
       (how the random-init baseline's statistics are calibrated).
     zero_init_residual: each block's last BN scale starts at 0 (True, for training) or 1.
+    padding: "same" (Flax's SAME: a stride-2 layer pads an even input after it only) or
+      "symmetric" (k // 2 on each side, and the max pool 1 on each side: torchvision's).
+    pixel_mean, pixel_std: None, or one value per channel: images in [0, 1] are normalised as
+      (x - mean) / std before the stem (torchvision's ImageNet weights expect ImageNet's).
   """
 
   stage_sizes: Sequence[int]
@@ -151,10 +188,17 @@ class ResNet(nn.Module):
   axis_name: str | None = None
   bn_momentum: float = 0.9
   zero_init_residual: bool = True
+  padding: str = "same"
+  pixel_mean: tuple[float, ...] | None = None
+  pixel_std: tuple[float, ...] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = True):
+    if self.padding not in PADDINGS:
+      raise ValueError(f"ResNet padding must be one of {PADDINGS}, got {self.padding!r}")
     conv = functools.partial(Conv, use_bias=False, dtype=self.dtype)
+    if self.padding == "symmetric":
+      conv = functools.partial(_symmetric_conv, conv)
     norm = functools.partial(
         nn.BatchNorm,
         use_running_average=not train,
@@ -163,11 +207,12 @@ class ResNet(nn.Module):
         dtype=self.dtype,
         axis_name=self.axis_name if train else None,
     )
-    x = x.astype(self.dtype)
+    x = self._normalise(x).astype(self.dtype)
     if self.stem == "imagenet":
       x = conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="stem_conv")(x)
       x = nn.relu(norm(name="stem_norm")(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      pool_padding = "SAME" if self.padding == "same" else ((1, 1), (1, 1))  # pads with -inf
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pool_padding)
     elif self.stem == "small":
       x = conv(self.width, (3, 3), (self.stem_stride, self.stem_stride), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_norm")(x))
@@ -182,6 +227,26 @@ class ResNet(nn.Module):
         )(x)
     # (B, H, W, C) -> (B, C)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+  def _normalise(self, x):
+    """(x - pixel_mean) / pixel_std per channel, in float32; x itself without them."""
+    if (self.pixel_mean is None) != (self.pixel_std is None):
+      raise ValueError("give both pixel_mean and pixel_std of the ResNet, or neither")
+    if self.pixel_mean is None:
+      return x
+    channels = x.shape[-1]
+    if len(self.pixel_mean) != channels or len(self.pixel_std) != channels or min(self.pixel_std) <= 0:
+      raise ValueError(f"the ResNet's pixel_mean and pixel_std need one value per channel of the {x.shape[-1]}-channel "
+                       f"images and std > 0, got {self.pixel_mean} and {self.pixel_std}")
+    mean, std = jnp.asarray(self.pixel_mean, jnp.float32), jnp.asarray(self.pixel_std, jnp.float32)
+    return (x.astype(jnp.float32) - mean) / std
+
+
+def _symmetric_conv(conv: ModuleDef, features: int, kernel_size, strides=(1, 1), **kwargs) -> nn.Module:
+  """`conv` padded as PyTorch's Conv2d(padding=k // 2): k // 2 pixels on each side of each axis
+  (unless a padding is given)."""
+  kwargs.setdefault("padding", tuple((k // 2, k // 2) for k in kernel_size))
+  return conv(features, kernel_size, strides, **kwargs)
 
 
 STAGE_SIZES = {

@@ -20,7 +20,9 @@ NUM_SEGMENTS = 2  # BERT's sentence A and sentence B
 
 
 def encoder(model_config: ml_collections.ConfigDict, axis_name: str | None) -> nn.Module:
-  """The encoder f1 that `config.model` describes (encoder name, width, stem, dtype)."""
+  """The encoder f1 that `config.model` describes (encoder name, width, stem, dtype, and the
+  padding and pixel normalisation of an imported torchvision ResNet; a config without those
+  keys gets the bundled models' values)."""
   return models.resnet(
       model_config.encoder,
       width=model_config.width,
@@ -30,7 +32,15 @@ def encoder(model_config: ml_collections.ConfigDict, axis_name: str | None) -> n
       axis_name=axis_name,
       bn_momentum=model_config.bn_momentum,
       zero_init_residual=model_config.zero_init_residual,
+      padding=model_config.get("padding", "same"),
+      pixel_mean=_floats(model_config.get("pixel_mean")),
+      pixel_std=_floats(model_config.get("pixel_std")),
   )
+
+
+def _floats(values) -> tuple[float, ...] | None:
+  """A config's per-channel values (a tuple, or a list once read back from config.json)."""
+  return None if values is None else tuple(float(v) for v in values)
 
 
 def head(widths, model_config: ml_collections.ConfigDict, axis_name: str | None, use_bn: bool = True):

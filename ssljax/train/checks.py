@@ -197,7 +197,7 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
 def _check_values(config: ml_collections.ConfigDict) -> None:
   """Values that are impossible whatever the data: each names its key and what it may be."""
   from ssljax import augment
-  from ssljax.models.resnet import STAGE_SIZES
+  from ssljax.models.resnet import PADDINGS, STAGE_SIZES
   from ssljax.train import nonfinite, optim
 
   _require(isinstance(config.seed, int) and config.seed >= 0,
@@ -215,6 +215,13 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     _require(m.encoder in encoders, f"config.model.encoder={m.encoder!r} is not a ResNet; choose one of {encoders}")
   if "width" in m:
     _require(m.width > 0, f"config.model.width must be positive, got {m.width}")
+  if "padding" in m:
+    _require(m.padding in PADDINGS, f"config.model.padding must be one of {PADDINGS}, got {m.padding!r}")
+  if m.get("pixel_mean") is not None or m.get("pixel_std") is not None:
+    mean, std = m.get("pixel_mean"), m.get("pixel_std")
+    _require(mean is not None and std is not None and len(mean) == len(std) and min(std) > 0,
+             f"config.model.pixel_mean={mean} and config.model.pixel_std={std}: give both, one value per "
+             "channel each, with std > 0 (or neither)")
   image_size = config.data.get("image_size")
   _require(image_size is None or image_size > 0, f"config.data.image_size must be None or positive, got {image_size}")
   _check_own_data(config.data)

@@ -101,6 +101,12 @@ def image_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.stem_stride = 1  # 2 halves every stage's resolution (small stem only)
   c.model.zero_init_residual = True  # each block's last BN scale starts at 0 (Goyal et al. 2017)
   c.model.bn_momentum = 0.9
+  # What an imported torchvision ResNet fixes (`ssljax import`, models/resnet.py); the bundled
+  # models keep these values: Flax's "SAME" padding or torchvision's "symmetric", and the
+  # per-channel (x - pixel_mean) / pixel_std of images in [0, 1] (None: none).
+  c.model.padding = "same"
+  c.model.pixel_mean = config_dict.placeholder(tuple)
+  c.model.pixel_std = config_dict.placeholder(tuple)
 
   # Encoders probed beside the run's (evaluators/image_encoders.py); raw pixels is off where
   # images are large.
