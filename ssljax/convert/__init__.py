@@ -40,6 +40,7 @@ from ssljax.convert import bert, clip, gpt2, hf_files, layouts, resnet
 from ssljax.convert.hf_files import ConversionError
 from ssljax.objectives import clip as clip_objective
 from ssljax.objectives import common, gpt
+from ssljax.text import hf_export
 from ssljax.text import tokenizer as tokenizer_lib
 from ssljax.train import checkpoint, defaults, optim
 from ssljax.train.state import TrainState
@@ -307,9 +308,6 @@ def export_problems(config: ml_collections.ConfigDict) -> list[str]:
   problems = []
   if config.objective not in EXPORT_MODULES:
     return [f"a {config.objective!r} run has no Hugging Face counterpart (gpt, bert and clip runs do)"]
-  if config.text.tokenizer != "huggingface":
-    problems.append(f"text.tokenizer={config.text.tokenizer!r}: export writes a Hugging Face tokenizer, which "
-                    "only an imported (or huggingface-tokenizer) run has")
   prefix = "text_" if config.objective == "clip" else ""
   m = config.model
   for key, off in NO_COUNTERPART.items():
@@ -346,7 +344,11 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   check_new_workdir(out)
   module = EXPORT_MODULES[config.objective]
   tokenizer = tokenizer_lib.load(workdir)
-  real_vocab = int(config.text.vocab_size)
+  try:  # the run's own tokenizer as a Hugging Face one (bytes and SentencePiece give the same ids)
+    hf_tokenizer = hf_export.to_huggingface(tokenizer)
+  except ValueError as error:
+    raise ConversionError(f"the run in {workdir} cannot be exported: {error}") from error
+  real_vocab = tokenizer.num_tokens
   params = jax.tree.map(np.asarray, workdir_lib.restore_params(workdir))
   rules = [rule for part in architecture_rules(config, real_vocab).values() for rule in part]
   tensors = {module.export_name(name): array for name, array in layouts.save_tensors(rules, params).items()}
@@ -363,7 +365,7 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   staging = f"{out}.exporting"
   shutil.rmtree(staging, ignore_errors=True)
   try:
-    shutil.copytree(os.path.join(workdir, tokenizer_lib.HF_DIRECTORY), staging)
+    hf_tokenizer.save_huggingface(staging)
     hf_files.write_tensors(tensors, staging)
     hf_files.write_json(staging, hf_files.CONFIG_FILE, hf)
     if config.objective == "clip":

@@ -3,8 +3,9 @@
 Tokenizers (`ByteTokenizer`, `SentencePieceTokenizer`, and `HuggingFaceTokenizer` for an
 imported tokenizer.json) name their special tokens by role (`Tokenizer.special_ids`: pad, eos,
 cls, sep, mask, unk, bos); the bundled two share the ids PAD=0, EOS=1, CLS=2, SEP=3, MASK=4,
-UNK=5 and reproduce text exactly. They are saved next to a run and checked by fingerprint when
-it is restored. Packing
+UNK=5 and reproduce text exactly, and `to_huggingface` writes them as Hugging Face tokenizers
+that give the same ids. They are saved next to a run and checked by fingerprint when it is
+restored. Packing
 turns tokenized documents into fixed-length [EOS]-separated windows, in numpy
 (`pack`) or as a checkpointable grain stage (`packed_dataset`); `pairs` builds
 BERT's `[CLS] A [SEP] B [SEP]` examples with next-sentence labels, also as a
@@ -16,6 +17,7 @@ module, which is not imported here.
 
 from __future__ import annotations
 
+from ssljax.text.hf_export import to_huggingface
 from ssljax.text.packing import (
     PackedIterDataset,
     TokenizeDocument,
@@ -68,5 +70,6 @@ __all__ = [
     "packed_dataset",
     "padded_vocab_size",
     "split_sentences",
+    "to_huggingface",
     "tokenize_documents",
 ]

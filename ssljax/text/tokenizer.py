@@ -60,8 +60,9 @@ A tokenizer is identified by `fingerprint()` (sha256 of its kind and, for
 SentencePiece, the serialized model; for Hugging Face, tokenizer.json and the
 roles). `save(directory)` writes tokenizer.json (ssljax's record, with the
 roles), and tokenizer.model or huggingface/ (tokenizer.json and a
-tokenizer_config.json that transformers reads); `load(directory)` restores an
-identical tokenizer; `check_same(directory, tokenizer)` refuses to continue a
+tokenizer_config.json that transformers reads); `hf_export.to_huggingface` turns a byte or
+SentencePiece tokenizer into a HuggingFaceTokenizer with the same ids, which is what an export
+writes; `load(directory)` restores an identical tokenizer; `check_same(directory, tokenizer)` refuses to continue a
 run with another one.
 """
 
@@ -645,15 +646,24 @@ class HuggingFaceTokenizer(Tokenizer):
     """The text of the tokenizer.json (what huggingface/tokenizer.json holds)."""
     return self._json
 
-  def _save_files(self, directory: pathlib.Path) -> None:
-    """huggingface/tokenizer.json as read, and a tokenizer_config.json naming the roles' tokens
-    (a pad past the vocabulary has none), so that transformers loads the folder as it is."""
-    folder = directory / HF_DIRECTORY
+  def save_huggingface(self, folder: str | os.PathLike) -> list[str]:
+    """Writes the Hugging Face files into `folder` (made if missing): tokenizer.json as read, and a
+    tokenizer_config.json naming the roles' tokens (a pad past the vocabulary has none) that makes
+    transformers encode and decode as `encode` and `decode` do: special tokens written in a text
+    stay text (split_special_tokens) and decoding leaves spaces as they are
+    (clean_up_tokenization_spaces off). Returns the names of the files written."""
+    folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / HF_TOKENIZER_FILE).write_bytes(self._json.encode("utf-8"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "split_special_tokens": True,
+                              "clean_up_tokenization_spaces": False}
     config |= {f"{role}_token": self.id_to_piece(i) for role, i in self._special_ids.items() if i < self._num_tokens}
     (folder / HF_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return [HF_TOKENIZER_FILE, HF_CONFIG_FILE]
+
+  def _save_files(self, directory: pathlib.Path) -> None:
+    """huggingface/: `save_huggingface`, so that transformers loads the folder as it is."""
+    self.save_huggingface(directory / HF_DIRECTORY)
 
   # Rebuilt from the JSON text, so grain worker processes receive a working copy.
   def __getstate__(self) -> dict[str, Any]:
