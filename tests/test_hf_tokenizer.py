@@ -353,8 +353,12 @@ def test_captions_start_with_bos_where_the_tokenizer_has_one(hf):
   assert image_text.caption_tokens(clip, "A red square " * 10, 6)[[0, -1]].tolist() == [sot, eot]
   byte = tok.ByteTokenizer()  # the bundled kinds: no bos, [EOS] then [PAD]
   np.testing.assert_array_equal(image_text.caption_tokens(byte, "ab", 5), [6 + 97, 6 + 98, tok.EOS, tok.PAD, tok.PAD])
+  # Generation prompts start as the tokenizer starts a text: GPT-2's bare (as transformers'
+  # generate takes them), CLIP's with its [BOS], ssljax's own after an [EOS].
   gpt2 = hf["gpt2"]
-  assert text.prompt_ids(gpt2, "Shares in", 32)[0] == 511
+  assert text.prompt_ids(gpt2, "Shares in", 32) == gpt2.encode("Shares in")
+  assert text.prompt_ids(clip, "A red square", 32) == [sot, *ids]
+  assert text.prompt_ids(byte, "ab", 32) == [tok.EOS, 6 + 97, 6 + 98]
 
 
 def test_masking_with_bert_style_specials_leaves_them_alone(hf):
