@@ -131,7 +131,7 @@ class Tensors:
       raise ConversionError(f"tensor {name!r} has shape {tuple(array.shape)}, but config.json implies "
                             f"{tuple(shape)}")
     self._taken.add(name)
-    return array.astype(np.float32)
+    return array.astype(np.float32, copy=False)  # a float32 checkpoint is not copied
 
   def unused(self) -> list[str]:
     """Tensors not taken, except the ignored buffers."""

@@ -126,7 +126,10 @@ def load_params(rules: Sequence[Rule], tensors: Tensors, names: Callable[[str], 
   params: dict = {}
   for rule in rules:
     arrays = [tensors.take(names(name), shape) for name, shape in zip(rule.theirs, rule.shapes, strict=True)]
-    set_path(params, rule.ours, np.array(rule.load(arrays), np.float32, order="C"))
+    # C-ordered float32, copied only where the rule's transpose left a view in another order.
+    converted = np.require(rule.load(arrays), np.float32, "C")
+    del arrays  # the rule's result may be a view of them: it keeps what it needs
+    set_path(params, rule.ours, converted)
   return params
 
 
