@@ -514,6 +514,8 @@ def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
   assert objective.extras["encoder_config"].num_segments == 2 and "encoder" in params
 
 
+@pytest.mark.slow  # the published size compiles for about a minute on CPU; the same step code runs at
+# the tiny presets' sizes in the default run (tests/test_bench.py)
 def test_bert_base_preset_train_step_in_bench(data_dir):
   """The 110M-parameter BERT-base preset's real train step on CPU at batch 2, from the CLI."""
   result = _cli(["bench", "step", "--config", BERT + ":bert_base", "--config.train.batch_size=2",

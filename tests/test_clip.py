@@ -390,6 +390,8 @@ def test_train_eval_and_zero_shot_through_the_cli(tmp_path, data_dir):
   assert out.startswith(path) and "red circle" in out and "blue square" in out and "%" in out
 
 
+@pytest.mark.slow  # the published size compiles for about a minute on CPU; the same step code runs at
+# the tiny presets' sizes in the default run (tests/test_bench.py)
 def test_bench_step_runs_the_vit_b16_preset_on_cpu(data_dir):
   """`ssljax bench step` on configs/clip.py:base (ViT-B/16 at 224 px, a 12-layer 512-wide text
   Transformer, 49,152-piece vocabulary): the real train step at a batch of 2 pairs."""

@@ -177,6 +177,8 @@ def test_tokenizer_train_then_a_run_with_another_tokenizer_is_refused(tmp_path, 
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 
+@pytest.mark.slow  # the published size compiles for about a minute on CPU; the same step code runs at
+# the tiny presets' sizes in the default run (tests/test_bench.py)
 def test_gpt2_preset_train_step_in_bench(tmp_path):
   """The 124M-parameter GPT-2 preset's real train step (AdamW, clipping, donation) runs in
   `ssljax bench step`; on CPU at a tiny batch and a short context, in float32. The state is

@@ -471,6 +471,7 @@ def test_gpt_trains_evaluates_and_generates_with_a_gpt2_style_tokenizer(hf, hf_d
   assert generated.returncode == 0 and "Shares in" in generated.stdout, generated.stderr[-3000:]
 
 
+@pytest.mark.slow  # a CLI run; tests/test_convert.py fine-tunes an imported BERT with such a tokenizer
 def test_bert_trains_and_evaluates_with_a_bert_style_tokenizer(hf, hf_dirs, tmp_path, data_dir):
   from helpers import REPO, run_cli
 
