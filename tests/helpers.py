@@ -8,6 +8,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ssljax.interface import DATA_AXIS
 from ssljax.train import step as step_lib
@@ -41,12 +42,15 @@ def data_mesh(num_devices: int) -> jax.sharding.Mesh:
                        devices=jax.devices()[:num_devices])
 
 
-def run_steps(objective, batch, num_devices: int, tx, steps: int = 2, jit_init: bool = False):
+def run_steps(objective, batch, num_devices: int, tx, steps: int = 2, jit_init: bool = False, params=None):
   """`steps` train steps of `objective` on one global `batch` split over `num_devices` devices,
-  from the params of key 0 (no online probe). Returns (final state, [metrics of each step]) on
-  the host."""
-  init = jax.jit(objective.init) if jit_init else objective.init
-  params, model_state = init(jax.random.key(0), batch)
+  from the params of key 0 (no online probe), or from a host copy of `params` when given (the
+  step donates its state). Returns (final state, [metrics of each step]) on the host."""
+  if params is None:
+    init = jax.jit(objective.init) if jit_init else objective.init
+    params, model_state = init(jax.random.key(0), batch)
+  else:
+    params, model_state = jax.tree.map(np.asarray, params), {}
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state)
   mesh = data_mesh(num_devices)
   state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))

@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import hf_checkpoints  # noqa: E402
-from helpers import run_cli  # noqa: E402
+from helpers import run_cli, run_steps  # noqa: E402
 from ssljax import convert, objectives  # noqa: E402
 from ssljax import workdir as workdir_lib  # noqa: E402
 from ssljax.commands import generate  # noqa: E402
@@ -319,33 +319,14 @@ def test_export_names_the_options_without_a_counterpart(tmp_path, data_dir):
 
 # Sharded steps ---------------------------------------------------------------------------------------
 
-def _steps_from(objective, params, batch, num_devices, tx, steps=2):
-  from helpers import data_mesh
-  from ssljax.interface import DATA_AXIS
-  from ssljax.train import step as step_lib
-  from ssljax.train.state import TrainState
-
-  params = jax.tree.map(np.asarray, params)  # a host copy: the step donates its state
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {})
-  mesh = data_mesh(num_devices)
-  state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
-  batch = jax.device_put(batch, jax.NamedSharding(mesh, jax.P(DATA_AXIS)))
-  train_step = step_lib.make_train_step(objective, tx, jax.random.key(1), mesh)
-  losses = []
-  for _ in range(steps):
-    state, metrics = train_step(state, batch)
-    losses.append(float(metrics["loss"]))
-  return jax.device_get(state.params), losses
-
-
 def _assert_same_steps(objective, params, batch):
   # SGD: the update is linear in the gradient, so the devices' float rounding stays at its own size
   # (Adam's first steps are about lr * sign(g), which turns a rounding of a near-zero gradient into lr).
   tx = optax.sgd(0.1, momentum=0.9)
-  one, one_losses = _steps_from(objective, params, batch, 1, tx)
-  eight, eight_losses = _steps_from(objective, params, batch, 8, tx)
-  np.testing.assert_allclose(eight_losses, one_losses, rtol=2e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), eight, one)
+  one, one_history = run_steps(objective, batch, 1, tx, params=params)
+  eight, eight_history = run_steps(objective, batch, 8, tx, params=params)
+  np.testing.assert_allclose([h["loss"] for h in eight_history], [h["loss"] for h in one_history], rtol=2e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), eight.params, one.params)
 
 
 def test_imported_gpt2_trained_further_on_eight_devices_equals_one(one_gpt2_dir):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssljax.convert import blocks, layouts
+from ssljax.convert import blocks, hf_files, layouts
 from ssljax.convert.hf_files import ConversionError
 from ssljax.models import transformer
 
@@ -38,19 +38,12 @@ REQUIRED = {"position_embedding_type": "absolute", "is_decoder": False, "add_cro
 HEADS = ("pooler", "mlm", "nsp")
 
 
-def check(hf: dict[str, Any]) -> None:
-  for field, supported in REQUIRED.items():
-    if field in hf and hf[field] != supported:
-      raise ConversionError(f"config.json sets {field}={hf[field]!r}; ssljax's BERT implements only "
-                            f"{field}={supported!r}")
-
-
 def model_keys(hf: dict[str, Any]) -> dict[str, Any]:
   """`config.model` keys of the checkpoint's shapes and options. Dropout is off: the pretraining
   step's dropout masks depend on how the batch is split over devices (objectives/bert.py), and
   continued pretraining of a published model does without it; `--config.model.dropout` turns
   it on (fine-tuning has its own, per example)."""
-  check(hf)
+  hf_files.check_required(hf, REQUIRED, "ssljax's BERT")
   return {"preset": "tiny", "num_layers": hf["num_hidden_layers"], "num_heads": hf["num_attention_heads"],
           "embed_dim": hf["hidden_size"], "mlp_dim": hf["intermediate_size"],
           "max_len": hf["max_position_embeddings"], "num_segments": hf.get("type_vocab_size", 2),

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssljax.convert import blocks, layouts
-from ssljax.convert.hf_files import ConversionError
+from ssljax.convert import blocks, hf_files, layouts
 from ssljax.models import transformer
 
 ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
@@ -38,19 +37,12 @@ def export_name(name: str) -> str:
   return EXPORT_PREFIX + name
 
 
-def check(hf: dict[str, Any]) -> None:
-  for field, supported in REQUIRED.items():
-    if field in hf and hf[field] != supported:
-      raise ConversionError(f"config.json sets {field}={hf[field]!r}; ssljax's Transformer implements only "
-                            f"{field}={supported!r}")
-
-
 def model_keys(hf: dict[str, Any]) -> dict[str, Any]:
   """`config.model` keys of the checkpoint's shapes and options. Dropout is off: the pretraining
   step's dropout masks depend on how the batch is split over devices (objectives/gpt.py), and
   continued pretraining of a published model does without it; `--config.model.dropout` turns
   it on (fine-tuning has its own, per example)."""
-  check(hf)
+  hf_files.check_required(hf, REQUIRED, "ssljax's Transformer")
   width = hf["n_embd"]
   return {"preset": "tiny", "num_layers": hf["n_layer"], "num_heads": hf["n_head"], "embed_dim": width,
           "mlp_dim": hf.get("n_inner") or 4 * width, "max_len": hf["n_positions"],

@@ -28,6 +28,14 @@ class ConversionError(ValueError):
   """A checkpoint that cannot be imported or a run that cannot be exported, with the reason."""
 
 
+def check_required(hf: dict[str, Any], required: dict[str, Any], model: str) -> None:
+  """Raises ConversionError for the first config.json field set to a value that `model` does not
+  implement (`required`: field -> the one value it implements; an absent field is the default)."""
+  for field, supported in required.items():
+    if field in hf and hf[field] != supported:
+      raise ConversionError(f"config.json sets {field}={hf[field]!r}; {model} implements only {field}={supported!r}")
+
+
 def read_config(directory: str) -> dict[str, Any]:
   """The checkpoint's config.json."""
   if not os.path.isdir(directory):
