@@ -363,3 +363,35 @@ def test_a_run_with_the_byte_tokenizer_exports_for_transformers(tmp_path):
   convert.write_run(convert.Imported(config=config, params=jax.tree.map(np.asarray, params),
                                      tokenizer=tok.ByteTokenizer(), notes=[]), workdir)
   _check_export(workdir, str(tmp_path / "exported"), "naïve\tcafé 🙂")
+
+
+def test_a_bert_run_exports_with_berts_input_template(tmp_path):
+  """A BERT run with the byte tokenizer exports a tokenizer.json whose post-processor gives
+  transformers' tokenizer BERT's [CLS] a [SEP] b [SEP] inputs and segment ids, while ssljax's own
+  encoding of the exported tokenizer stays the run's (no template)."""
+  import jax
+  transformers = pytest.importorskip("transformers")
+
+  from ssljax import convert, objectives
+  from ssljax.train import defaults
+
+  config = defaults.load_config("bert:smoke")
+  config.model.norm_position, config.model.embed_norm = "post", True  # BERT's published block
+  config.model.head_activation = config.model.activation
+  config.lock()
+  batch = {"tokens": np.zeros((1, 64), np.int32), "segments": np.zeros((1, 64), np.int32)}
+  objective = objectives.build(config)
+  params = jax.jit(objective.init)(jax.random.key(0), batch)[0]
+  workdir, out = str(tmp_path / "run"), str(tmp_path / "exported")
+  convert.write_run(convert.Imported(config=config, params=jax.tree.map(np.asarray, params),
+                                     tokenizer=tok.ByteTokenizer(), notes=[]), workdir)
+  convert.export_workdir(workdir, out)
+
+  theirs = transformers.AutoTokenizer.from_pretrained(out)
+  first, second = tok.ByteTokenizer().encode("Ünïcode a"), tok.ByteTokenizer().encode("b!")
+  assert theirs("Ünïcode a")["input_ids"] == [tok.CLS] + first + [tok.SEP]
+  pair = theirs("Ünïcode a", "b!")
+  assert pair["input_ids"] == [tok.CLS] + first + [tok.SEP] + second + [tok.SEP]
+  assert pair["token_type_ids"] == [0] * (len(first) + 2) + [1] * (len(second) + 1)
+  exported = tok.HuggingFaceTokenizer.from_directory(out)
+  assert exported.encode("Ünïcode a") == first and exported.special_ids["cls"] == tok.CLS

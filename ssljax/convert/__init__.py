@@ -23,8 +23,10 @@ the same parameters bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import logging
 import os
 import shutil
 from typing import Any
@@ -264,11 +266,25 @@ def write_run(imported: Imported, workdir: str) -> None:
   if imported.tokenizer is not None:
     imported.tokenizer.save(workdir)
   workdir_lib.save_config(config, workdir)
-  mngr = checkpoint.manager(workdir, save_every=1, keep=config.train.keep_checkpoints, async_save=False)
+  mngr = checkpoint.manager(workdir, save_every=1, keep=config.train.keep_checkpoints, async_save=False,
+                            low_memory=True)
   # An empty data state: no batch has been read; the trainer starts the iterator afresh.
-  checkpoint.save(mngr, 0, state, {}, force=True)
-  mngr.wait_until_finished()
+  with _quiet_absl():  # orbax warns that it finds no OCDBT files to merge: low_memory writes none
+    checkpoint.save(mngr, 0, state, {}, force=True)
+    mngr.wait_until_finished()
   mngr.close()
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  """absl's warnings (orbax logs through absl) held back for the duration."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def _to_device(tree: dict) -> dict:
@@ -348,6 +364,8 @@ def export_workdir(workdir: str, out: str) -> list[str]:
     hf_tokenizer = hf_export.to_huggingface(tokenizer)
   except ValueError as error:
     raise ConversionError(f"the run in {workdir} cannot be exported: {error}") from error
+  if config.objective == "bert":
+    hf_tokenizer = hf_export.with_bert_template(hf_tokenizer)
   real_vocab = tokenizer.num_tokens
   params = jax.tree.map(np.asarray, workdir_lib.restore_params(workdir))
   rules = [rule for part in architecture_rules(config, real_vocab).values() for rule in part]
@@ -365,7 +383,7 @@ def export_workdir(workdir: str, out: str) -> list[str]:
   staging = f"{out}.exporting"
   shutil.rmtree(staging, ignore_errors=True)
   try:
-    hf_tokenizer.save_huggingface(staging)
+    hf_tokenizer.save_huggingface(staging, module.MODEL_INPUT_NAMES)
     hf_files.write_tensors(tensors, staging)
     hf_files.write_json(staging, hf_files.CONFIG_FILE, hf)
     if config.objective == "clip":

@@ -24,6 +24,8 @@ from ssljax.models import transformer
 
 ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM", "BertModel")
 OBJECTIVE = "bert"
+# What transformers' tokenizer returns for the exported model: BERT's segment ids too.
+MODEL_INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 EXPORT_ARCHITECTURE = "BertForPreTraining"
 IGNORED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "position_ids")  # tied, buffers
 

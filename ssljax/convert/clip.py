@@ -21,6 +21,8 @@ from ssljax.models import transformer, vit
 
 ARCHITECTURES = ("CLIPModel",)
 OBJECTIVE = "clip"
+# What transformers' tokenizer returns for the exported model (CLIPTokenizerFast's inputs).
+MODEL_INPUT_NAMES = ("input_ids", "attention_mask")
 EXPORT_ARCHITECTURE = "CLIPModel"
 IGNORED = ("position_ids",)
 # transformers' CLIPImageProcessor defaults (OpenAI's dataset statistics).

@@ -15,6 +15,8 @@ from ssljax.models import transformer
 
 ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
 OBJECTIVE = "gpt"
+# What transformers' tokenizer returns for the exported model (GPT2TokenizerFast's inputs).
+MODEL_INPUT_NAMES = ("input_ids", "attention_mask")
 EXPORT_ARCHITECTURE = "GPT2LMHeadModel"
 EXPORT_PREFIX = "transformer."
 TENSOR_PREFIXES = ("transformer.", "")  # GPT2LMHeadModel's, GPT2Model's (and OpenAI's upload)

@@ -7,7 +7,8 @@ gives ssljax's ids exactly.
 
 Every kind keeps the bundled special tokens at their ids, [PAD]=0 [EOS]=1 [CLS]=2 [SEP]=3
 [MASK]=4 [UNK]=5, as added special tokens (no bos), and no post-processor: nothing is added to
-an encoding. ssljax encodes a literal "[MASK]" in a text as text; transformers does the same
+an encoding. A BERT export adds BERT's template (`with_bert_template`: [CLS] A [SEP] B [SEP],
+segment ids 0 and 1), which `transformers` applies and ssljax's own encoding never does. ssljax encodes a literal "[MASK]" in a text as text; transformers does the same
 because tokenizer_config.json says `split_special_tokens` (`HuggingFaceTokenizer.save_huggingface`).
 
 Bytes. A byte-level model: a BPE without merges whose vocabulary is the 256 characters of the
@@ -115,6 +116,25 @@ def to_huggingface(tokenizer: Tokenizer) -> HuggingFaceTokenizer:
   else:
     raise TypeError(f"no Hugging Face form for a {type(tokenizer).__name__}")
   return HuggingFaceTokenizer(text, dict(BUNDLED_SPECIAL_IDS), source=source)
+
+
+def with_bert_template(tokenizer: HuggingFaceTokenizer) -> HuggingFaceTokenizer:
+  """`tokenizer` with BERT's input template as its post-processor, if it has none: a text becomes
+  [CLS] text [SEP] and a pair [CLS] a [SEP] b [SEP], with token type 0 up to the first [SEP] and 1
+  after it (Devlin et al. 2018, arXiv 1810.04805, Section 3), so that `transformers`' tokenizer
+  gives an exported BERT the inputs it was trained on. ssljax encodes without the template."""
+  from tokenizers import Tokenizer as Backend
+  from tokenizers import processors
+
+  backend = Backend.from_str(tokenizer.tokenizer_json)
+  if backend.post_processor is not None:
+    return tokenizer
+  roles = tokenizer.special_ids
+  cls, sep = (tokenizer.id_to_piece(roles[role]) for role in ("cls", "sep"))
+  backend.post_processor = processors.TemplateProcessing(
+      single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+      special_tokens=[(cls, roles["cls"]), (sep, roles["sep"])])
+  return HuggingFaceTokenizer(backend.to_str(), roles, source=tokenizer.settings()["source"])
 
 
 # -- the JSON pieces of a tokenizer.json -------------------------------------------------------------

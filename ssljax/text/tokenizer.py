@@ -646,18 +646,21 @@ class HuggingFaceTokenizer(Tokenizer):
     """The text of the tokenizer.json (what huggingface/tokenizer.json holds)."""
     return self._json
 
-  def save_huggingface(self, folder: str | os.PathLike) -> list[str]:
+  def save_huggingface(self, folder: str | os.PathLike, model_input_names: Sequence[str] | None = None) -> list[str]:
     """Writes the Hugging Face files into `folder` (made if missing): tokenizer.json as read, and a
     tokenizer_config.json naming the roles' tokens (a pad past the vocabulary has none) that makes
     transformers encode and decode as `encode` and `decode` do: special tokens written in a text
     stay text (split_special_tokens) and decoding leaves spaces as they are
-    (clean_up_tokenization_spaces off). Returns the names of the files written."""
+    (clean_up_tokenization_spaces off). `model_input_names` are the inputs transformers' tokenizer
+    returns (a BERT's include "token_type_ids"). Returns the names of the files written."""
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / HF_TOKENIZER_FILE).write_bytes(self._json.encode("utf-8"))
     config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "split_special_tokens": True,
                               "clean_up_tokenization_spaces": False}
     config |= {f"{role}_token": self.id_to_piece(i) for role, i in self._special_ids.items() if i < self._num_tokens}
+    if model_input_names is not None:
+      config["model_input_names"] = list(model_input_names)
     (folder / HF_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return [HF_TOKENIZER_FILE, HF_CONFIG_FILE]
 

@@ -24,7 +24,7 @@ import warnings
 import jax
 import orbax.checkpoint as ocp
 
-from ssljax.workdir import CHECKPOINT_DIR, checkpoint_dir
+from ssljax.workdir import checkpoint_dir
 
 CORRUPT_DIR = "checkpoints_corrupt"  # beside `checkpoints/`: unreadable steps, set aside
 
@@ -41,14 +41,19 @@ class SkippedCheckpointWarning(UserWarning):
   """An unreadable checkpoint was skipped and the one before it restored."""
 
 
-def manager(workdir: str, *, save_every: int, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+def manager(workdir: str, *, save_every: int, keep: int, async_save: bool = True,
+            low_memory: bool = False) -> ocp.CheckpointManager:
+  """The run's checkpoint manager. orbax's default layout (OCDBT) holds every array's compressed
+  bytes in memory until the whole checkpoint commits, about the state's size again; with
+  `low_memory` each array is written to its own files as it goes (an imported checkpoint, saved
+  once). `restore` reads either layout."""
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=save_every,
       max_to_keep=keep,
       enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True,
   )
-  handlers = {"state": ocp.StandardCheckpointHandler(), "data": data_handler()}
+  handlers = {"state": ocp.StandardCheckpointHandler(use_ocdbt=not low_memory), "data": data_handler()}
   return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers, options=options)
 
 
