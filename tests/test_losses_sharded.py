@@ -20,7 +20,9 @@ show why the trainer pmean-s explicitly:
     gradient.
 Blockwise variants are compared with the *dense* single-device loss, so they also prove that
 the blockwise loss across devices equals the dense one. `accuracy` has no gradient: its value is
-checked.
+checked. The statistics that must be global (DINO's centre, SwAV's Sinkhorn codes, Barlow
+Twins' cross-correlation) are checked on their own, on data where each device's local answer
+differs from the global one.
 """
 
 import dataclasses
@@ -108,6 +110,56 @@ def _vicreg(params, floats, ints, axis_name, block_size):
   del ints, block_size
   e1, e2 = (_encode(params["w"], x) for x in floats)
   return losses.vicreg_loss(e1, e2, axis_name=axis_name)  # the paper's weights 25 / 25 / 1
+
+
+def _crops_first(w, crops):
+  """(n, V, 4) crops of each example -> (V, n, K) outputs, the crop axis first as the
+  multi-crop losses take them."""
+  return jnp.swapaxes(_encode(w, crops), 0, 1)
+
+
+def _dino(params, floats, ints, axis_name, block_size, center):
+  del ints, block_size
+  student_crops, teacher_crops = floats  # (n, S, 4), (n, T, 4)
+  # The teacher through the same weights, as an EMA teacher nearly is: dino_loss stops its
+  # gradient, so W learns through the student only.
+  return losses.dino_loss(_crops_first(params["w"], student_crops),
+                          _crops_first(params["w"], teacher_crops), center, axis_name=axis_name)
+
+
+def _moco_v3(params, floats, ints, axis_name, block_size, key_weights):
+  del ints
+  q1, q2 = (_encode(params["w"], x) for x in floats)
+  k1, k2 = (x @ key_weights for x in floats)  # the momentum encoder: constants
+  return losses.moco_v3_loss(q1, q2, k1, k2, axis_name=axis_name, block_size=block_size)
+
+
+def _barlow_twins(params, floats, ints, axis_name, block_size):
+  del ints, block_size
+  e1, e2 = (_encode(params["w"], x) for x in floats)
+  return losses.barlow_twins_loss(e1, e2, axis_name=axis_name)  # the paper's lambda 5e-3
+
+
+def _barlow_twins_off_diagonal(params, floats, ints, axis_name, block_size):
+  """The off-diagonal term alone: at lambda = 5e-3 its gradient would hide in the loss's."""
+  del ints, block_size
+  e1, e2 = (_encode(params["w"], x) for x in floats)
+  return losses.barlow_twins_terms(e1, e2, axis_name=axis_name)["off_diagonal"]
+
+
+def _swav(params, floats, ints, axis_name, block_size, prototypes):
+  del ints, block_size
+  (crops,) = floats  # (n, V, 4)
+  # Cosine scores against L2-normalised prototypes, as SwAV's are.
+  embeddings = losses.l2_normalize(_crops_first(params["w"], crops))  # (V, n, 8)
+  scores = embeddings @ losses.l2_normalize(prototypes, axis=0)  # (V, n, 8) . (8, P) -> (V, n, P)
+  return losses.swav_loss(scores, num_assigned=2, axis_name=axis_name)
+
+
+def _mae(params, floats, ints, axis_name, block_size):
+  del ints, block_size
+  inputs, targets, mask = floats  # (n, L, 4), (n, L, P), (n, L)
+  return losses.mae_loss(_encode(params["w"], inputs), targets, mask, axis_name=axis_name)
 
 
 def _masked_lm(params, floats, ints, axis_name, block_size):
@@ -198,6 +250,10 @@ def _losses():
   starts = jnp.asarray(rng.integers(1, 4, GLOBAL_BATCH), jnp.int32)
   ends = jnp.asarray(np.minimum(np.asarray(starts) + 1, 3), jnp.int32)
   w_span = normal(4, 2)
+  # Crops per example: DINO's and SwAV's 2 global crops first (the teacher's), then the others.
+  crops = normal(GLOBAL_BATCH, 4, 4)
+  teacher_crops = crops[:, :2] + 0.2 * normal(GLOBAL_BATCH, 2, 4)
+  pixels = 2.0 + 3.0 * normal(GLOBAL_BATCH, 5, 6)
   table = {
       "nt_xent": Loss(_nt_xent, {"w": w}, (x1, x2)),
       "info_nce": Loss(_info_nce, {"w": w}, (x1, x2)),
@@ -215,8 +271,16 @@ def _losses():
       "span_loss": Loss(_span, {"w": w_span}, (token_inputs, row_weights), (starts, ends, jnp.asarray(context))),
       "accuracy": Loss(_accuracy, {"w": w_tokens}, (token_inputs,), (labels,),
                        differentiable=False),
+      "dino_loss": Loss(functools.partial(_dino, center=0.3 * normal(8)), {"w": 0.5 * w},
+                        (crops, teacher_crops)),
+      "moco_v3_loss": Loss(functools.partial(_moco_v3, key_weights=w + 0.3 * normal(4, 8)), {"w": w},
+                           (x1, x2)),
+      "barlow_twins_loss": Loss(_barlow_twins, {"w": w}, (x1, x2)),
+      "barlow_twins_off_diagonal": Loss(_barlow_twins_off_diagonal, {"w": w}, (x1, x2)),
+      "swav_loss": Loss(functools.partial(_swav, prototypes=normal(8, 6)), {"w": w}, (crops[:, :3],)),
+      "mae_loss": Loss(_mae, {"w": w_tokens}, (token_inputs, pixels, mask)),
   }
-  for name in ("nt_xent", "info_nce", "clip_loss"):
+  for name in ("nt_xent", "info_nce", "clip_loss", "moco_v3_loss"):
     # 3 divides neither the 4 local anchors of NT-Xent nor the 32 global views.
     table[f"{name}_blockwise"] = dataclasses.replace(table[name], block_size=3, reference=name)
   return table
@@ -379,3 +443,86 @@ def test_vicreg_case_exercises_every_term():
   e1, e2 = (x @ loss.params["w"] for x in loss.floats)
   terms = losses.vicreg_terms(e1, e2)
   assert all(float(terms[k]) > 1e-3 for k in ("invariance", "variance", "covariance")), terms
+
+
+def test_barlow_twins_case_exercises_both_terms():
+  """Neither Barlow Twins term is ~0 on the data above, and the on-diagonal term is not at its
+  minimum, so both carry a gradient in the comparisons."""
+  loss = LOSSES["barlow_twins_loss"]
+  e1, e2 = (x @ loss.params["w"] for x in loss.floats)
+  terms = losses.barlow_twins_terms(e1, e2)
+  assert all(float(terms[k]) > 0.1 for k in ("on_diagonal", "off_diagonal")), terms
+
+
+# ---------------------------------------------------------------------------------------------
+# the statistics that must be global: DINO's centre, SwAV's codes, Barlow Twins' correlation
+# ---------------------------------------------------------------------------------------------
+
+
+def _sharded_and_local(fn, mesh, arrays, specs):
+  """fn(*arrays, axis_name) per device under jit(shard_map): the sharded result (with
+  axis_name="data") and the local one (None: the device's own rows only), each stacked over
+  the devices on a new first axis."""
+
+  def per_device(*local):
+    return fn(*local, axis_name="data")[None], fn(*local, axis_name=None)[None]
+
+  step = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=specs, out_specs=P("data")))
+  placed = [jax.device_put(a, jax.sharding.NamedSharding(mesh, spec)) for a, spec in zip(arrays, specs)]
+  return jax.tree.map(np.asarray, step(*placed))
+
+
+def _assert_global_not_local(sharded, local, want, what):
+  """Every device's sharded result is the one-device result on the whole batch, and every
+  device's local result is not (the data are such that the local statistics differ)."""
+  for device in range(NUM_DEVICES):
+    _assert_close(sharded[device], want, f"{what} on device {device}")
+    assert np.abs(local[device] - want).max() > 1e-2, f"{what}: device {device}'s local == global"
+
+
+def _device_dependent(rng, *shape):
+  """Rows whose distribution moves with the device they land on (2 rows a device)."""
+  shift = np.repeat(np.linspace(-2.0, 2.0, NUM_DEVICES), GLOBAL_BATCH // NUM_DEVICES)
+  return jnp.asarray(rng.normal(size=shape) + shift.reshape((-1,) + (1,) * (len(shape) - 1)),
+                     jnp.float32)
+
+
+def test_dino_center_is_the_global_mean(mesh):
+  rng = np.random.default_rng(1)
+  teacher = jnp.swapaxes(_device_dependent(rng, GLOBAL_BATCH, 2, 5), 0, 1)  # (T, N, K)
+  center = jnp.asarray(rng.normal(size=5), jnp.float32)
+  want = np.asarray(losses.dino_center(center, teacher))
+
+  def fn(teacher, axis_name):
+    return losses.dino_center(center, teacher, axis_name=axis_name)
+
+  sharded, local = _sharded_and_local(fn, mesh, (teacher,), (P(None, "data"),))
+  _assert_global_not_local(sharded, local, want, "dino_center")
+
+
+def test_sinkhorn_codes_are_the_global_ones(mesh):
+  rng = np.random.default_rng(2)
+  # Cosine-like scores whose preferred prototypes move with the device.
+  scores = jnp.tanh(_device_dependent(rng, GLOBAL_BATCH, 6) * jnp.linspace(-1.0, 1.0, 6))
+  want = np.asarray(losses.sinkhorn(scores))
+
+  def fn(scores, axis_name):
+    return losses.sinkhorn(scores, axis_name=axis_name)
+
+  sharded, local = _sharded_and_local(fn, mesh, (scores,), (P("data"),))
+  # Each device returns the codes of its own rows: together the global batch's codes.
+  _assert_close(sharded.reshape(want.shape), want, "sinkhorn codes")
+  assert np.abs(local.reshape(want.shape) - want).max() > 1e-2, "local codes == global codes"
+
+
+def test_barlow_twins_correlation_is_the_global_one(mesh):
+  rng = np.random.default_rng(3)
+  z1 = _device_dependent(rng, GLOBAL_BATCH, 3)
+  z2 = z1 + jnp.asarray(rng.normal(size=(GLOBAL_BATCH, 3)), jnp.float32)
+  want = np.asarray(losses.barlow_twins_correlation(z1, z2))
+
+  def fn(z1, z2, axis_name):
+    return losses.barlow_twins_correlation(z1, z2, axis_name=axis_name)
+
+  sharded, local = _sharded_and_local(fn, mesh, (z1, z2), (P("data"), P("data")))
+  _assert_global_not_local(sharded, local, want, "barlow_twins_correlation")
