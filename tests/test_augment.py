@@ -385,6 +385,36 @@ def test_views_accepts_one_config_per_view():
     aug.views(jax.random.key(0), images, configs, num_views=3)
 
 
+def test_multi_crop_gives_global_and_local_views_from_each_examples_key():
+  """Two global views (their own configs) and four local ones at a smaller size; each crop is
+  `view` of its example's key folded with its index (globals 0 and 1, locals 2..5), so an
+  example's crops do not depend on the rest of the batch."""
+  images = jnp.stack([_image(3, seed=s) for s in range(3)])
+  keys = jax.random.split(jax.random.key(4), 3)
+  global_configs = [aug.make_config(aug.default_config("byol_view1")),
+                    aug.make_config(aug.default_config("byol_view2"))]
+  local = aug.default_config("byol_view1")
+  local.crop_size, local.crop_scale = 8, (0.05, 0.4)
+  local = aug.make_config(local)
+  globals_, locals_ = aug.multi_crop(keys, images, global_configs, local, num_local=4)
+  chex.assert_shape(globals_, (2, 3, SIDE, SIDE, 3))
+  chex.assert_shape(locals_, (4, 3, 8, 8, 3))
+  one_view = jax.jit(lambda k, x, c: aug.view(k, x, c), static_argnums=2)
+  for i in range(3):
+    for v, config in enumerate(global_configs):
+      np.testing.assert_allclose(globals_[v, i], one_view(jax.random.fold_in(keys[i], v), images[i], config),
+                                 atol=1e-5)
+    for j in range(4):
+      np.testing.assert_allclose(locals_[j, i], one_view(jax.random.fold_in(keys[i], 2 + j), images[i], local),
+                                 atol=1e-5)
+  np.testing.assert_array_equal(globals_, aug.views(keys, images, global_configs))
+  again, none = aug.multi_crop(keys[1:], images[1:], global_configs)
+  assert none is None
+  np.testing.assert_allclose(again, globals_[:, 1:], atol=1e-6)
+  with pytest.raises(ValueError, match="num_local"):
+    aug.multi_crop(keys, images, global_configs, local, num_local=-1)
+
+
 # ----- config -------------------------------------------------------------------------------
 
 

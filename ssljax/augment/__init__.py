@@ -29,7 +29,7 @@ from ssljax.augment.ops import (
     to_float_image,
     to_grayscale,
 )
-from ssljax.augment.pipeline import view, views
+from ssljax.augment.pipeline import multi_crop, view, views
 from ssljax.augment.pretext import (
     NEIGHBOUR_OFFSETS,
     patch_grid_extent,
@@ -50,6 +50,7 @@ __all__ = [
     "default_config",
     "gaussian_blur",
     "make_config",
+    "multi_crop",
     "patch_grid_extent",
     "patch_pair",
     "patch_pairs",

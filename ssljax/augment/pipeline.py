@@ -86,11 +86,11 @@ def view(key: Array, image: Array, config: ConfigLike = None) -> Array:
 
 
 def views(key: Array, images: Array, config: ConfigLike | Sequence[ConfigLike] = None,
-          num_views: int = 2) -> Array:
+          num_views: int = 2, first_view: int = 0) -> Array:
   """`num_views` independent augmented views of a batch: (B, H, W, C) -> (V, B, H', W', C).
 
   `key` is one key, or one key per example (B,); view v of example i uses
-  `fold_in(example_key_i, v)`, so an example's views depend on its own key only (not on where it
+  `fold_in(example_key_i, first_view + v)`, so an example's views depend on its own key only (not on where it
   sits in the batch or on which device), and the per-example `view` is vmapped over the batch. `config` is one config for all views or a
   sequence of `num_views` configs (BYOL's asymmetric views); all views must share an output size.
   `images` may be uint8 (0..255) or float in [0, 1]; the result is float32 in [0, 1].
@@ -107,14 +107,38 @@ def views(key: Array, images: Array, config: ConfigLike | Sequence[ConfigLike] =
   else:
     configs = [make_config(config)] * num_views
   keys = example_keys(key, images.shape[0])
-  return _views(keys, ops.to_float_image(images), tuple(configs))
+  return _views(keys, ops.to_float_image(images), tuple(configs), first_view)
 
 
-@functools.partial(jax.jit, static_argnames="configs")
-def _views(keys: Array, images: Array, configs: tuple[AugmentConfig, ...]) -> Array:
+def multi_crop(key: Array, images: Array, global_configs: Sequence[ConfigLike],
+               local_config: ConfigLike = None, num_local: int = 0) -> tuple[Array, Array | None]:
+  """Multi-crop (Caron et al. 2020, SwAV, arXiv 2006.09882, Section 3.2; DINO, arXiv 2104.14294):
+  a few global views at full resolution and `num_local` local views at a smaller one.
+
+    (B, H, W, C) -> global views (G, B, Hg, Wg, C), local views (N, B, Hl, Wl, C) or None
+
+  One global view per config of `global_configs` (DINO's and BYOL's two differ in blur and
+  solarisation); every local view follows `local_config`, whose `crop_size` is the local
+  resolution and `crop_scale` the small area range. View v of example i uses
+  `fold_in(example_key_i, v)` with the global views first (v = 0..G-1, exactly `views` of the same
+  configs) and the local ones after them (v = G..G+N-1), so every crop depends on its example's
+  key alone. The two groups have different sizes, so a model runs them as separate forward passes.
+  """
+  global_configs = list(global_configs)
+  global_views = views(key, images, global_configs, num_views=len(global_configs))
+  if num_local == 0:
+    return global_views, None
+  if num_local < 0:
+    raise ValueError(f"num_local must be >= 0, got {num_local}")
+  local_views = views(key, images, local_config, num_views=num_local, first_view=len(global_configs))
+  return global_views, local_views
+
+
+@functools.partial(jax.jit, static_argnames=("configs", "first_view"))
+def _views(keys: Array, images: Array, configs: tuple[AugmentConfig, ...], first_view: int = 0) -> Array:
   # Compiled once per (configs, shapes) so eager callers (notebooks, data checks) do not dispatch
   # op by op; inside a caller's jit this is simply inlined.
-  view_ids = jnp.arange(len(configs))
+  view_ids = first_view + jnp.arange(len(configs))
   per_view = jax.vmap(lambda v: jax.vmap(lambda k: jax.random.fold_in(k, v))(keys))(view_ids)  # (V, B)
   if len(set(configs)) == 1:
     # one config: vmap over views too, so the pipeline is traced and compiled once, not V times
