@@ -52,7 +52,7 @@ def test_masks_depend_on_the_example_key_only():
   """Vmapped over a batch of per-example keys, each row is what its key gives alone: the same
   example gets the same mask in any batch, on any number of devices."""
   keys = jax.random.split(jax.random.key(0), 6)
-  batched = jax.vmap(lambda k: mae.random_masking(k, 49, 0.75))(keys)
+  batched = jax.jit(jax.vmap(lambda k: mae.random_masking(k, 49, 0.75)))(keys)
   for i in (0, 5):
     for a, b in zip(batched, mae.random_masking(keys[i], 49, 0.75)):
       np.testing.assert_array_equal(a[i], b)
@@ -75,34 +75,34 @@ def test_sincos_positions_are_the_formula():
 
 @pytest.fixture(scope="module")
 def tiny():
-  """The tiny MAE, its parameters and a (3, 16, 16, 1) batch with its keys (4 x 4 patches: 4 visible)."""
+  """The tiny MAE, its parameters, a (3, 16, 16, 1) batch with its keys (4 x 4 patches: 4
+  visible), and the MAE's forward pass (params, images, keys) -> (predictions, mask), jitted once."""
   net = mae.MAE(TINY)
   images = jnp.asarray(np.random.default_rng(1).random((3, 16, 16, 1)), jnp.float32)
   keys = jax.random.split(jax.random.key(7), 3)
   params = jax.jit(net.init)(jax.random.key(0), images, keys)["params"]
-  return net, params, images, keys
+  return net, params, images, keys, jax.jit(lambda p, x, k: net.apply({"params": p}, x, k))
 
 
 def test_predictions_and_mask_shapes(tiny):
-  net, params, images, keys = tiny
-  predictions, mask = jax.jit(net.apply)({"params": params}, images, keys)
+  _, params, images, keys, forward = tiny
+  predictions, mask = forward(params, images, keys)
   assert predictions.shape == (3, 16, 16) and predictions.dtype == jnp.float32  # (B, L, p p C)
   np.testing.assert_array_equal(mask.sum(axis=1), [12, 12, 12])
-  expected_mask = jax.vmap(lambda k: mae.random_masking(k, 16, 0.75)[1])(keys)
+  expected_mask = jax.jit(jax.vmap(lambda k: mae.random_masking(k, 16, 0.75)[1]))(keys)
   np.testing.assert_array_equal(mask, expected_mask)
 
 
 def test_the_encoder_sees_only_the_visible_patches(tiny):
   """Changing the pixels of a masked patch leaves every output unchanged; changing a visible one
   changes them."""
-  net, params, images, keys = tiny
-  apply = jax.jit(net.apply)
-  predictions, mask = apply({"params": params}, images, keys)
+  _, params, images, keys, forward = tiny
+  predictions, mask = forward(params, images, keys)
   patches = mae.patchify(images, 4)
   masked, visible = int(np.argmax(mask[0])), int(np.argmin(mask[0]))
   for patch, changes in ((masked, False), (visible, True)):
     edited = mae.unpatchify(patches.at[0, patch].add(0.5), 4, (4, 4))
-    out, _ = apply({"params": params}, edited, keys)
+    out, _ = forward(params, edited, keys)
     assert np.array_equal(out[1:], predictions[1:])  # the other examples
     assert np.array_equal(out[0], predictions[0]) != changes, (patch, changes)
 
@@ -110,7 +110,7 @@ def test_the_encoder_sees_only_the_visible_patches(tiny):
 def test_encode_is_the_vit_on_whole_images(tiny):
   """`encode` reads the parameters under "encoder", which have exactly the ViT's names and
   shapes, and sees every patch (an edit anywhere changes it)."""
-  net, params, images, _ = tiny
+  net, params, images, _, _ = tiny
   vit_params = jax.eval_shape(lambda: vit.ViT(TINY.encoder).init(jax.random.key(0), images))["params"]
   assert jax.tree.map(jnp.shape, params["encoder"]) == jax.tree.map(jnp.shape, vit_params)
   encode = jax.jit(lambda p, x: net.apply({"params": p}, x, method=mae.MAE.encode))
