@@ -12,17 +12,27 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssljax import models
-from ssljax.models import from_config, transformer
-from ssljax.models.from_config import compute_dtype
+from ssljax.models import from_config, transformer, vit
+from ssljax.models.from_config import attention_implementation, compute_dtype, resolve_dtype
+from ssljax.models.resnet import STAGE_SIZES
 from ssljax.text import vocab
 
 NUM_SEGMENTS = 2  # BERT's sentence A and sentence B
 
 
+# `config.model.encoder`: a ResNet (models/resnet.py) or a ViT preset (models/vit.py).
+ENCODERS = tuple(sorted(STAGE_SIZES)) + tuple(sorted(vit.VIT_PRESETS))
+
+
 def encoder(model_config: ml_collections.ConfigDict, axis_name: str | None) -> nn.Module:
-  """The encoder f1 that `config.model` describes (encoder name, width, stem, dtype, and the
-  padding and pixel normalisation of an imported torchvision ResNet; a config without those
-  keys gets the bundled models' values)."""
+  """The encoder f1 that `config.model` describes: a ViT when `model.encoder` names a ViT preset
+  (`vit_encoder_config`; `model.width`, the stem and the BatchNorm keys are then unused), else the
+  ResNet (encoder name, width, stem, dtype, and the padding and pixel normalisation of an
+  imported torchvision ResNet; a config without those keys gets the bundled models' values)."""
+  if model_config.encoder in vit.VIT_PRESETS:
+    return vit.ViT(vit_encoder_config(model_config))
+  if model_config.encoder not in STAGE_SIZES:
+    raise ValueError(f"config.model.encoder={model_config.encoder!r} is not an encoder; choose one of {ENCODERS}")
   return models.resnet(
       model_config.encoder,
       width=model_config.width,
@@ -33,6 +43,19 @@ def encoder(model_config: ml_collections.ConfigDict, axis_name: str | None) -> n
       bn_momentum=model_config.bn_momentum,
       zero_init_residual=model_config.zero_init_residual,
       padding=model_config.get("padding", "same"),
+      pixel_mean=_floats(model_config.get("pixel_mean")),
+      pixel_std=_floats(model_config.get("pixel_std")),
+  )
+
+
+def vit_encoder_config(model_config: ml_collections.ConfigDict) -> vit.ViTConfig:
+  """The ViT preset that `model.encoder` names, with `model.dtype`, `model.attention_impl` and
+  `model.remat` ("auto" and off in a config without them) and the pixel normalisation."""
+  dtype = resolve_dtype(model_config.dtype)
+  return vit.vit_config(
+      model_config.encoder, dtype=dtype,
+      attention_impl=attention_implementation(model_config.get("attention_impl", "auto"), dtype),
+      remat=model_config.get("remat", False),
       pixel_mean=_floats(model_config.get("pixel_mean")),
       pixel_std=_floats(model_config.get("pixel_std")),
   )
@@ -107,13 +130,17 @@ def calibrate_fn(net: nn.Module, method: Callable | str = "encode"):
   """The Objective's `calibrate`: `net` (built from `calibration_config`, BN momentum 0) runs
   `encode` on the batch in train mode, and the encoder's BatchNorm statistics become the
   batch's. Inference with them then matches train mode on that batch, which is what a fair
-  random-init baseline needs (its initial statistics, mean 0 and variance 1, match nothing)."""
+  random-init baseline needs (its initial statistics, mean 0 and variance 1, match nothing).
+  An encoder without BatchNorm (a ViT) has nothing to calibrate: the state comes back as it
+  was, whether or not the heads have BatchNorm statistics."""
 
   def calibrate(params, model_state, batch):
+    if "batch_stats" not in model_state:
+      return model_state
     images = to_unit_range(batch["image"])
     _, updates = net.apply({"params": params, "batch_stats": model_state["batch_stats"]}, images,
                            train=True, method=method, mutable=["batch_stats"])
-    return {**model_state, "batch_stats": {**model_state["batch_stats"], **updates["batch_stats"]}}
+    return {**model_state, "batch_stats": {**model_state["batch_stats"], **updates.get("batch_stats", {})}}
 
   return calibrate
 

@@ -198,6 +198,7 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
   """Values that are impossible whatever the data: each names its key and what it may be."""
   from ssljax import augment
   from ssljax.models.resnet import PADDINGS, STAGE_SIZES
+  from ssljax.models.vit import VIT_PRESETS
   from ssljax.train import nonfinite, optim
 
   _require(isinstance(config.seed, int) and config.seed >= 0,
@@ -211,8 +212,9 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(str(error)) from None
   m = config.model
   if "encoder" in m:
-    encoders = sorted(STAGE_SIZES)
-    _require(m.encoder in encoders, f"config.model.encoder={m.encoder!r} is not a ResNet; choose one of {encoders}")
+    encoders = sorted(STAGE_SIZES) + sorted(VIT_PRESETS)
+    _require(m.encoder in encoders,
+             f"config.model.encoder={m.encoder!r} is not a ResNet or a ViT preset; choose one of {encoders}")
   if "width" in m:
     _require(m.width > 0, f"config.model.width must be positive, got {m.width}")
   if "padding" in m:

@@ -89,13 +89,14 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def image_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Adds what image objectives share: the ResNet encoder and the image evaluation."""
+  """Adds what image objectives share: the encoder (a ResNet, or a ViT preset) and the image
+  evaluation."""
   c.data.image_size = config_dict.placeholder(int)  # host resize + centre crop; None: stored size
   # image_folder: decode to 1 (grayscale) or 3 (RGB, None's meaning) channels; TFDS datasets keep
   # their stored channels.
   c.data.channels = config_dict.placeholder(int)
 
-  c.model.encoder = "resnet18"
+  c.model.encoder = "resnet18"  # a ResNet, or a ViT preset: vit_tiny, vit_s16, vit_b16 (models/vit.py)
   c.model.width = 64
   c.model.stem = "small"
   c.model.stem_stride = 1  # 2 halves every stage's resolution (small stem only)
@@ -107,6 +108,10 @@ def image_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.padding = "same"
   c.model.pixel_mean = config_dict.placeholder(tuple)
   c.model.pixel_std = config_dict.placeholder(tuple)
+  # A ViT encoder's attention kernel ("auto": cuDNN on NVIDIA GPUs in 16-bit, XLA elsewhere; or
+  # "xla", "cudnn") and whether each block is recomputed in the backward pass.
+  c.model.attention_impl = "auto"
+  c.model.remat = False
 
   # Encoders probed beside the run's (evaluators/image_encoders.py); raw pixels is off where
   # images are large.
