@@ -98,7 +98,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     )
     value = losses.classification_loss(logits, positions, axis_name=DATA_AXIS)
     return value, LossAux(
-        model_state={"batch_stats": updates["batch_stats"]},
+        model_state=dict(updates),
         metrics={"position_accuracy": losses.accuracy(logits, positions, axis_name=DATA_AXIS)},
     )
 

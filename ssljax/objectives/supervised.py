@@ -41,7 +41,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     labels = batch["label"]
     value = losses.classification_loss(logits, labels, axis_name=DATA_AXIS)
     return value, LossAux(
-        model_state={"batch_stats": updates["batch_stats"]},
+        model_state=dict(updates),
         metrics={"train_accuracy": losses.accuracy(logits, labels, axis_name=DATA_AXIS)},
     )
 

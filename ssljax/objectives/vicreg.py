@@ -56,7 +56,7 @@ def make(config: ml_collections.ConfigDict) -> Objective:
     # Global-batch statistics: identical terms on every device.
     terms = losses.vicreg_terms(z[:n], z[n:], eps=loss_config.eps, axis_name=DATA_AXIS)
     return weighted_loss(terms, loss_config), LossAux(
-        model_state={"batch_stats": updates["batch_stats"]},
+        model_state=dict(updates),
         metrics=dict(terms),
     )
 
