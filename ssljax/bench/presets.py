@@ -45,6 +45,12 @@ PRESETS: dict[str, Preset] = {
     "clip_base": Preset(
         "clip:base", 256, (),
         "CLIP ViT-B/16 (224 px) + 12-layer text transformer (context 77, 49,152-piece vocabulary)"),
+    "moco_v3_resnet50": Preset(
+        "moco_v3:imagenet", 256, (),
+        "MoCo v3 ResNet-50 (base and momentum encoders), 2 x 256 views of 224 px (BYOL's augmentations)"),
+    "barlow_twins_resnet50": Preset(
+        "barlow_twins:imagenet", 256, (),
+        "Barlow Twins ResNet-50 with the 8192-8192-8192 projector, 2 x 256 views of 224 px"),
     "gpt2_124m_tiny": Preset(
         # GPT-2's blocks, as gpt2_124m: without the smoke config's Primer convolution.
         "gpt:smoke", 2, (("text.seq_len", 64), ("model.num_layers", 2), ("model.qkv_conv_width", 0)),
@@ -56,6 +62,16 @@ PRESETS: dict[str, Preset] = {
         "simclr:smoke", 2,
         (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.crop_size", 28)),
         "a 2-stage ResNet of width 4 under SimCLR's full ImageNet augmentation, 2 views of 28 px from 32 px"),
+    "moco_v3_resnet50_tiny": Preset(
+        "moco_v3:smoke", 2,
+        (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.view1.crop_size", 28),
+         ("augment.view2.crop_size", 28)),
+        "a 2-stage ResNet of width 4, its momentum copy and MoCo v3's heads, 2 views of 28 px from 32 px"),
+    "barlow_twins_resnet50_tiny": Preset(
+        "barlow_twins:smoke", 2,
+        (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.view1.crop_size", 28),
+         ("augment.view2.crop_size", 28)),
+        "a 2-stage ResNet of width 4 and a 3-layer projector, 2 views of 28 px from 32 px"),
     "clip_base_tiny": Preset(
         "clip:smoke", 2,
         (("model.image_tower", "vit"), ("model.vit_patch_size", 8), ("model.vit_num_layers", 1),

@@ -34,6 +34,7 @@ import ml_collections
 from ssljax import augment, losses
 from ssljax.models import mlp_widths
 from ssljax.objectives import common
+from ssljax.objectives.common import target_decay
 from ssljax.families import image
 from ssljax.interface import DATA_AXIS, LossAux, Objective, register
 
@@ -68,15 +69,6 @@ def network(config: ml_collections.ConfigDict, axis_name: str | None) -> ByolNet
       projector=common.head(mlp_widths(m.projector_depth, m.projector_width, m.projector_dim), m, axis_name),
       predictor=common.head(mlp_widths(m.predictor_depth, m.predictor_width, m.projector_dim), m, axis_name),
   )
-
-
-def target_decay(step: jax.Array, total_steps: int, tau_base: float) -> jax.Array:
-  """BYOL's EMA decay at step k of K: tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2.
-
-  Rises from tau_base at k = 0 to 1 at k = K (arXiv 2006.07733, section 3.2).
-  """
-  progress = jnp.asarray(step, jnp.float32) / total_steps
-  return 1.0 - (1.0 - tau_base) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
 
 
 def online_part(tree):

@@ -8,6 +8,7 @@ import copy
 from typing import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -66,10 +67,14 @@ def _floats(values) -> tuple[float, ...] | None:
   return None if values is None else tuple(float(v) for v in values)
 
 
-def head(widths, model_config: ml_collections.ConfigDict, axis_name: str | None, use_bn: bool = True):
+def head(widths, model_config: ml_collections.ConfigDict, axis_name: str | None, use_bn: bool = True,
+         last_bn: bool = False):
+  """An MLP head of `widths` (BN + ReLU between layers when `use_bn`; `last_bn`: BN on the output
+  too, without a scale, as MoCo v3's heads)."""
   return models.MLP(
       widths=tuple(widths),
       use_bn=use_bn,
+      last_bn=last_bn,
       dtype=compute_dtype(model_config.dtype),
       axis_name=axis_name,
   )
@@ -80,6 +85,16 @@ def to_unit_range(images):
   if images.dtype == jnp.uint8:
     return images.astype(jnp.float32) / 255.0
   return images.astype(jnp.float32)
+
+
+def target_decay(step: jax.Array, total_steps: int, tau_base: float) -> jax.Array:
+  """The EMA decay of a momentum network at step k of K: tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2.
+
+  Rises from tau_base at k = 0 to 1 at k = K: BYOL's target (arXiv 2006.07733, section 3.2) and
+  MoCo v3's momentum encoder (arXiv 2104.02057, section 4: m from 0.99 to 1 along a half cosine).
+  """
+  progress = jnp.asarray(step, jnp.float32) / total_steps
+  return 1.0 - (1.0 - tau_base) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
 
 
 def calibration_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
