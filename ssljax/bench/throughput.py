@@ -100,7 +100,7 @@ def _image_text_pairs(config: ml_collections.ConfigDict, batch_size: int, rng: n
 
 # Joint-embedding objectives train on two augmented views of every image, so their throughput
 # counts views (images x views), the unit SimCLR and BYOL report; pretext objectives count images.
-VIEWS_PER_IMAGE = {"simclr": 2, "byol": 2, "vicreg": 2}
+VIEWS_PER_IMAGE = {"simclr": 2, "byol": 2, "vicreg": 2, "moco_v3": 2, "barlow_twins": 2}
 
 
 def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3, *,
