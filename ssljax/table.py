@@ -41,7 +41,7 @@ from ssljax import workdir as workdir_lib
 from ssljax import evaluators
 from ssljax.train import defaults, loop
 
-OBJECTIVES = ("simclr", "byol", "vicreg", "rotation", "patch_placement", "supervised")
+OBJECTIVES = ("simclr", "byol", "vicreg", "moco_v3", "barlow_twins", "rotation", "patch_placement", "supervised")
 TABLE_FILE = "table.json"
 TIMING_FILE = "pretrain_timing.json"
 
