@@ -16,9 +16,14 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from ssljax.errors import UserError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+
+
+class NotARunError(UserError, FileNotFoundError):
+  """A directory given as a run's workdir holds no run (no config.json), or no checkpoint of it."""
 
 
 def replace_file(path: str, text: str) -> None:
@@ -36,7 +41,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: is {workdir!r} the workdir of an `ssljax train` run?")
+    raise NotARunError(f"{path} does not exist: is {workdir!r} the workdir of an `ssljax train` run?")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -85,13 +90,13 @@ def restore_state(workdir: str, step: int | None, sharding: jax.sharding.Shardin
   metadata: nothing of the run (objective, dataset, optimizer) is rebuilt."""
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoint in {directory}: is {workdir!r} the workdir of an `ssljax train` run "
+    raise NotARunError(f"no checkpoint in {directory}: is {workdir!r} the workdir of an `ssljax train` run "
                             "that saved one?")
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
   with ocp.CheckpointManager(directory, item_handlers=handlers) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {directory}: has `ssljax train` saved one yet?")
+      raise NotARunError(f"no checkpoint in {directory}: has `ssljax train` saved one yet?")
     metadata = mngr.item_metadata(step)["state"]
     tree = getattr(metadata, "tree", metadata)
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
