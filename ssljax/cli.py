@@ -58,14 +58,14 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
 _SPLIT = flags.DEFINE_string(
     "split", None, "The split scored: the config's test split by default (the figure a run reports once); "
     "validation for recipe trials.")
-_PROMPT = flags.DEFINE_multi_string("prompt", None, "Text to continue; repeatable.")
+_PROMPT = flags.DEFINE_multi_string("prompt", None, "Text to continue")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Continuations per prompt.")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 80, "Most tokens generated per continuation.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Sampling temperature (0: greedy).")
 _TOP_K = flags.DEFINE_integer("top_k", 40, "Sample among the k most likely tokens (0: all).")
 _TOP_P = flags.DEFINE_float("top_p", None, "Nucleus sampling: the smallest set of tokens with this much probability.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed: the same seed gives the same text.")
-_IMAGE = flags.DEFINE_multi_string("image", None, "An image file to classify; repeatable.")
+_IMAGE = flags.DEFINE_multi_string("image", None, "An image file to classify")
 _LABELS = flags.DEFINE_string("labels", None, 'Comma-separated class names, e.g. "red circle,blue square".')
 _TEMPLATE = flags.DEFINE_string("template", "a photo of a {}.", "The prompt; {} stands for the label.")
 _TASK = flags.DEFINE_string(
@@ -91,7 +91,7 @@ _OBJECTIVES = flags.DEFINE_list(
 _VARIANT = flags.DEFINE_string("variant", None, "The configs' variant; default: the dataset's name.")
 _CONFIGS_DIR = flags.DEFINE_string("configs_dir", None, "Where the configs are; default: the repository's configs/.")
 _OVERRIDE = flags.DEFINE_multi_string(
-    "override", None, "KEY=VALUE: a dotted config key set in every config, e.g. train.steps=50; repeatable.")
+    "override", None, "KEY=VALUE: a dotted config key set in every config, e.g. train.steps=50")
 _MARKDOWN = flags.DEFINE_bool("markdown", False, "Also print the table as Markdown.")
 _VERBOSE = flags.DEFINE_bool(
     "verbose", False, "On a mistake of the user's (exit status 2), print its traceback before the one-line message.")
@@ -116,7 +116,7 @@ class Command:
   name: the words after `ssljax`, e.g. "train" or "bench step".
   summary: one line, shown by `ssljax --help` and in the README's list of commands.
   flags: its own flags (every command also takes SHARED_FLAGS).
-  examples: command lines of the README or docs/.
+  examples: command lines that README.md or docs/ show.
   required: the flags it cannot run without.
   arguments: the names of its positional arguments, e.g. ("DIR",).
   """
@@ -166,7 +166,7 @@ COMMANDS = (
             ("ssljax import DIR --workdir W",
              "ssljax import resnet50.safetensors --workdir W --config configs/simclr.py:imagenet "
              "--config.model.dtype=float32"),
-            required=("workdir",), arguments=("DIR",)),
+            required=("workdir",), arguments=("CHECKPOINT",)),
     Command("export", "Export a run as a Hugging Face checkpoint folder that transformers reads.",
             ("workdir", "format"), ("ssljax export --workdir W --format hf OUT",),
             required=("workdir",), arguments=("OUT",)),
@@ -185,6 +185,7 @@ COMMANDS = (
 BY_NAME = {command.name: command for command in COMMANDS}
 # The words that start a command: "train", ..., and the groups "bench" and "tokenizer".
 FIRST_WORDS = tuple(dict.fromkeys(command.name.split()[0] for command in COMMANDS))
+# Each command-specific flag -> the commands that take it.
 OWNERS = {name: tuple(c.name for c in COMMANDS if name in c.flags) for c in COMMANDS for name in c.flags}
 HELP_ARGS = ("-h", "--help", "-?", "--helpshort")
 FULL_HELP_ARGS = ("--helpfull", "--helpxml")
@@ -201,10 +202,10 @@ def _see_help(command: Command) -> str:
   return f"'ssljax {command.name} --help' lists its flags"
 
 
-def _suggestion(word: str, choices, prefix: str = "") -> str:
+def _suggestion(word: str, choices) -> str:
   """ "; did you mean X?" for the choice closest to `word`, or ""."""
   close = difflib.get_close_matches(word, list(choices), n=1)
-  return f"; did you mean {prefix}{close[0]}?" if close else ""
+  return f"; did you mean {close[0]}?" if close else ""
 
 
 def _words(args: list[str]) -> list[str]:
@@ -245,17 +246,17 @@ def command_of(args: list[str]) -> tuple[Command, int]:
 # --- help ---------------------------------------------------------------------------------------
 
 def _shown_default(value) -> str:
+  """A default as a user would type it: true, 'a photo of a {}.', 20."""
   if isinstance(value, bool):
     return str(value).lower()
-  if isinstance(value, str):
-    return repr(value)
-  return ",".join(value) if isinstance(value, list) else str(value)
+  return repr(value) if isinstance(value, str) else str(value)
 
 
 def flag_help(name: str) -> str:
   """A flag as --help shows it: its name (--[no]name for a boolean), then its help and default."""
   flag = flags.FLAGS[name]
-  text = flag.help + ("" if flag.default is None else f" (default: {_shown_default(flag.default)})")
+  text = " ".join(flag.help.split())  # absl appends a note with a line break to a repeatable flag's help
+  text += "" if flag.default is None else f" (default: {_shown_default(flag.default)})"
   body = textwrap.fill(text, WIDTH, initial_indent="      ", subsequent_indent="      ", break_on_hyphens=False)
   return f"  --{'[no]' if flag.boolean else ''}{name}\n{body}"
 
@@ -325,8 +326,8 @@ def _flag_name(arg: str) -> str | None:
   if not arg.startswith("-") or arg == "-":
     return None
   name = arg.lstrip("-").split("=", 1)[0].split(".", 1)[0]
-  negated = name[2:] if name.startswith("no") else None
-  if name not in flags.FLAGS and negated in flags.FLAGS and flags.FLAGS[negated].boolean:
+  negated = name[2:]
+  if name.startswith("no") and name not in flags.FLAGS and negated in flags.FLAGS and flags.FLAGS[negated].boolean:
     name = negated
   return name if name in OWNERS or name in SHARED_FLAGS else None
 
@@ -621,22 +622,20 @@ def _restart_with_huge_pages() -> None:
 
 
 
-def _innermost(error: BaseException) -> BaseException:
-  """The first exception of the chain that ended in `error` (absl and config_flags wrap it)."""
-  while (error.__cause__ or error.__context__) is not None:
+def _chain(error: BaseException) -> list[BaseException]:
+  """`error` and the exceptions it was raised from or while handling, outermost first."""
+  chain = []
+  while error is not None and error not in chain:
+    chain.append(error)
     error = error.__cause__ or error.__context__
-  return error
+  return chain
 
 
 def _innermost_user_error(error: BaseException) -> UserError | None:
   """The innermost UserError of the chain that ended in `error`: the one raised where the problem
   was found (config_flags re-raises an error of the config file as a copy holding a traceback)."""
-  found = None
-  while error is not None:
-    if isinstance(error, UserError):
-      found = error
-    error = error.__cause__ or error.__context__
-  return found
+  found = [e for e in _chain(error) if isinstance(e, UserError)]
+  return found[-1] if found else None
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -654,7 +653,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     message = str(error)
     if "Error whilst parsing config file" in message:
       # config_flags puts the config file's traceback into the message: name the error it ended in.
-      cause = _innermost(error)
+      cause = _chain(error)[-1]
       message = f"{message.split(': Error whilst', 1)[0]}: {type(cause).__name__}: {cause}"
     raise UserError(f"bad flag: {message}") from error
   except (KeyError, AttributeError) as error:

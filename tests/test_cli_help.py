@@ -1,7 +1,7 @@
 """The command line a new user meets: `--help` of every command, flags refused where they do not
 belong, and each mistake of the user's ended by one line on stderr with exit status 2 and
 nothing written. The command runs as a subprocess (`python -m ssljax.cli`, what the console
-script runs); the subprocesses run a few at a time, as most of their time is Python's start."""
+script runs), a few at a time: most of their time is spent importing Python modules."""
 
 import concurrent.futures
 import os
@@ -92,7 +92,7 @@ def test_examples_come_from_the_readme_or_docs_and_pass_the_command_line_checks(
 
 
 def test_the_readme_commands_use_only_their_commands_flags():
-  """Every `ssljax` line of the README's code blocks passes the check of misplaced flags."""
+  """Every `ssljax` line in a code block of README.md passes the check of misplaced flags."""
   lines = [line for block in code_blocks(open(README).read()) for line in block if line.startswith("ssljax ")]
   assert lines
   for line in lines:
@@ -123,13 +123,14 @@ def _run_without_checkpoint(workdir: str) -> None:
 MISTAKES = {
     "unknown_variant": (["train", "--config", SMOKE[:-1], "--workdir", "{run}"],
                         ["unknown simclr variant 'smok'", "did you mean 'smoke'"]),
-    "workdir_not_a_run": (["eval", "--workdir", "{run}"], ["config.json does not exist", "workdir of an `ssljax train`"]),
+    "workdir_not_a_run": (["eval", "--workdir", "{run}"],
+                          ["config.json does not exist", "workdir of an `ssljax train`"]),
     "config_file_missing": (["train", "--config", "configs/nope.py:smoke", "--workdir", "{run}"],
                             ["there is no file configs/nope.py", "configs/simclr.py:mnist5k"]),
     "flag_of_another_command": (["train", "--config", SMOKE, "--workdir", "{run}", "--prompt", "Hello"],
                                 ["--prompt is a flag of 'ssljax generate', not of 'ssljax train'"]),
-    "mistyped_flag": (["generate", "--workdir", "{run}", "--promt", "Hello"], ["unknown flag --promt",
-                                                                              "did you mean --prompt?"]),
+    "mistyped_flag": (["generate", "--workdir", "{run}", "--promt", "Hello"],
+                      ["unknown flag --promt", "did you mean --prompt?"]),
     "mistyped_command": (["trian", "--workdir", "{run}"], ["unknown command 'trian'", "did you mean train?"]),
     "bad_flag_value": (["generate", "--workdir", "{run}", "--prompt", "Hi", "--num_samples=some"],
                        ["--num_samples=some"]),
