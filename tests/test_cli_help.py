@@ -166,6 +166,15 @@ def test_each_mistake_ends_in_one_line_exit_2_no_traceback_and_nothing_written(t
   assert os.listdir(prepared) == ["config.json"]
 
 
+def test_a_checkpoint_that_cannot_be_read_is_the_users_error_naming_the_step(tmp_path):
+  """What `ssljax eval` (and generate, zero-shot, finetune) reads a run's state with."""
+  from ssljax import workdir
+
+  os.makedirs(tmp_path / "checkpoints" / "3" / "state")  # a step whose files are gone
+  with pytest.raises(cli.UserError, match="cannot read the checkpoint of step 3 in .*checkpoints .*FileNotFoundError"):
+    workdir.restore_state(str(tmp_path), None, None)
+
+
 def test_verbose_adds_the_traceback_and_an_internal_error_keeps_its_own(tmp_path):
   """A UserError under --verbose: its traceback, then the same line, status 2. Any other
   exception (a fault of ssljax's, here put into the checks of `ssljax plot`'s command line) is

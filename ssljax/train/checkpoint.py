@@ -25,13 +25,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from ssljax.errors import UserError
-from ssljax.workdir import checkpoint_dir
+from ssljax.workdir import CorruptCheckpointError, checkpoint_dir
 
 CORRUPT_DIR = "checkpoints_corrupt"  # beside `checkpoints/`: unreadable steps, set aside
-
-
-class CorruptCheckpointError(UserError, RuntimeError):
-  """No checkpoint of the run (or not the step asked for) can be read."""
 
 
 class CheckpointMismatchError(UserError):
