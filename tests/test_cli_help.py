@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, cli_env, run_cli
+from helpers import REPO, cli_env
 from ssljax import cli
 from ssljax.train.defaults import load_config
 from ssljax.workdir import save_config
@@ -26,9 +26,12 @@ DOCS = os.path.join(REPO, "docs")
 def run_all(argvs, data_dir: str, python_args=("-m", "ssljax.cli")) -> list:
   """`python -m ssljax.cli ARGV` for each argv (`python_args` replace `-m ssljax.cli`), as
   `run_cli` runs it, four at a time; the results in order."""
+  # Without the restart into huge pages (tests/test_cli.py tests it): a second Python start each.
+  env = {**cli_env(data_dir, devices=1), "SSLJAX_HUGE_PAGES": "0"}
+
   def run(argv):
-    return subprocess.run([sys.executable, *python_args, *argv], env=cli_env(data_dir, devices=1), cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, *python_args, *argv], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
     return list(pool.map(run, argvs))
@@ -191,7 +194,7 @@ def test_verbose_adds_the_traceback_and_an_internal_error_keeps_its_own(tmp_path
 
 
 def test_no_command_shows_the_commands_and_exits_2(tmp_path):
-  result = run_cli([], str(tmp_path))
+  result, = run_all([[]], str(tmp_path))
   assert result.returncode == 2 and result.stdout == ""
   assert "usage: ssljax COMMAND" in result.stderr and "bench step" in result.stderr
 
