@@ -39,6 +39,7 @@ import ml_collections
 from ssljax import objectives as objectives_lib
 from ssljax import workdir as workdir_lib
 from ssljax import evaluators
+from ssljax.errors import UserError
 from ssljax.train import defaults, loop
 
 OBJECTIVES = ("simclr", "byol", "vicreg", "moco_v3", "barlow_twins", "rotation", "patch_placement", "supervised")
@@ -109,8 +110,8 @@ def _check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     return
   differing = list(workdir_lib.config_differences(saved, config))
   if differing:
-    raise ValueError(f"{workdir} holds a run of another config (it differs in {', '.join(differing)}); "
-                     "remove that directory or choose another --workdir")
+    raise UserError(f"{workdir} holds a run of another config (it differs in {', '.join(differing)}); "
+                    "remove that directory or choose another --workdir")
 
 
 def _encoder_spec(config: ml_collections.ConfigDict) -> tuple:
@@ -201,7 +202,7 @@ def run_table(
   for name in objectives:  # all configs first, so a typo fails before hours of training
     config = _apply_overrides(load_config(name, variant, configs_dir), overrides)
     if config.data.name != dataset:
-      raise ValueError(f"configs/{name}.py:{variant} trains on {config.data.name!r}, not {dataset!r}")
+      raise UserError(f"configs/{name}.py:{variant} trains on {config.data.name!r}, not {dataset!r}")
     configs[name] = config
   os.makedirs(workdir_root, exist_ok=True)
   results: dict[str, dict[str, float]] = {}
@@ -262,31 +263,45 @@ def markdown_table(report: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str) -> tuple[str, Any]:
+  """"train.steps=50" -> ("train.steps", 50): a value Python can read as a literal, else the string."""
   key, sep, value = text.partition("=")
   if not sep or not key:
-    raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    raise UserError(f"--override expects KEY=VALUE, e.g. train.steps=50; got {text!r}")
   try:
     return key, ast.literal_eval(value)
   except (ValueError, SyntaxError):
     return key, value  # a bare string
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-  """`ssljax table` arguments (after the command name): see --help."""
-  parser = argparse.ArgumentParser(prog="ssljax table", description=__doc__.splitlines()[0])
+class _ArgumentParser(argparse.ArgumentParser):
+  """argparse, with a mistake in the arguments raised as a UserError: the command line reports
+  it in one line with status 2, as it reports every command's."""
+
+  def error(self, message: str):
+    raise UserError(f"ssljax table: {message} ('ssljax table --help' lists its flags)")
+
+
+def argument_parser() -> argparse.ArgumentParser:
+  """The flags of `ssljax table`."""
+  parser = _ArgumentParser(prog="ssljax table", description=__doc__.splitlines()[0])
   parser.add_argument("--dataset", default="mnist5k")
   parser.add_argument("--workdir", required=True, help="root directory: one run per objective, and table.json")
   parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated config names")
   parser.add_argument("--variant", default=None, help="config variant; default the dataset's name")
   parser.add_argument("--configs_dir", default=None, help="default: the repository's configs/")
-  parser.add_argument("--override", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
+  parser.add_argument("--override", action="append", default=[], type=parse_override, metavar="KEY=VALUE",
                       help="set a dotted config key in every config, e.g. train.steps=50 (repeatable)")
   parser.add_argument("--split", default="test",
                       help="where probes are scored: validation (recipe trials) or test (default)")
   parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
-  parser.add_argument("--noprogress", dest="progress", action="store_false")
-  args = parser.parse_args(argv)
+  parser.add_argument("--noprogress", dest="progress", action="store_false", help="no progress bar")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  """`ssljax table` arguments (after the command name): see --help."""
+  args = argument_parser().parse_args(argv)
   results = run_table(
       args.dataset, tuple(o for o in args.objectives.split(",") if o), args.workdir, dict(args.override),
       args.progress, variant=args.variant, configs_dir=args.configs_dir, split=args.split,

@@ -16,9 +16,18 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from ssljax.errors import UserError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+
+
+class NotARunError(UserError, FileNotFoundError):
+  """A directory given as a run's workdir holds no run (no config.json), or no checkpoint of it."""
+
+
+class CorruptCheckpointError(UserError, RuntimeError):
+  """No checkpoint of the run (or not the step asked for) can be read."""
 
 
 def replace_file(path: str, text: str) -> None:
@@ -36,7 +45,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: is {workdir!r} the workdir of an `ssljax train` run?")
+    raise NotARunError(f"{path} does not exist: is {workdir!r} the workdir of an `ssljax train` run?")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -85,18 +94,24 @@ def restore_state(workdir: str, step: int | None, sharding: jax.sharding.Shardin
   metadata: nothing of the run (objective, dataset, optimizer) is rebuilt."""
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoint in {directory}: is {workdir!r} the workdir of an `ssljax train` run "
-                            "that saved one?")
+    raise NotARunError(f"no checkpoint in {directory}: is {workdir!r} the workdir of an `ssljax train` run "
+                       "that saved one?")
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
   with ocp.CheckpointManager(directory, item_handlers=handlers) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {directory}: has `ssljax train` saved one yet?")
-    metadata = mngr.item_metadata(step)["state"]
-    tree = getattr(metadata, "tree", metadata)
+      raise NotARunError(f"no checkpoint in {directory}: has `ssljax train` saved one yet?")
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
-    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    try:
+      metadata = mngr.item_metadata(step)["state"]
+      tree = getattr(metadata, "tree", metadata)
+      abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
+      return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    except Exception as error:  # orbax raises many types for unreadable files
+      reason = f"{type(error).__name__}: {str(error)[:400]}"  # tensorstore's errors run to pages
+      raise CorruptCheckpointError(f"cannot read the checkpoint of step {step} in {directory} ({reason}); restore "
+                                   "an intact copy of the run, or move that step's directory aside to read the "
+                                   "one before") from error
 
 
 def restore_params(workdir: str, step: int | None = None, sharding: jax.sharding.Sharding | None = None):

@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "ssljax"
 # Floors from the ground up; a room may import rooms on lower floors and itself. A room is a
 # module or subpackage directly under ssljax/ (ssljax.models, ssljax.workdir, ...).
 FLOORS = (
-    ("interface",),
+    ("interface", "errors"),
     ("losses",),
     ("models", "augment", "text"),
     ("data", "workdir"),

@@ -499,7 +499,7 @@ def test_cli_refuses_a_changed_config_and_trains_longer_when_allowed(tmp_path, d
   workdir = str(tmp_path / "run")
   shutil.copytree(reference, workdir)
   refused = run_cli(["train", "--workdir", workdir, *COMMON, "--config.optim.lr=0.2"], data_dir)
-  assert refused.returncode == 1 and "Traceback" not in refused.stderr
+  assert refused.returncode == 2 and "Traceback" not in refused.stderr
   assert "config.optim.lr: 0.1 in the saved run, 0.2 now" in refused.stderr
   longer = run_cli(["train", "--workdir", workdir, *COMMON, f"--config.train.steps={STEPS + 5}",
                     "--allow_config_change"], data_dir)

@@ -3,14 +3,14 @@ one JSON line per run (also appended to WORKDIR/bench.jsonl when a workdir is gi
 
 from __future__ import annotations
 
+import difflib
 import json
-import sys
 
 import jax
 import ml_collections
 
 from ssljax.bench import input_pipeline, presets, throughput
-from ssljax.train import checks
+from ssljax.errors import UserError
 
 
 def bench_step(config: ml_collections.ConfigDict | None, preset_names: str | None, *, steps: int, warmup: int,
@@ -22,28 +22,28 @@ def bench_step(config: ml_collections.ConfigDict | None, preset_names: str | Non
   # train and eval (a second bench of the same config would otherwise report ~0 s).
   jax.config.update("jax_enable_compilation_cache", False)
   runs = [(None, config)] if config is not None else []
-  try:
-    for name in filter(None, (preset_names or "").split(",")):
-      runs.append((name, presets.preset_config(name, per_device_batch)))
-  except ValueError as error:
-    sys.exit(f"ssljax: {error}")
+  for name in filter(None, (preset_names or "").split(",")):
+    check_preset(name)
+    runs.append((name, presets.preset_config(name, per_device_batch)))
   results = []
   for name, run_config in runs:
-    try:
-      result = throughput.measure(run_config, steps=steps, warmup=warmup, peak_tflops=peak_tflops, preset=name)
-    except checks.ConfigError as error:
-      sys.exit(f"ssljax: bad config{f' (preset {name})' if name else ''}: {error}")
+    result = throughput.measure(run_config, steps=steps, warmup=warmup, peak_tflops=peak_tflops, preset=name)
     _emit(result, workdir)
     results.append(result)
   print(throughput.format_table(results))
   return results
 
 
+def check_preset(name: str) -> None:
+  """A UserError for a preset name (`--preset`) that is not one, with the closest suggested."""
+  if name not in presets.PRESETS:
+    close = difflib.get_close_matches(name, presets.PRESETS, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    raise UserError(f"unknown bench preset {name!r}; {guess}choose one of {', '.join(presets.PRESETS)}")
+
+
 def bench_input(config: ml_collections.ConfigDict, *, batches: int, warmup: int, workdir: str | None = None) -> dict:
-  try:
-    result = input_pipeline.measure_input(config, workdir, batches=batches, warmup=warmup)
-  except checks.ConfigError as error:
-    sys.exit(f"ssljax: bad config: {error}")
+  result = input_pipeline.measure_input(config, workdir, batches=batches, warmup=warmup)
   _emit(result, workdir)
   print(input_pipeline.format_input_result(result))
   return result

@@ -16,6 +16,7 @@ import jax
 
 from ssljax import objectives
 from ssljax import workdir as workdir_lib
+from ssljax.errors import UserError
 from ssljax.families import text
 from ssljax.text import tokenizer as tokenizer_lib
 
@@ -28,7 +29,7 @@ def generate(workdir: str, prompts: Sequence[str], *, num_samples: int = 1, max_
   config = workdir_lib.load_config(workdir)
   objective, params, model_state = objectives.restore_model(workdir, config)
   if "generate" not in objective.extras:
-    raise ValueError(f"the run in {workdir} is a {objective.name} run, which does not generate text")
+    raise UserError(f"the run in {workdir} is a {objective.name} run, which does not generate text")
   tokenizer = tokenizer_lib.load(workdir)
   encoded = [text.prompt_ids(tokenizer, p, config.text.seq_len) for p in prompts]
   rows = [ids for ids in encoded for _ in range(num_samples)]

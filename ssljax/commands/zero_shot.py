@@ -26,6 +26,7 @@ import numpy as np
 
 from ssljax import data, objectives
 from ssljax import workdir as workdir_lib
+from ssljax.errors import UserError
 from ssljax.evaluate import zero_shot as zero_shot_lib
 from ssljax.families import image_text
 from ssljax.text import tokenizer as tokenizer_lib
@@ -55,7 +56,7 @@ class ZeroShotClassifier:
     self.config = workdir_lib.load_config(workdir)
     objective, self.params, self.model_state = objectives.restore_model(workdir, self.config)
     if "embed_text" not in objective.extras:
-      raise ValueError(f"the run in {workdir} is a {objective.name} run, not an image-text (CLIP) run")
+      raise UserError(f"the run in {workdir} is a {objective.name} run, not an image-text (CLIP) run")
     self.tokenizer = tokenizer_lib.load(workdir)
     self.scale = float(objective.extras["logit_scale"](self.params))
     self._embed_image = jax.jit(functools.partial(objective.extras["embed_image"], self.params, self.model_state))
@@ -77,7 +78,7 @@ class ZeroShotClassifier:
                templates: Sequence[str] | None = None) -> np.ndarray:
     """(N images, K labels) probabilities: softmax over labels of scale x cosine."""
     if not labels:
-      raise ValueError("give at least one label")
+      raise UserError("give at least one label")
     weights = self.label_weights(list(labels), list(templates) if templates else [template])
     logits = self.scale * self.image_embeddings(images) @ weights.T  # (N, E) . (E, K) -> (N, K)
     logits = logits - logits.max(axis=1, keepdims=True)

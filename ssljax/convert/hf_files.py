@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from ssljax.errors import UserError
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
   """A checkpoint that cannot be imported or a run that cannot be exported, with the reason."""
 
 

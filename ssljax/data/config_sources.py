@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from ssljax.data import image_folder, sources, text_files
+from ssljax.errors import UserError
 
 OWN_FORMATS = (image_folder.NAME, text_files.NAME)
 
@@ -18,8 +19,8 @@ OWN_FORMATS = (image_folder.NAME, text_files.NAME)
 def _path(d: ml_collections.ConfigDict) -> str:
   path = d.get("path")
   if not path:
-    raise ValueError(f"config.data.name={d.name!r} reads your own files: give their location with "
-                     f"--config.data.path=... (see docs/data.md)")
+    raise UserError(f"config.data.name={d.name!r} reads your own files: give their location with "
+                    f"--config.data.path=... (see docs/data.md)")
   return path
 
 

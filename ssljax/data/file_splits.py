@@ -15,12 +15,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from ssljax.errors import UserError
+
 SPLITS = ("train", "validation", "test")
 # The share of the hash range each carved split takes, in this order.
 CARVED_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
 
-class SplitNameError(ValueError):
+class MissingFilesError(UserError, FileNotFoundError):
+  """config.data.path names no directory or no files of the format its reader takes."""
+
+
+class SplitNameError(UserError):
   """A split that own data does not have (e.g. a TFDS slice such as "train[:10%]")."""
 
 
@@ -64,15 +70,15 @@ def split_of(relative_parts: tuple[str, ...], folders: frozenset[str], key: str,
     root: the dataset root, for the error message.
 
   Raises:
-    ValueError: the root has split folders and this file lies outside them.
+    UserError: the root has split folders and this file lies outside them.
   """
   if not folders:
     return carved_split(key)
   folder = relative_parts[0] if len(relative_parts) > 1 else None
   if folder not in folders:
-    raise ValueError(f"{'/'.join(relative_parts)} lies outside the split folders ({', '.join(sorted(folders))}) "
-                     f"of {root!r}; move it into one of them, or remove the split folders to carve "
-                     "the splits by a hash of the paths")
+    raise UserError(f"{'/'.join(relative_parts)} lies outside the split folders ({', '.join(sorted(folders))}) "
+                    f"of {root!r}; move it into one of them, or remove the split folders to carve "
+                    "the splits by a hash of the paths")
   if folder != "train":
     return folder
   carved = carved_split(key)

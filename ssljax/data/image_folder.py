@@ -26,17 +26,18 @@ import numpy as np
 
 from ssljax.data import file_splits
 from ssljax.data.sources import DatasetInfo
+from ssljax.errors import UserError
 
 NAME = "image_folder"
 CHANNEL_MODES = {1: "L", 3: "RGB"}  # Pillow's mode for each channel count a config may ask for
 DEFAULT_CHANNELS = 3
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(UserError):
   """A file with an image's extension that Pillow cannot decode."""
 
 
-class NoLabelsError(ValueError):
+class NoLabelsError(UserError):
   """Something that needs labels asked an image folder without class folders for them."""
 
 
@@ -105,13 +106,13 @@ def _class_of(parts: tuple[str, ...], folders: frozenset[str]) -> str | None:
 def scan(root: str) -> FolderIndex:
   """Finds the images, their classes and their splits (cached: a run opens several splits)."""
   if not os.path.isdir(root):
-    raise FileNotFoundError(f"config.data.path={root!r} is not a directory; {NAME} reads a directory of "
-                            "class folders of images (or of images without class folders)")
+    raise file_splits.MissingFilesError(f"config.data.path={root!r} is not a directory; {NAME} reads a "
+                                        "directory of class folders of images (or of images without class folders)")
   folders = file_splits.split_folders(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
   paths = _image_paths(root)
   if not paths:
-    raise FileNotFoundError(f"no image files under {root!r} (any format Pillow opens: .png, .jpg, .bmp, .webp, "
-                            "...); check config.data.path")
+    raise file_splits.MissingFilesError(f"no image files under {root!r} (any format Pillow opens: .png, .jpg, "
+                                        ".bmp, .webp, ...); check config.data.path")
   files = tuple("/".join(parts) for parts in paths)
   splits: dict[str, list[int]] = {s: [] for s in file_splits.SPLITS}
   for index, (parts, key) in enumerate(zip(paths, files)):
@@ -120,9 +121,9 @@ def scan(root: str) -> FolderIndex:
   labelled = {c is not None for c in class_of}
   if len(labelled) > 1:
     loose = next(f for f, c in zip(files, class_of) if c is None)
-    raise ValueError(f"{root!r} holds images both in class folders and directly in "
-                     f"{'its split folders' if folders else 'itself'} (e.g. {loose}); put every image in a class "
-                     "folder (labelled) or none in one (unlabelled)")
+    raise UserError(f"{root!r} holds images both in class folders and directly in "
+                    f"{'its split folders' if folders else 'itself'} (e.g. {loose}); put every image in a class "
+                    "folder (labelled) or none in one (unlabelled)")
   classes = tuple(sorted(set(class_of))) if labelled == {True} else None
   labels = tuple(classes.index(c) for c in class_of) if classes else None  # sorted ids
   return FolderIndex(root=root, files=files, labels=labels, classes=classes,
@@ -134,8 +135,8 @@ def split_indices(index: FolderIndex, split: str) -> tuple[int, ...]:
   file_splits.check_split(split, f"{NAME} {index.root!r}")
   chosen = index.splits[split]
   if not chosen:
-    raise ValueError(f"no images of {index.root!r} fall in the {split!r} split ({len(index.files)} images in all); "
-                     f"add images, or fix the splits with {', '.join(file_splits.SPLITS)} folders")
+    raise UserError(f"no images of {index.root!r} fall in the {split!r} split ({len(index.files)} images in all); "
+                    f"add images, or fix the splits with {', '.join(file_splits.SPLITS)} folders")
   return chosen
 
 

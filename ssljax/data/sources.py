@@ -13,6 +13,7 @@ Pillow (no TensorFlow needed for reading, only for preparing).
 """
 
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -21,11 +22,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ssljax.data.bundled import BUNDLED_BUILDERS
+from ssljax.errors import UserError
 
 DATA_DIR_ENV = "SSLJAX_DATA_DIR"
 
 
-class DatasetNotAvailableError(FileNotFoundError, RuntimeError):
+class DatasetNotAvailableError(UserError, FileNotFoundError, RuntimeError):
   """A dataset is unknown, not prepared, or not stored as ArrayRecord."""
 
 
@@ -63,9 +65,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:
 def _how_to_prepare(name: str, data_dir: str) -> str:
   return (
       f"Prepare it once on a machine with internet access, then copy the "
-      f"directory here:\n"
-      f"  pip install tensorflow tensorflow-datasets\n"
-      f"  tfds build {name} --file_format=array_record --data_dir={data_dir}\n"
+      f"directory here: `pip install tensorflow tensorflow-datasets` and "
+      f"`tfds build {name} --file_format=array_record --data_dir={data_dir}`, "
       f"or in Python: tfds.builder({name!r}, data_dir={data_dir!r}, "
       f"file_format='array_record').download_and_prepare(). Datasets with "
       f"manual downloads (e.g. imagenet2012) also need --manual_dir. "
@@ -90,6 +91,18 @@ def _build_bundled(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  # TFDS logs a warning of its own for a dataset that is not prepared; the error raised then
+  # says the same and how to prepare it, in the one line the command line prints.
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    return builder.is_prepared()
+  finally:
+    absl_logger.setLevel(level)
+
+
 def _prepared_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """The builder of a prepared ArrayRecord dataset, or DatasetNotAvailableError."""
   from ssljax.data.config_sources import OWN_FORMATS  # imported here: it imports this module
@@ -110,7 +123,7 @@ def _prepared_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
         f"({', '.join(sorted(BUNDLED_BUILDERS))}) nor a TFDS dataset prepared "
         f"in data_dir={data_dir!r} ({type(e).__name__}). "
         + _how_to_prepare(name, data_dir)) from None
-  if not builder.is_prepared():
+  if not _is_prepared(builder):
     raise DatasetNotAvailableError(
         f"Dataset {name!r} is not prepared in data_dir={data_dir!r} "
         f"(looked for {builder.data_dir}). " + _how_to_prepare(name, data_dir))

@@ -30,6 +30,7 @@ import numpy as np
 
 from ssljax.data import file_splits
 from ssljax.data.sources import DatasetInfo
+from ssljax.errors import UserError
 
 NAME = "text_files"
 EXTENSIONS = (".txt", ".jsonl")
@@ -59,11 +60,12 @@ def matched_files(path: str) -> tuple[str, list[str]]:
     files = [f for f in glob.glob(path, recursive=True) if os.path.isfile(f)]
     others = [f for f in files if not f.lower().endswith(EXTENSIONS)]
     if others:
-      raise ValueError(f"config.data.path={path!r} matches {others[0]}, which is neither .txt nor .jsonl; "
-                       "narrow the glob (e.g. end it in *.txt or *.jsonl)")
+      raise UserError(f"config.data.path={path!r} matches {others[0]}, which is neither .txt nor .jsonl; "
+                      "narrow the glob (e.g. end it in *.txt or *.jsonl)")
   if not files:
-    raise FileNotFoundError(f"config.data.path={path!r} matches no .txt or .jsonl file; give a glob such as "
-                            "'corpus/*.txt' or 'corpus/**/*.jsonl', one file, or a directory that holds them")
+    raise file_splits.MissingFilesError(f"config.data.path={path!r} matches no .txt or .jsonl file; give a glob "
+                                        "such as 'corpus/*.txt' or 'corpus/**/*.jsonl', one file, or a directory "
+                                        "that holds them")
   return root, sorted(os.path.normpath(f) for f in files)
 
 
@@ -195,8 +197,8 @@ def load(path: str, split: str, text_key: str = "text") -> TextFilesSource:
   file_splits.check_split(split, f"{NAME} {path!r}")
   documents = corpus.splits[split]
   if not len(documents):
-    raise ValueError(f"no documents of {path!r} fall in the {split!r} split ({len(corpus.file_of)} documents in "
-                     f"all); add documents, or fix the splits with {', '.join(file_splits.SPLITS)} folders")
+    raise UserError(f"no documents of {path!r} fall in the {split!r} split ({len(corpus.file_of)} documents in "
+                    f"all); add documents, or fix the splits with {', '.join(file_splits.SPLITS)} folders")
   return TextFilesSource(corpus, documents, text_key)
 
 

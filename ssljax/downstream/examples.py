@@ -17,6 +17,7 @@ from ssljax.data import read_all
 from ssljax.downstream import inputs, metrics
 from ssljax.downstream.heads import CLASSIFY, PAIR, TAG
 from ssljax.downstream.tasks import Task
+from ssljax.errors import UserError
 
 
 class Subset(Sequence):
@@ -64,16 +65,16 @@ def label_subsets(task: Task, train: Sequence[dict], config: ml_collections.Conf
   """
   n = len(train)
   if config.labels_per_class and config.label_fraction < 1.0:
-    raise ValueError("set config.labels_per_class or config.label_fraction, not both")
+    raise UserError("set config.labels_per_class or config.label_fraction, not both")
   if not config.labels_per_class and config.label_fraction >= 1.0:
     return [np.arange(n)]
   if config.draws < 1:
-    raise ValueError(f"config.draws must be >= 1, got {config.draws}")
+    raise UserError(f"config.draws must be >= 1, got {config.draws}")
   subsets = []
   if config.labels_per_class:
     if task.kind not in (CLASSIFY, PAIR):
-      raise ValueError(f"labels_per_class needs a classification task; {task.name} is a {task.kind} task: "
-                       "use --config.label_fraction")
+      raise UserError(f"labels_per_class needs a classification task; {task.name} is a {task.kind} task: "
+                      "use --config.label_fraction")
     labels = np.asarray([e["label"] for e in read_all(train)])
     for draw in range(config.draws):
       rng = np.random.default_rng([config.seed, draw])
@@ -82,7 +83,7 @@ def label_subsets(task: Task, train: Sequence[dict], config: ml_collections.Conf
       subsets.append(np.sort(np.concatenate(picked)))
     return subsets
   if not 0.0 < config.label_fraction < 1.0:
-    raise ValueError(f"config.label_fraction must be in (0, 1], got {config.label_fraction}")
+    raise UserError(f"config.label_fraction must be in (0, 1], got {config.label_fraction}")
   size = max(1, round(config.label_fraction * n))
   for draw in range(config.draws):
     subsets.append(np.sort(np.random.default_rng([config.seed, draw]).choice(n, size=size, replace=False)))

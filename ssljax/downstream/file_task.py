@@ -27,12 +27,13 @@ import ml_collections
 from ssljax.data import file_splits, text_files
 from ssljax.downstream.heads import CLASSIFY, PAIR
 from ssljax.downstream.tasks import FILE, ROLES, Task
+from ssljax.errors import UserError
 
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
 EXTENSIONS = (*DELIMITERS, ".jsonl")
 
 
-class TaskFileError(ValueError):
+class TaskFileError(UserError):
   """The file task's files or keys do not give labelled examples; the message names the file
   (and line), the key, and what to do."""
 

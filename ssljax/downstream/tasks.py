@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ssljax.downstream.heads import CLASSIFY, PAIR, SPAN, TAG
+from ssljax.errors import UserError
 
 ROLES = ("train", "validation", "test")
 FILE = "file"  # the task of a user's own files; its labels come from the files, so it is built per config
@@ -286,7 +287,7 @@ class MappedSource(Sequence):
     return [self[i] for i in indices]
 
 
-class TaskDataMissing(RuntimeError):
+class TaskDataMissing(UserError, RuntimeError):
   """A public task's TFDS dataset is not prepared on this machine."""
 
 
@@ -344,7 +345,7 @@ NAMES = (*TASKS, FILE)  # what `ssljax finetune --task` accepts
 def get(name: str) -> Task:
   if name not in TASKS:
     hint = f"; the {FILE!r} task is built from a config (for_config)" if name == FILE else ""
-    raise ValueError(f"unknown fine-tuning task {name!r}; choose one of {sorted(TASKS)}{hint}")
+    raise UserError(f"unknown fine-tuning task {name!r}; choose one of {sorted(TASKS)}{hint}")
   return TASKS[name]
 
 

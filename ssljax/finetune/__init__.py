@@ -25,6 +25,7 @@ import ml_collections
 
 from ssljax.downstream import baselines, heads, inputs, metrics, tasks
 from ssljax.downstream.tasks import TASKS, TaskDataMissing
+from ssljax.errors import UserError
 
 RESULTS_FILE = "finetune.json"
 
@@ -87,8 +88,8 @@ def load_encoder(pretrained_workdir: str):
   objective, params, _ = objectives.restore_model(pretrained_workdir)
   encoder_config = objective.extras.get("encoder_config")
   if encoder_config is None or "encoder" not in params:
-    raise ValueError(f"{pretrained_workdir!r} is a {objective.name!r} run; fine-tuning needs a BERT run "
-                     "(an objective with extras['encoder_config'] and params['encoder'])")
+    raise UserError(f"{pretrained_workdir!r} is a {objective.name!r} run; fine-tuning needs a BERT run "
+                    "(an objective with extras['encoder_config'] and params['encoder'])")
   if callable(encoder_config):
     encoder_config = encoder_config()
   pretrained = {name: params[name] for name in ("encoder", "pooler") if name in params}
@@ -119,7 +120,7 @@ def run(pretrained_workdir: str, task_name: str | None = None, config_overrides:
   if config is None:
     config = default_config(task_name or "bbc_topic")
   elif task_name and task_name != config.task:
-    raise ValueError(f"task {task_name!r} given, but the config is for {config.task!r}")
+    raise UserError(f"task {task_name!r} given, but the config is for {config.task!r}")
   config = with_overrides(config, config_overrides)
   task = tasks.for_config(config)
   out = output_dir or output_dir_for(pretrained_workdir, config)

@@ -154,13 +154,13 @@ def finetune(task: Task, pretrained_workdir: str, config: ml_collections.ConfigD
   from ssljax.finetune import load_encoder
 
   if config.init not in ("pretrained", "scratch"):
-    raise ValueError(f"config.init must be 'pretrained' or 'scratch', got {config.init!r}")
+    raise checks.ConfigError(f"config.init must be 'pretrained' or 'scratch', got {config.init!r}")
   if not config.lrs:
-    raise ValueError("config.lrs needs at least one learning rate")
+    raise checks.ConfigError("config.lrs needs at least one learning rate")
   if config.probe_steps < 0:
-    raise ValueError(f"config.probe_steps must be >= 0, got {config.probe_steps}")
+    raise checks.ConfigError(f"config.probe_steps must be >= 0, got {config.probe_steps}")
   if TRIAL_SCORES not in config.evals:
-    raise ValueError(f"config.evals.{TRIAL_SCORES} (the task_metrics evaluator) scores every trial; keep it")
+    raise checks.ConfigError(f"config.evals.{TRIAL_SCORES} (the task_metrics evaluator) scores every trial; keep it")
   started = time.perf_counter()
   pretrained_workdir = os.path.abspath(pretrained_workdir)  # the trials' config.json name it
   config = ft.for_label_budget(config)

@@ -24,16 +24,13 @@ import warnings
 import jax
 import orbax.checkpoint as ocp
 
-from ssljax.workdir import checkpoint_dir
+from ssljax.errors import UserError
+from ssljax.workdir import CorruptCheckpointError, checkpoint_dir
 
 CORRUPT_DIR = "checkpoints_corrupt"  # beside `checkpoints/`: unreadable steps, set aside
 
 
-class CorruptCheckpointError(RuntimeError):
-  """No checkpoint of the run (or not the step asked for) can be read."""
-
-
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError):
   """A readable checkpoint of another model: other parameter names or shapes."""
 
 

@@ -21,13 +21,14 @@ import jax
 import ml_collections
 
 from ssljax import evaluators, objectives, workdir as workdir_lib
+from ssljax.errors import UserError
 from ssljax.models import from_config
 from ssljax.text import tokenizer as tokenizer_lib
 from ssljax.text import vocab
 
 
-class ConfigError(ValueError):
-  pass
+class ConfigError(UserError):
+  """A config that cannot train: the message names the key and what to set."""
 
 
 class ResumeError(ConfigError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 
@@ -9,6 +10,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from ssljax import evaluators
+from ssljax.errors import UserError
 
 # configs/ sits beside the package in a checkout (and in an editable install).
 CONFIGS_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
@@ -198,10 +200,12 @@ EXAMPLES_PER_EPOCH = {"mnist5k": 3500, "cifar10": 45_000, "imagenet2012": 1_268_
 
 
 def check_variant(objective: str, variant: str | None, variants: tuple[str, ...]) -> str:
-  """`variant` ("" or None: mnist5k), or a ValueError that lists the choices."""
+  """`variant` ("" or None: mnist5k), or a UserError that suggests the closest and lists the choices."""
   variant = variant or "mnist5k"
   if variant not in variants:
-    raise ValueError(f"unknown {objective} variant {variant!r}; choose one of {variants}")
+    close = difflib.get_close_matches(variant, variants, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    raise UserError(f"unknown {objective} variant {variant!r}; {guess}choose one of {', '.join(variants)}")
   return variant
 
 
@@ -250,6 +254,10 @@ def steps_per_epoch(c: ml_collections.ConfigDict) -> int:
   return EXAMPLES_PER_EPOCH[c.data.name] // c.train.batch_size
 
 
+class ConfigFileNotFound(UserError, FileNotFoundError):
+  """A config file (`--config FILE[:VARIANT]`, `load_config`'s spec) that does not exist."""
+
+
 def load_config(spec: str, configs_dir: str | None = None) -> ml_collections.ConfigDict:
   """The config that `ssljax train --config` would load, from Python code and notebooks.
 
@@ -260,7 +268,7 @@ def load_config(spec: str, configs_dir: str | None = None) -> ml_collections.Con
   if not path.endswith(".py"):
     path = os.path.join(configs_dir or CONFIGS_DIR, path + ".py")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"config file {path} does not exist")
+    raise ConfigFileNotFound(f"config file {path} does not exist")
   module_spec = importlib.util.spec_from_file_location(f"ssljax_config_{os.path.basename(path)[:-3]}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

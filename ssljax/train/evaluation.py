@@ -17,11 +17,12 @@ import jax
 
 from ssljax import evaluators, objectives
 from ssljax import workdir as workdir_lib
+from ssljax.errors import UserError
 
 EVAL_FILE = "eval.json"
 
 
-class NothingToEvaluate(ValueError):
+class NothingToEvaluate(UserError):
   """The run's config names no evaluator."""
 
 

@@ -77,7 +77,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   `preemption.Preempted`; on a non-finite loss or gradient it follows `config.train.nonfinite`."""
   checks.check(config)
   checks.check_resume(config, workdir, allow_config_change)
-  os.makedirs(workdir, exist_ok=True)
   objective = checks.as_input_error("building the objective from the config", "Check the config's keys.",
                                     objectives.build, config)
   mesh = mesh_lib.data_mesh()
@@ -103,6 +102,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   specs = sharding.state_specs(shapes, t, jax.device_count())
   shardings = sharding.named(mesh, specs)
 
+  # Made only now: a run stopped by its config or its data leaves no workdir behind.
+  os.makedirs(workdir, exist_ok=True)
   mngr = checkpoint.manager(workdir, save_every=t.checkpoint_every, keep=t.keep_checkpoints)
   restored = checkpoint.restore(mngr, abstract_state(create, config, shardings))
   if restored is None:

@@ -26,13 +26,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ssljax.errors import UserError
 from ssljax.interface import DATA_AXIS
 
 POLICIES = ("stop", "skip")
 FINITE, FIRST_BAD = "all_finite", "first_nonfinite_grad"
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
   """A step's loss or gradients were NaN or inf under train.nonfinite="stop"."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from ssljax.train.metrics import read_metrics
+from ssljax.workdir import NotARunError
 
 CURVES = {
     "loss.png": ("loss", "pretraining loss"),
@@ -29,7 +30,7 @@ def plot_workdir(workdir: str) -> list[str]:
 
   records = read_metrics(workdir)
   if not records:
-    raise FileNotFoundError(f"no metrics in {workdir}: run `ssljax train --workdir {workdir}` first")
+    raise NotARunError(f"no metrics in {workdir}: run `ssljax train --workdir {workdir}` first")
   out_dir = os.path.join(workdir, "plots")
   os.makedirs(out_dir, exist_ok=True)
   written = []
