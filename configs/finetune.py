@@ -25,15 +25,13 @@ import ml_collections
 from ml_collections import config_dict
 
 from ssljax import evaluators
-from ssljax.train.defaults import base_config
+from ssljax.train.defaults import base_config, check_variant
 
 TASKS = ("bbc_topic", "bbc_same_article", "bbc_quotes", "bbc_who_said", "sst2", "mnli", "conll2003", "squad", "file")
 
 
 def get_config(task: str = "bbc_topic") -> ml_collections.ConfigDict:
-  task = task or "bbc_topic"
-  if task not in TASKS:
-    raise ValueError(f"unknown fine-tuning task {task!r}; choose one of {TASKS}")
+  task = check_variant("fine-tuning", task or "bbc_topic", TASKS, kind="task")
   c = base_config()
   c.objective = "finetune"
   c.task = task

@@ -8,7 +8,9 @@ saved run is `ssljax.objectives.restore_model`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from typing import Any
 
@@ -97,7 +99,9 @@ def restore_state(workdir: str, step: int | None, sharding: jax.sharding.Shardin
     raise NotARunError(f"no checkpoint in {directory}: is {workdir!r} the workdir of an `ssljax train` run "
                        "that saved one?")
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
-  with ocp.CheckpointManager(directory, item_handlers=handlers) as mngr:
+  # A step that cannot be read is reported once, as the CorruptCheckpointError below; orbax's own
+  # warnings about its missing files would come before it.
+  with quiet_absl(), ocp.CheckpointManager(directory, item_handlers=handlers) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None:
       raise NotARunError(f"no checkpoint in {directory}: has `ssljax train` saved one yet?")
@@ -112,6 +116,18 @@ def restore_state(workdir: str, step: int | None, sharding: jax.sharding.Shardin
       raise CorruptCheckpointError(f"cannot read the checkpoint of step {step} in {directory} ({reason}); restore "
                                    "an intact copy of the run, or move that step's directory aside to read the "
                                    "one before") from error
+
+
+@contextlib.contextmanager
+def quiet_absl():
+  """absl's warnings (orbax logs through absl) held back for the duration; errors still show."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def restore_params(workdir: str, step: int | None = None, sharding: jax.sharding.Sharding | None = None):

@@ -150,14 +150,21 @@ MISTAKES = {
     "dataset_not_prepared": (["train", "--config", SMOKE, "--workdir", "{run}", "--config.data.name=cifar10"],
                              ["Dataset 'cifar10' is not prepared", "tfds build cifar10"]),
     "checkpoint_missing": (["eval", "--workdir", "{prepared}"], ["no checkpoint in", "that saved one"]),
+    "checkpoint_unreadable": (["eval", "--workdir", "{corrupt}"],
+                              ["cannot read the checkpoint of step 3", "restore an intact copy"]),
+    "unknown_finetune_task": (["train", "--config", "configs/finetune.py:bbc_topc", "--workdir", "{run}"],
+                              ["unknown fine-tuning task 'bbc_topc'", "did you mean 'bbc_topic'"]),
 }
 
 
 def test_each_mistake_ends_in_one_line_exit_2_no_traceback_and_nothing_written(tmp_path):
-  prepared = str(tmp_path / "prepared")
+  prepared, corrupt = str(tmp_path / "prepared"), str(tmp_path / "corrupt")
   _run_without_checkpoint(prepared)
+  _run_without_checkpoint(corrupt)
+  os.makedirs(os.path.join(corrupt, "checkpoints", "3", "state"))  # a step whose files are gone
   runs = {name: str(tmp_path / name) for name in MISTAKES}
-  argvs = [[a.format(run=runs[name], prepared=prepared) for a in args] for name, (args, _) in MISTAKES.items()]
+  argvs = [[a.format(run=runs[name], prepared=prepared, corrupt=corrupt) for a in args]
+           for name, (args, _) in MISTAKES.items()]
   # the datasets' directory is empty: cifar10 is not prepared, and no case gets as far as mnist5k
   for name, result in zip(MISTAKES, run_all(argvs, str(tmp_path / "tfds"))):
     lines = result.stderr.strip().splitlines()
@@ -167,6 +174,8 @@ def test_each_mistake_ends_in_one_line_exit_2_no_traceback_and_nothing_written(t
       assert part in lines[0], (name, part, lines[0])
     assert not os.path.exists(runs[name]), (name, os.listdir(runs[name]))
   assert os.listdir(prepared) == ["config.json"]
+  assert sorted(os.listdir(corrupt)) == ["checkpoints", "config.json"]
+  assert os.listdir(os.path.join(corrupt, "checkpoints", "3", "state")) == []
 
 
 def test_a_checkpoint_that_cannot_be_read_is_the_users_error_naming_the_step(tmp_path):

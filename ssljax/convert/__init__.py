@@ -23,10 +23,8 @@ the same parameters bit for bit.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import logging
 import os
 import shutil
 from typing import Any
@@ -269,22 +267,10 @@ def write_run(imported: Imported, workdir: str) -> None:
   mngr = checkpoint.manager(workdir, save_every=1, keep=config.train.keep_checkpoints, async_save=False,
                             low_memory=True)
   # An empty data state: no batch has been read; the trainer starts the iterator afresh.
-  with _quiet_absl():  # orbax warns that it finds no OCDBT files to merge: low_memory writes none
+  with workdir_lib.quiet_absl():  # orbax warns that it finds no OCDBT files to merge: low_memory writes none
     checkpoint.save(mngr, 0, state, {}, force=True)
     mngr.wait_until_finished()
   mngr.close()
-
-
-@contextlib.contextmanager
-def _quiet_absl():
-  """absl's warnings (orbax logs through absl) held back for the duration."""
-  logger = logging.getLogger("absl")
-  level = logger.level
-  logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
 
 
 def _to_device(tree: dict) -> dict:

@@ -199,13 +199,14 @@ def image_config() -> ml_collections.ConfigDict:
 EXAMPLES_PER_EPOCH = {"mnist5k": 3500, "cifar10": 45_000, "imagenet2012": 1_268_355}
 
 
-def check_variant(objective: str, variant: str | None, variants: tuple[str, ...]) -> str:
-  """`variant` ("" or None: mnist5k), or a UserError that suggests the closest and lists the choices."""
+def check_variant(objective: str, variant: str | None, variants: tuple[str, ...], kind: str = "variant") -> str:
+  """`variant` ("" or None: mnist5k), or a UserError that suggests the closest and lists the choices
+  (`kind` names what the config's argument is: a variant, or fine-tuning's task)."""
   variant = variant or "mnist5k"
   if variant not in variants:
     close = difflib.get_close_matches(variant, variants, n=1)
     guess = f"did you mean {close[0]!r}? " if close else ""
-    raise UserError(f"unknown {objective} variant {variant!r}; {guess}choose one of {', '.join(variants)}")
+    raise UserError(f"unknown {objective} {kind} {variant!r}; {guess}choose one of {', '.join(variants)}")
   return variant
 
 
