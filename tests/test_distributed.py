@@ -74,47 +74,44 @@ def one_device_losses(tmp_path_factory, data_dir):
   return _losses(workdir)
 
 
-def test_two_processes_train_like_one_process_and_one_device(tmp_path, data_dir, one_device_losses):
-  workdir = str(tmp_path / "two")
-  results = _train_processes(["--workdir", workdir, *COMMON, "--config.train.evaluate=False"], data_dir, tmp_path)
-  for code, output in results:
-    assert code == 0, output[-3000:]
-  eight = str(tmp_path / "eight")
-  result = run_cli(["train", "--workdir", eight, *COMMON, "--config.train.evaluate=False"], data_dir, devices=8)
-  assert result.returncode == 0, result.stderr[-3000:]
-  _assert_same_losses(_losses(workdir), _losses(eight))
-  _assert_same_losses(_losses(workdir), one_device_losses)
-  # Each process saved its own iterator position.
-  data_item = os.path.join(workdir, "checkpoints", "4", "data")
-  assert sorted(f for f in os.listdir(data_item) if f.endswith(".json")) == ["process_0-of-2.json",
-                                                                            "process_1-of-2.json"]
+def _knn(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {r["step"]: r["val_knn_accuracy"] for r in map(json.loads, f) if "val_knn_accuracy" in r}
 
 
-@pytest.mark.slow  # two more 2-process runs and an evaluation: about a minute on idle cores
-def test_two_processes_with_split_parameters_resume_and_evaluate_once(tmp_path, data_dir, one_device_losses):
-  """FSDP across the two processes (every leaf with a dimension divisible by 8 split), killed
-  after the checkpoint of step 2 (here: the later one deleted), resumed: the same losses as one
-  device, and the evaluation printed and written by process 0 only."""
+def test_two_processes_with_split_parameters_train_like_one_device_resume_and_evaluate_once(
+    tmp_path, data_dir, one_device_losses):
+  """2 processes with FSDP across them (every leaf with a dimension divisible by 8 split) train
+  like 1 process of 8 devices and like 1 device, each process saving its own iterator position;
+  killed after the checkpoint of step 2 (here: the later one deleted) and resumed, they continue
+  with the same losses and kNN monitors, and process 0 alone evaluates and writes eval.json."""
   workdir = str(tmp_path / "fsdp")
   # The kNN monitor reads the split parameters whole on every process.
   args = ["--workdir", workdir, *COMMON, "--config.train.param_sharding=fsdp", "--config.train.fsdp_min_size=0",
           "--config.evals.knn.every=2"]
   for code, output in _train_processes([*args, "--config.train.evaluate=False"], data_dir, tmp_path):
     assert code == 0, output[-3000:]
+  eight = str(tmp_path / "eight")
+  result = run_cli(["train", "--workdir", eight, *COMMON, "--config.train.evaluate=False"], data_dir, devices=8)
+  assert result.returncode == 0, result.stderr[-3000:]
+  _assert_same_losses(_losses(workdir), _losses(eight))
   _assert_same_losses(_losses(workdir), one_device_losses)
-  knn = {r["step"]: r["val_knn_accuracy"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
-         if "val_knn_accuracy" in r}
+  data_item = os.path.join(workdir, "checkpoints", "4", "data")
+  assert sorted(f for f in os.listdir(data_item) if f.endswith(".json")) == ["process_0-of-2.json",
+                                                                            "process_1-of-2.json"]
+  knn = _knn(workdir)
   assert sorted(knn) == [2, 4]
+
   shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
   results = _train_processes(args, data_dir, tmp_path)
   for code, output in results:
     assert code == 0, output[-3000:]
   _assert_same_losses(_losses(workdir), one_device_losses)
-  resumed_knn = {r["step"]: r["val_knn_accuracy"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
-                 if "val_knn_accuracy" in r}
-  assert resumed_knn == pytest.approx(knn)
-  assert "linear_probe" in results[0][1] and "linear_probe" not in results[1][1]
-  assert json.load(open(os.path.join(workdir, "eval.json")))["split"] == "test"
+  assert _knn(workdir) == pytest.approx(knn)
+  eval_json = os.path.join(workdir, "eval.json")
+  assert f"written to {eval_json}" in results[0][1] and "written to" not in results[1][1]
+  with open(eval_json) as f:
+    assert json.load(f)["split"] == "test"
 
 
 def test_what_asks_for_several_processes():

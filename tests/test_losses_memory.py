@@ -37,7 +37,6 @@ def test_main_prints_the_table(capsys):
   assert float(lines[-1].split()[1]) == round(rows[1]["dense_mib"], 1)
 
 
-@pytest.mark.slow
 def test_65536_embeddings_blockwise_under_1_gib_dense_over_16_gib():
   """The benchmark's headline, on one device: z1, z2 each (32768, 128), block 1024."""
   row, = loss_memory.loss_memory_table(batch_sizes=(65536,), dim=128, block_size=1024)
