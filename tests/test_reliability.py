@@ -127,8 +127,8 @@ run()
 
 def test_sigkill_at_start_and_during_an_async_save_resumes_identically(tmp_path, data_dir, reference):
   """Killed while starting (no checkpoint yet), then while the step-20 checkpoint is being
-  written: the run restarts from step 10, the last complete checkpoint, and its losses and
-  data order equal those of an uninterrupted run."""
+  written: the run restarts from step 10, the last complete checkpoint, and its losses, data
+  order and final parameters (bit for bit) equal those of an uninterrupted run."""
   workdir = str(tmp_path / "run")
   quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   process = popen_cli(["train", "--workdir", workdir, *COMMON], data_dir, **quiet)
@@ -148,6 +148,10 @@ def test_sigkill_at_start_and_during_an_async_save_resumes_identically(tmp_path,
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert _losses(workdir) == _losses(reference)
   assert not _tmp_checkpoints(workdir)  # the manager removed the partial one
+  # After both kills, the final parameters and model state are the uninterrupted run's, bit for bit.
+  _, params, model_state = objectives.restore_model(workdir)
+  _, ref_params, ref_model_state = objectives.restore_model(reference)
+  assert jax.tree.all(jax.tree.map(np.array_equal, (params, model_state), (ref_params, ref_model_state)))
 
 
 @pytest.mark.slow
