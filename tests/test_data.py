@@ -25,19 +25,21 @@ def _no_network(*args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def built(data_dir):
-  """Builds both bundled datasets with every socket call blocked; returns build seconds."""
+def built(tmp_path_factory):
+  """Builds both bundled datasets into a fresh data directory of this module's, with every
+  socket call blocked: (that directory, build seconds per dataset)."""
+  data_dir = str(tmp_path_factory.mktemp("offline_build"))
   seconds = {}
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(socket.socket, "connect", _no_network)
     mp.setattr(socket, "create_connection", _no_network)
     mp.setattr(socket, "getaddrinfo", _no_network)
     for name in ("mnist5k", "digits"):
-      already = data.BUNDLED_BUILDERS[name](data_dir=data_dir).is_prepared()
+      assert not data.BUNDLED_BUILDERS[name](data_dir=data_dir).is_prepared()
       start = time.perf_counter()
       data.load(name, "train", data_dir=data_dir)
-      seconds[name] = None if already else time.perf_counter() - start
-  return seconds
+      seconds[name] = time.perf_counter() - start
+  return data_dir, seconds
 
 
 class _IdSource:
@@ -72,12 +74,12 @@ def _mnist5k_raw():
 # --- builders ------------------------------------------------------------------
 
 
-def test_bundled_datasets_build_offline_as_array_record(built, data_dir):
+def test_bundled_datasets_build_offline_as_array_record(built):
+  data_dir, seconds = built
   for name in ("mnist5k", "digits"):
     files = list(epath.Path(data_dir).glob(f"{name}/2.0.0/{name}-*.array_record-*"))
     assert {f.name.split(".")[0] for f in files} == {f"{name}-train", f"{name}-validation", f"{name}-test"}
-  if built["mnist5k"] is not None:  # only when this module did the build
-    assert built["mnist5k"] < 15.0, built
+  assert seconds["mnist5k"] < 15.0, seconds
 
 
 def test_per_class_train_mask_takes_first_80_percent_of_each_class():
@@ -94,7 +96,7 @@ def test_per_class_splits_hold_out_the_last_eighth_of_each_class_for_validation(
   np.testing.assert_array_equal(splits[10:], ["train"] * 14 + ["validation"] * 2 + ["test"] * 4)
 
 
-def test_mnist5k_split_is_350_50_100_per_class_in_file_order(built, data_dir):
+def test_mnist5k_split_is_350_50_100_per_class_in_file_order(data_dir):
   raw_x, raw_y = _mnist5k_raw()
   assert np.array_equal(np.bincount(raw_y), [500] * 10)
   train_x, train_y = data.load_numpy("mnist5k", "train", data_dir=data_dir)
@@ -112,7 +114,7 @@ def test_mnist5k_split_is_350_50_100_per_class_in_file_order(built, data_dir):
     np.testing.assert_array_equal(test_x[test_y == c], raw_x[rows[400:]])
 
 
-def test_digits_split_and_scaling_match_sklearn(built, data_dir):
+def test_digits_split_and_scaling_match_sklearn(data_dir):
   from sklearn.datasets import load_digits
 
   raw = load_digits()
@@ -136,7 +138,7 @@ def test_digits_split_and_scaling_match_sklearn(built, data_dir):
   assert scaled.max() == 255 and train_x.max() == 255
 
 
-def test_records_dtypes_ranges_and_random_access(built, data_dir):
+def test_records_dtypes_ranges_and_random_access(data_dir):
   source = data.load("mnist5k", "test", data_dir=data_dir)
   images, labels = data.load_numpy("mnist5k", "test", data_dir=data_dir)
   assert len(source) == 1000
@@ -152,7 +154,7 @@ def test_records_dtypes_ranges_and_random_access(built, data_dir):
   np.testing.assert_array_equal(np.stack([r["image"] for r in picked]), images[[999, 3, 537]])
 
 
-def test_in_memory_source_gives_the_same_records_and_batches(built, data_dir):
+def test_in_memory_source_gives_the_same_records_and_batches(data_dir):
   source = data.load("mnist5k", "train", data_dir=data_dir)
   cached = data.in_memory(source)
   assert isinstance(cached, data.ArraySource) and len(cached) == len(source) == 3500
@@ -165,7 +167,7 @@ def test_in_memory_source_gives_the_same_records_and_batches(built, data_dir):
   np.testing.assert_array_equal(from_disk["label"], from_memory["label"])
 
 
-def test_in_memory_leaves_large_sources_alone_and_lists_other_records(built, data_dir):
+def test_in_memory_leaves_large_sources_alone_and_lists_other_records(data_dir):
   source = data.load("mnist5k", "train", data_dir=data_dir)
   assert data.in_memory(source, max_bytes=1000) is source  # 3500 x 784 bytes do not fit
   synthetic = _IdSource(5)  # records of 4 image bytes and an 8-byte label: 60 bytes in all
@@ -176,7 +178,7 @@ def test_in_memory_leaves_large_sources_alone_and_lists_other_records(built, dat
   assert data.in_memory(listed) is listed
 
 
-def test_info(built, data_dir):
+def test_info(data_dir):
   mnist = data.info("mnist5k", data_dir=data_dir)
   assert mnist.image_shape == (28, 28, 1) and mnist.num_classes == 10 and mnist.label_key == "label"
   assert mnist.num_examples == {"train": 3500, "validation": 500, "test": 1000}
@@ -265,7 +267,7 @@ def test_prepared_public_style_dataset_is_decoded_and_normalised(tmp_path):
 # --- grain pipeline ----------------------------------------------------------
 
 
-def test_train_iterator_shapes_and_dtypes(built, data_dir):
+def test_train_iterator_shapes_and_dtypes(data_dir):
   source = data.load("mnist5k", "train", data_dir=data_dir)
   batch = next(data.train_iterator(source, batch_size=32, seed=0))
   chex.assert_shape(batch["image"], (32, 28, 28, 1))
@@ -299,7 +301,7 @@ def test_unshuffled_iterator_keeps_stored_order():
   np.testing.assert_array_equal(_ids(list(it)), np.arange(20))
 
 
-def test_checkpoint_restore_continues_identically(built, data_dir):
+def test_checkpoint_restore_continues_identically(data_dir):
   source = data.load("mnist5k", "train", data_dir=data_dir)
   make = lambda: data.train_iterator(source, batch_size=16, seed=3)
   it = make()
@@ -345,7 +347,7 @@ def test_process_parts_of_each_step_are_the_one_process_global_batch(processes):
   assert not np.array_equal(np.sort(_ids(one[:5])), np.sort(_ids(one[5:10])))  # another permutation
 
 
-def test_worker_process_gives_the_same_batches(built, data_dir):
+def test_worker_process_gives_the_same_batches(data_dir):
   source = data.load("digits", "test", data_dir=data_dir)
   in_process = data.train_iterator(source, batch_size=8, seed=5)
   worker = data.train_iterator(source, batch_size=8, seed=5, worker_count=1, prefetch=2)
@@ -354,7 +356,7 @@ def test_worker_process_gives_the_same_batches(built, data_dir):
 
 
 @pytest.mark.slow
-def test_worker_processes_checkpoint_restore(built, data_dir):
+def test_worker_processes_checkpoint_restore(data_dir):
   source = data.load("digits", "test", data_dir=data_dir)
   make = lambda: data.train_iterator(source, batch_size=8, seed=5, worker_count=2, prefetch=2)
   it = make()
