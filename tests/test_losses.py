@@ -399,22 +399,40 @@ def test_blockwise_equals_dense(block_size):
 # ---------------------------------------------------------------------------------------------
 
 
+# Every loss of this file on (z1, z2, logits, start logits, end logits): bfloat16 embeddings and
+# logits go in; the integer labels, masks and weights are the same for both dtypes.
+_STARTS, _ENDS = np.array([1, 2]), np.array([3, 2])
+_CONTEXT = np.array([[0, 1, 1, 1, 1], [0, 0, 1, 1, 0]], bool)
+_LOSSES_OF_EMBEDDINGS_AND_LOGITS = {
+    "nt_xent": lambda z1, z2, _, s, e: losses.nt_xent(z1, z2, temperature=0.3),
+    "nt_xent_block": lambda z1, z2, _, s, e: losses.nt_xent(z1, z2, temperature=0.3, block_size=4),
+    "info_nce": lambda z1, z2, _, s, e: losses.info_nce(z1, z2, temperature=0.3, block_size=4),
+    "byol": lambda z1, z2, _, s, e: losses.byol_loss(z1, z2),
+    "vicreg": lambda z1, z2, _, s, e: losses.vicreg_loss(z1, z2),
+    "clip": lambda z1, z2, _, s, e: losses.clip_loss(z1, z2, 3.0),
+    "clip_block": lambda z1, z2, _, s, e: losses.clip_loss(z1, z2, 3.0, block_size=4),
+    "siglip": lambda z1, z2, _, s, e: losses.siglip_loss(z1, z2, 3.0, 0.0),
+    "classification": lambda z1, z2, logits, s, e: losses.classification_loss(logits[0], _TOKENS[0]),
+    "masked_lm": lambda z1, z2, logits, s, e: losses.masked_lm_loss(logits, _TOKENS, _WEIGHTS),
+    "next_token": lambda z1, z2, logits, s, e: losses.next_token_loss(logits, _TOKENS),
+    "tagging": lambda z1, z2, logits, s, e: losses.tagging_loss(logits, _TOKENS),
+    "span": lambda z1, z2, logits, s, e: losses.span_loss(s, e, _STARTS, _ENDS, _CONTEXT),
+}
+
+
 def test_bfloat16_inputs_are_computed_in_float32():
-  z1 = jnp.asarray(_A, jnp.bfloat16)
-  z2 = jnp.asarray(_B, jnp.bfloat16)
-
-  @jax.jit
-  def all_losses(z1, z2, logits):
-    return (losses.nt_xent(z1, z2, temperature=0.3), losses.byol_loss(z1, z2),
-            losses.vicreg_loss(z1, z2), losses.clip_loss(z1, z2, 3.0, block_size=4),
-            losses.siglip_loss(z1, z2, 3.0, 0.0),
-            losses.classification_loss(logits, _TOKENS[0]))
-
-  values = all_losses(z1, z2, jnp.asarray(_LOGITS[0], jnp.bfloat16))
-  assert all(v.dtype == jnp.float32 for v in values)
-  # Same number as float32 maths on the bfloat16-rounded inputs.
-  rounded = [np.asarray(z.astype(jnp.float32), np.float64) for z in (z1, z2)]
-  np.testing.assert_allclose(values[0], ref_nt_xent(*rounded, 0.3), rtol=2e-6)
+  """Each loss of bfloat16 inputs is float32 and equals, to float32 rounding, the same loss of
+  those inputs cast to float32: a loss computed in bfloat16 and cast at the end is ~1e-3 off."""
+  inputs = [jnp.asarray(x, jnp.bfloat16) for x in (_A, _B, _LOGITS, _LOGITS[:, :, 0] * 2, _LOGITS[:, :, 1] * 2)]
+  upcast = [x.astype(jnp.float32) for x in inputs]
+  for name, loss in _LOSSES_OF_EMBEDDINGS_AND_LOGITS.items():
+    value, reference = jax.jit(loss)(*inputs), jax.jit(loss)(*upcast)
+    assert value.dtype == jnp.float32, (name, value.dtype)
+    np.testing.assert_allclose(value, reference, rtol=2e-6, err_msg=name)
+  # And float32 maths on the bfloat16-rounded inputs is the paper's formula on them, in float64.
+  rounded = [np.asarray(z, np.float64) for z in upcast[:2]]
+  np.testing.assert_allclose(jax.jit(losses.nt_xent, static_argnames="temperature")(*inputs[:2], temperature=0.3),
+                             ref_nt_xent(*rounded, 0.3), rtol=2e-6)
 
 
 _DEGENERATE = {
