@@ -82,13 +82,21 @@ def test_patch_pair_label_matches_the_neighbours_position(jitter):
   assert len(origins) > 1  # the grid is placed at random offsets
 
 
-def test_patch_pair_is_deterministic_per_key():
+def test_patch_pair_of_an_example_depends_on_its_key_only():
+  """`patch_pairs` with per-example keys gives each example the pair that `patch_pair` draws
+  from that key alone, wherever the example sits in the batch; another key, another pair."""
   image = _position_image(32, 32)
-  pair = jax.jit(functools.partial(aug.patch_pair, patch_size=6, gap=3, jitter=1))
-  a = pair(jax.random.key(1), image)
-  b = pair(jax.random.key(1), image)
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x, y)
+  settings = dict(patch_size=6, gap=3, jitter=1)
+  keys = jax.random.split(jax.random.key(1), 6)
+  batched = aug.patch_pairs(keys, jnp.broadcast_to(image, (6, 32, 32, 1)), **settings)
+  reversed_batch = aug.patch_pairs(keys[::-1], jnp.broadcast_to(image, (6, 32, 32, 1)), **settings)
+  for i in range(6):
+    alone = aug.patch_pair(keys[i], image, **settings)
+    for whole, flipped, single in zip(batched, reversed_batch, alone):
+      np.testing.assert_array_equal(whole[i], single)
+      np.testing.assert_array_equal(flipped[5 - i], single)
+  corners = {(_corner(c, 32), _corner(n, 32)) for c, n in zip(np.asarray(batched[0]), np.asarray(batched[1]))}
+  assert len(corners) > 1
 
 
 def test_patch_pair_grid_must_fit():
