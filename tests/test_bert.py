@@ -496,10 +496,15 @@ def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
   assert "unigram" not in report["mlm"] and "word_overlap" not in report["nsp"]
   assert mlm["predictions"] > 64 and 0 < nsp["is_next_fraction"] < 1
   assert 0 < mlm["most_frequent_token"]["accuracy"] < 1 and mlm["unigram"]["loss"] > 0
-  assert 0 <= mlm["model"]["accuracy"] <= 1 and 0 <= nsp["model"]["accuracy"] <= 1
+  # 30 steps take the masked-LM from uniform guessing (1 / 384) to the bytes' most frequent
+  # token at least; next-sentence prediction is not learned in 30 steps: its accuracy is only
+  # checked to count the 64 pairs.
+  vocab_size = mlm["tokenizer"]["vocab_size"]
+  assert mlm["model"]["accuracy"] > 20 / vocab_size and mlm["model"]["accuracy"] >= 0.9 * mlm["most_frequent_token"]["accuracy"]
+  assert nsp["model"]["accuracy"] * 64 == pytest.approx(round(nsp["model"]["accuracy"] * 64))
   assert nsp["chance"] == 0.5 and len(report["filled_blanks"]["samples"]) == 2
-  overlap = nsp["word_overlap"]
-  assert 0 <= overlap["accuracy"] <= 1 and overlap["chosen_on"] == "validation"
+  overlap = nsp["word_overlap"]  # word overlap tells continuing sentences from random ones
+  assert overlap["accuracy"] > nsp["majority"] and overlap["chosen_on"] == "validation"
   assert "Evaluation of bert on bbc_news (test split)" in result.stdout
   assert "word overlap (TF-IDF cosine)" in result.stdout
   assert "masked-LM acc" in result.stdout and "Filled-in blanks" in result.stdout

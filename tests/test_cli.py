@@ -47,7 +47,10 @@ def test_train_eval_plot_smoke(tmp_path, data_dir):
   encoders = {"simclr", "random_init", "raw_pixels"}
   for name in ("linear_probe", "knn"):
     assert set(report[name]["accuracy"]) == encoders
-    assert all(0.0 <= v <= 1.0 for v in report[name]["accuracy"].values())
+    # 4 steps teach the encoder little, but every probe beats twice the chance of 10 digits,
+    # and the raw pixels' (no training at all) are known to be near 0.9 on mnist5k.
+    assert all(v > 0.2 for v in report[name]["accuracy"].values()), report[name]
+    assert report[name]["accuracy"]["raw_pixels"] > 0.85, report[name]
   few = report["few_label_probe"]
   assert few["labels_per_class"] == 10 and set(few["accuracy"]) == encoders
   for row in few["accuracy"].values():

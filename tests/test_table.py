@@ -33,7 +33,8 @@ def test_table_json_has_every_method_and_column(smoke_table):
     assert set(row) == {"linear_probe", "linear_probe_10_per_class", "linear_probe_10_per_class_std", "knn",
                         "pretrain_seconds"}, name
     for column in ("linear_probe", "linear_probe_10_per_class", "knn"):
-      assert 0.0 <= row[column] <= 1.0, (name, column)
+      assert 0.2 < row[column] <= 1.0, (name, column, row)  # above twice the chance of 10 digits
+  assert saved["raw_pixels"]["linear_probe"] > 0.85 and saved["raw_pixels"]["knn"] > 0.85, saved["raw_pixels"]
   assert saved["simclr"]["pretrain_seconds"] > 0 and saved["rotation"]["pretrain_seconds"] > 0
   assert saved["random_init"]["pretrain_seconds"] == 0 and saved["raw_pixels"]["pretrain_seconds"] == 0
   for name in ("simclr", "rotation"):  # each objective trained in its own workdir, to the end
