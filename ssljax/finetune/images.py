@@ -71,14 +71,12 @@ def trial_config(config: ml_collections.ConfigDict, source: ml_collections.Confi
                  draw: int, lr: float, labelled: int) -> ml_collections.ConfigDict:
   """The supervised objective's config of one trial (see the module docstring)."""
   child = load_config("supervised")
-  for key in DATA_KEYS:
-    if key in source.data:
-      child.data[key] = source.data[key]
+  for part, keys in (("data", DATA_KEYS), ("model", ENCODER_KEYS)):
+    for key in keys:
+      if key in source[part]:
+        child[part][key] = _as_config_value(source[part][key])
   if config.data_dir:
     child.data.data_dir = config.data_dir
-  for key in ENCODER_KEYS:
-    if key in source.model:
-      child.model[key] = source.model[key]
   child.model.num_classes = num_classes(source)
   crop_size, flip_p = pretrained_view(source)
   child.augment = augment.crop_and_flip(crop_scale=tuple(config.crop_scale),
@@ -102,6 +100,11 @@ def trial_config(config: ml_collections.ConfigDict, source: ml_collections.Confi
   child.eval.batch_size = config.eval_batch_size
   child.evals = ml_collections.ConfigDict()  # scored by `accuracy`, not by the probes
   return child
+
+
+def _as_config_value(value):
+  """A value read back from config.json as the configs write it: its lists (pixel_mean) as tuples."""
+  return tuple(value) if isinstance(value, list) else value
 
 
 def _with_batch(config: ml_collections.ConfigDict, batch: int) -> ml_collections.ConfigDict:
