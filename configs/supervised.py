@@ -19,6 +19,11 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   c.model.num_classes = 10
   c.augment = crop_and_flip()
   c.optim.name, c.optim.lr, c.optim.lr_scaling, c.optim.weight_decay = "sgd", 0.1, "linear", 1e-4
+  # Label budget: 0 trains on every label; k > 0 on k labels of every class, the training
+  # split's draw `draw` of the few_label_probe (seed eval.seed + draw): `ssljax finetune` of an
+  # image run trains one run per draw (objectives/supervised.py).
+  c.labels_per_class = 0
+  c.draw = 0
   apply_image_variant(c, variant)
 
   if variant == "mnist5k":

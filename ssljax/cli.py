@@ -148,7 +148,7 @@ COMMANDS = (
             ("workdir", "image", "labels", "template"),
             ('ssljax zero-shot --workdir runs/clip --image photo.png --labels "red circle,blue square"',),
             required=("workdir", "image", "labels")),
-    Command("finetune", "Fine-tune a BERT run's encoder on a task, the learning rate chosen on validation.",
+    Command("finetune", "Fine-tune a run's encoder: BERT on a task, an image run on its labels; lr chosen on validation.",
             ("workdir", "task", "config", "progress"),
             ("ssljax finetune --workdir runs/bert --task bbc_topic",
              "ssljax finetune --workdir runs/mybert --task file --config.data_path=reviews.csv "
@@ -443,8 +443,8 @@ def _zero_shot(arguments: list[str]) -> None:
 
 def _finetune(arguments: list[str]) -> None:
   if _CONFIG.value is None:
-    raise UserError("'ssljax finetune' needs --task TASK (or --config configs/finetune.py:TASK) "
-                    f"({_see_help(BY_NAME['finetune'])})")
+    raise UserError("'ssljax finetune' of a BERT run needs --task TASK (or --config configs/finetune.py:TASK); "
+                    f"an image run needs only --workdir ({_see_help(BY_NAME['finetune'])})")
   from ssljax import finetune
   from ssljax.train import preemption
 
@@ -663,19 +663,32 @@ def _parse_flags(argv: list[str]) -> list[str]:
     raise UserError(f"bad config override, no such key: {message}") from None
 
 
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The value of `--name VALUE` or `--name=VALUE` in a command line (the last given), or None."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg == f"--{name}" and i + 1 < len(argv):
+      value = argv[i + 1]
+    elif arg.startswith(f"--{name}="):
+      value = arg.split("=", 1)[1]
+  return value
+
+
 def _finetune_config_flag(argv: list[str]) -> list[str]:
-  """`ssljax finetune --task NAME` reads configs/finetune.py:NAME: the --config flag that
-  --config.KEY overrides apply to is added here, before flags are parsed, unless given."""
+  """`ssljax finetune --task NAME` reads configs/finetune.py:NAME, and `ssljax finetune --workdir
+  IMAGE_RUN` (no --task) configs/finetune_images.py: the --config flag that --config.KEY
+  overrides apply to is added here, before flags are parsed, unless given."""
   if argv[1:2] != ["finetune"] or any(a == "--config" or a.startswith("--config=") for a in argv):
     return argv
-  task = None
-  for i, arg in enumerate(argv):
-    if arg == "--task" and i + 1 < len(argv):
-      task = argv[i + 1]
-    elif arg.startswith("--task="):
-      task = arg.split("=", 1)[1]
+  task = _flag_value(argv, "task")
   if task is None:
-    return argv
+    from ssljax.finetune import images
+    from ssljax.train.defaults import CONFIGS_DIR
+
+    workdir = _flag_value(argv, "workdir")
+    if workdir is None or not images.is_image_run(workdir):
+      return argv
+    return [*argv[:2], f"--config={os.path.join(CONFIGS_DIR, 'finetune_images.py')}", *argv[2:]]
   from ssljax.downstream.tasks import NAMES
   from ssljax.train.defaults import CONFIGS_DIR
 

@@ -58,7 +58,7 @@ def test_step_runs_on_rgb_images_on_8_devices(objective):
 
 # unit, units per example, and whether the transformer formula applies.
 TINY = {"bert_base_tiny": ("sequences", 1, True), "simclr_resnet50_tiny": ("views", 2, False),
-        "clip_base_tiny": ("pairs", 1, True)}
+        "clip_base_tiny": ("pairs", 1, True), "mae_vit_b16_tiny": ("images", 1, False)}
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

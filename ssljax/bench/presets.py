@@ -51,6 +51,9 @@ PRESETS: dict[str, Preset] = {
     "barlow_twins_resnet50": Preset(
         "barlow_twins:imagenet", 256, (),
         "Barlow Twins ResNet-50 with the 8192-8192-8192 projector, 2 x 256 views of 224 px"),
+    "mae_vit_b16": Preset(
+        "mae:imagenet", 128, (),
+        "MAE ViT-B/16 encoder on 49 of 196 patches + 8-block, 512-wide decoder, 224 px crops from 256 px"),
     "gpt2_124m_tiny": Preset(
         # GPT-2's blocks, as gpt2_124m: without the smoke config's Primer convolution.
         "gpt:smoke", 2, (("text.seq_len", 64), ("model.num_layers", 2), ("model.qkv_conv_width", 0)),
@@ -72,6 +75,11 @@ PRESETS: dict[str, Preset] = {
         (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.view1.crop_size", 28),
          ("augment.view2.crop_size", 28)),
         "a 2-stage ResNet of width 4 and a 3-layer projector, 2 views of 28 px from 32 px"),
+    "mae_vit_b16_tiny": Preset(
+        # mae_tiny: vit_tiny's 4 px patches, 4 blocks of width 128, and a 2-block, 64-wide decoder.
+        "mae:smoke", 2,
+        (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.crop_size", 28)),
+        "a 4-block ViT of width 128 on 12 of 49 patches of 4 px + a 2-block decoder, 28 px crops of 32 px"),
     "clip_base_tiny": Preset(
         "clip:smoke", 2,
         (("model.image_tower", "vit"), ("model.vit_patch_size", 8), ("model.vit_num_layers", 1),

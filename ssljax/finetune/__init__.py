@@ -1,6 +1,7 @@
-"""Fine-tuning a pretrained BERT encoder on downstream tasks (Devlin et al. 2019, arXiv
-1810.04805, section 4): sequence and sentence-pair classification, token tagging and span
-extraction, with the whole encoder trained.
+"""Fine-tuning a pretrained encoder with the whole encoder trained: a BERT encoder on downstream
+tasks (Devlin et al. 2019, arXiv 1810.04805, section 4): sequence and sentence-pair
+classification, token tagging and span extraction; or the encoder of an image run (MAE, SimCLR,
+...) with a linear head on its dataset's labels (`images`; configs/finetune_images.py).
 
   results = ssljax.finetune.run("runs/bert", "bbc_topic", {"labels_per_class": 10})
 
@@ -11,7 +12,9 @@ test split once, fits the task's baseline (`baselines`) on the same labels, and 
 everything to `finetune.json` in the output directory (default
 <pretrained workdir>/finetune/<task>[-scratch][-<label budget>]/). Run again, it skips the
 finished trials and resumes the others.
-`ssljax finetune --workdir RUN --task NAME [--config.KEY=VALUE]` is the same from the shell.
+`ssljax finetune --workdir RUN --task NAME [--config.KEY=VALUE]` is the same from the shell; an
+image run takes no task (`run("runs/mae")`, `ssljax finetune --workdir runs/mae`): `run`
+dispatches on the run's family.
 """
 
 from __future__ import annotations
@@ -115,8 +118,11 @@ def run(pretrained_workdir: str, task_name: str | None = None, config_overrides:
     The results: the chosen learning rate, validation and test metrics (mean and std over
     label draws), every trial's validation score, the baseline, sizes and timing.
   """
-  from ssljax.finetune import protocol
+  from ssljax.finetune import images, protocol
 
+  if images.is_image_run(pretrained_workdir):
+    return _run_images(pretrained_workdir, task_name, config_overrides, config=config, output_dir=output_dir,
+                       progress=progress)
   if config is None:
     config = default_config(task_name or "bbc_topic")
   elif task_name and task_name != config.task:
@@ -125,6 +131,27 @@ def run(pretrained_workdir: str, task_name: str | None = None, config_overrides:
   task = tasks.for_config(config)
   out = output_dir or output_dir_for(pretrained_workdir, config)
   results = protocol.finetune(task, pretrained_workdir, config, out, progress=progress)
+  return _write_results(results, pretrained_workdir, config, out)
+
+
+def _run_images(pretrained_workdir: str, task_name: str | None, config_overrides: Mapping[str, Any] | None, *,
+                config: ml_collections.ConfigDict | None, output_dir: str | None, progress: bool) -> dict:
+  """`run` for an image run: its encoder fine-tuned on its dataset's labels (`images`)."""
+  from ssljax.finetune import images
+
+  if task_name:
+    raise UserError(f"{pretrained_workdir!r} is an image run: it is fine-tuned on its own dataset's labels "
+                    f"(configs/finetune_images.py), not on a text task; drop --task {task_name}")
+  config = images.default_config() if config is None else config
+  images.check_image_config(config)
+  config = with_overrides(config, config_overrides)
+  out = output_dir or config.get("output_dir") or os.path.join(pretrained_workdir, "finetune", images.run_name(config))
+  results = images.finetune(pretrained_workdir, config, out, progress=progress)
+  return _write_results(results, pretrained_workdir, config, out)
+
+
+def _write_results(results: dict, pretrained_workdir: str, config: ml_collections.ConfigDict, out: str) -> dict:
+  """finetune.json in `out`: the results, the pretrained workdir and the config."""
   results["pretrained_workdir"] = os.path.abspath(pretrained_workdir)
   results["config"] = config.to_dict()
   os.makedirs(out, exist_ok=True)

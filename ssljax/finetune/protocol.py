@@ -30,6 +30,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -67,17 +68,23 @@ def trial_config(config: ml_collections.ConfigDict, *, draw: int, lr: float, ste
                                  "train.log_every": 1, "train.evaluate": False})
 
 
-def run_trial(config: ml_collections.ConfigDict, directory: str, *, progress: bool) -> dict:
-  """Trains one trial (or resumes it) and scores it on validation and test; a finished trial's
-  record is read back instead, once its saved config is checked to be this one."""
+def task_scores(directory: str, split: str) -> dict:
+  """A finished trial's task metrics on `split` (its config's task_metrics evaluator)."""
+  return task_metrics.scores(evaluate_workdir(directory, split=split, verbose=False)[TRIAL_SCORES])
+
+
+def run_trial(config: ml_collections.ConfigDict, directory: str, *, progress: bool,
+              score: Callable[[str, str], dict] = task_scores) -> dict:
+  """Trains one trial (or resumes it) and scores it on validation and test (`score(directory,
+  split)` -> {metric: value}); a finished trial's record is read back instead, once its saved
+  config is checked to be this one."""
   path = os.path.join(directory, TRIAL_FILE)
   if os.path.exists(path):
     checks.check_resume(config, directory)
     with open(path) as f:
       return json.load(f)
   loop.train(config, directory, progress=progress)
-  scores = {split: task_metrics.scores(evaluate_workdir(directory, split=split, verbose=False)[TRIAL_SCORES])
-            for split in ("validation", "test")}
+  scores = {split: score(directory, split) for split in ("validation", "test")}
   losses = [r["loss"] for r in read_metrics(directory)]
   record = {"steps": config.train.steps, "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 10):])),
             **scores}
