@@ -60,7 +60,8 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 40 * steps_per_epoch(c)
   elif variant == "smoke":
     c.data.image_size = 16  # 4 x 4 patches of 4 px, 4 visible
-    # One decoder block of width 32: the tests compile this model's step several times.
+    # One encoder and one decoder block of width 32: the tests compile this model's step several times.
+    c.model.encoder = "vit_micro"
     c.model.decoder_layers, c.model.decoder_heads, c.model.decoder_dim, c.model.decoder_mlp_dim = 1, 2, 32, 64
     c.optim.lr = 1e-3
   c.lock()

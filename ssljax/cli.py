@@ -151,8 +151,7 @@ COMMANDS = (
     Command("finetune", "Fine-tune a run's encoder: BERT on a task, an image run on its labels; lr chosen on validation.",
             ("workdir", "task", "config", "progress"),
             ("ssljax finetune --workdir runs/bert --task bbc_topic",
-             "ssljax finetune --workdir runs/mybert --task file --config.data_path=reviews.csv "
-             "--config.text_field=review --config.label_field=stars"),
+             "ssljax finetune --workdir runs/mae --config.labels_per_class=10"),
             required=("workdir",)),
     Command("table", "Pretrain every image objective and probe each beside the baselines, in one table.",
             ("dataset", "workdir", "objectives", "variant", "configs_dir", "override", "split", "markdown",

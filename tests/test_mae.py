@@ -154,7 +154,7 @@ def test_features_are_the_class_token_or_the_mean_patch_token(batch, model):
   """Eager (no compilation: a few hundred small ops)."""
   params, model_state, net = model["params"], model["model_state"], model["net"]
   cls = model["objective"].features(params, model_state, batch)
-  assert cls.shape == (16, 128) and cls.dtype == jnp.float32  # vit_tiny's width
+  assert cls.shape == (16, 32) and cls.dtype == jnp.float32  # vit_micro's width
   mean_objective = objectives.build(_config(**{"model.feature_pool": "mean"}))
   pooled = mean_objective.features(params, model_state, batch)
   tokens = net.apply({"params": params}, jnp.asarray(batch["image"], jnp.float32) / 255.0,
@@ -187,7 +187,7 @@ def test_configs_and_presets_have_the_papers_numbers():
       "mae", "vit_b16", 128, 256)
   tiny = presets.preset_config("mae_vit_b16_tiny", device_count=8)  # its step runs in test_bench.py
   assert (tiny.model.encoder, tiny.data.image_size, tiny.augment.crop_size, tiny.train.batch_size) == (
-      "vit_tiny", 32, 28, 16)
+      "vit_micro", 32, 28, 16)
 
 
 # --- image fine-tuning ----------------------------------------------------------------------------
@@ -235,11 +235,11 @@ def test_finetuning_starts_from_the_pretrained_encoder(pretrained):
   child = images.trial_config(config, source_config, workdir, draw=0, lr=1e-3, labelled=3500)
   checks.check_keys(child)
   assert (child.objective, child.model.encoder, child.data.image_size, child.model.num_classes) == (
-      "supervised", "vit_tiny", 16, 10)
+      "supervised", "vit_micro", 16, 10)
   assert child.init_from == workdir and child.augment.flip_p == source_config.augment.flip_p
   start = _start_params(child)
   chex.assert_trees_all_equal(start["encoder"], params["encoder"])
-  assert set(start) == {"encoder", "head"} and start["head"]["Dense_0"]["kernel"].shape == (128, 10)
+  assert set(start) == {"encoder", "head"} and start["head"]["Dense_0"]["kernel"].shape == (32, 10)
 
   scratch = images.trial_config(with_overrides(config, {"init": "scratch"}), source_config, workdir,
                                 draw=0, lr=1e-3, labelled=3500)

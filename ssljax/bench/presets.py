@@ -76,10 +76,10 @@ PRESETS: dict[str, Preset] = {
          ("augment.view2.crop_size", 28)),
         "a 2-stage ResNet of width 4 and a 3-layer projector, 2 views of 28 px from 32 px"),
     "mae_vit_b16_tiny": Preset(
-        # mae_tiny: vit_tiny's 4 px patches, 4 blocks of width 128, and a 2-block, 64-wide decoder.
+        # mae:smoke's vit_micro (4 px patches, 1 block of width 32) and its 1-block, 32-wide decoder.
         "mae:smoke", 2,
         (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.crop_size", 28)),
-        "a 4-block ViT of width 128 on 12 of 49 patches of 4 px + a 2-block decoder, 28 px crops of 32 px"),
+        "a 1-block ViT of width 32 on 12 of 49 patches of 4 px + a 1-block decoder, 28 px crops of 32 px"),
     "clip_base_tiny": Preset(
         "clip:smoke", 2,
         (("model.image_tower", "vit"), ("model.vit_patch_size", 8), ("model.vit_num_layers", 1),

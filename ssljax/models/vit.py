@@ -48,6 +48,8 @@ VIT_PRESETS: dict[str, dict[str, int]] = {
     # Tests, the bundled 32 px `shapes` set (8 x 8 patches of 4 px) and 28 px digits (7 x 7; local
     # crops of 12 or 16 px give 3 x 3 or 4 x 4).
     "vit_tiny": dict(patch_size=4, num_layers=4, num_heads=4, embed_dim=128, mlp_dim=512),
+    # The smoke configs and the tests' steps: vit_tiny's patches, one block of width 32.
+    "vit_micro": dict(patch_size=4, num_layers=1, num_heads=2, embed_dim=32, mlp_dim=64),
     # ViT-S/16 (Touvron et al. 2021, arXiv 2012.12877, Table 1), DINO's smallest model: 22M parameters.
     "vit_s16": dict(patch_size=16, num_layers=12, num_heads=6, embed_dim=384, mlp_dim=1536),
     # ViT-B/16, the image tower of CLIP's ViT-B/16 model (86M parameters at 224 px).

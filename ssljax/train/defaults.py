@@ -98,7 +98,7 @@ def image_part(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # their stored channels.
   c.data.channels = config_dict.placeholder(int)
 
-  c.model.encoder = "resnet18"  # a ResNet, or a ViT preset: vit_tiny, vit_s16, vit_b16 (models/vit.py)
+  c.model.encoder = "resnet18"  # a ResNet, or a ViT preset: vit_micro, vit_tiny, vit_s16, vit_b16 (models/vit.py)
   c.model.width = 64
   c.model.stem = "small"
   c.model.stem_stride = 1  # 2 halves every stage's resolution (small stem only)
