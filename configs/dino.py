@@ -1,4 +1,4 @@
-"""DINO (arXiv 2104.14294). Variants: mnist5k (default), imagenet, smoke.
+"""DINO (arXiv 2104.14294). Variants: mnist5k (default), cifar10, imagenet, smoke.
 
   ssljax train --config configs/dino.py:mnist5k --workdir runs/dino
 """
@@ -9,7 +9,7 @@ from ssljax import augment
 from ssljax.train.defaults import (apply_image_variant, check_variant, image_config, multi_crop_part,
                                    steps_per_epoch)
 
-VARIANTS = ("mnist5k", "imagenet", "smoke")
+VARIANTS = ("mnist5k", "cifar10", "imagenet", "smoke")
 
 
 def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
@@ -67,6 +67,20 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
       view.flip_p = 0.0
     for view in (c.augment.view1, c.augment.view2):
       view.crop_scale = (0.3, 1.0)
+  elif variant == "cifar10":
+    # The paper pretrains on ImageNet only; not tuned: the ImageNet recipe on ResNet-18 with the
+    # small stem (as the other objectives' cifar10 variants), batch 256, 1000 epochs with 10
+    # warm-up epochs, global crops at the 32 px input size and six 16 px local crops, no blur on
+    # 32 px images, the teacher's warm-up over 30% of training, the last layer frozen for one epoch.
+    c.model.num_outputs = 4096
+    c.train.batch_size = 256
+    c.train.steps = 1000 * steps_per_epoch(c)
+    c.optim.warmup_steps = 10 * steps_per_epoch(c)
+    c.loss.teacher_warmup_steps = 300 * steps_per_epoch(c)
+    c.loss.freeze_last_layer_steps = steps_per_epoch(c)
+    c.multi_crop.num_local = 6
+    for view in (c.augment.view1, c.augment.view2, c.multi_crop.local):
+      view.blur_p = 0.0
   elif variant == "imagenet":
     # ViT-S/16, 100 epochs at batch 1024 (the paper's ViT-S/16 100-epoch run, table 9 / the
     # authors' README): 2 x 224 + 10 x 96 crops, lr 0.0005 x 1024 / 256 with 10 warm-up epochs

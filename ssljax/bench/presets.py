@@ -51,6 +51,13 @@ PRESETS: dict[str, Preset] = {
     "barlow_twins_resnet50": Preset(
         "barlow_twins:imagenet", 256, (),
         "Barlow Twins ResNet-50 with the 8192-8192-8192 projector, 2 x 256 views of 224 px"),
+    "dino_vit_s16": Preset(
+        "dino:imagenet", 64, (),
+        "DINO ViT-S/16, 2 x 224 + 10 x 96 crops per image through the student, the 2 global ones through the "
+        "teacher, 65,536 outputs"),
+    "swav_resnet50": Preset(
+        "swav:imagenet", 64, (),
+        "SwAV ResNet-50, 2 x 224 + 6 x 96 crops per image, 3000 prototypes, Sinkhorn over the global batch"),
     "gpt2_124m_tiny": Preset(
         # GPT-2's blocks, as gpt2_124m: without the smoke config's Primer convolution.
         "gpt:smoke", 2, (("text.seq_len", 64), ("model.num_layers", 2), ("model.qkv_conv_width", 0)),
@@ -72,6 +79,16 @@ PRESETS: dict[str, Preset] = {
         (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.view1.crop_size", 28),
          ("augment.view2.crop_size", 28)),
         "a 2-stage ResNet of width 4 and a 3-layer projector, 2 views of 28 px from 32 px"),
+    "dino_vit_s16_tiny": Preset(
+        "dino:smoke", 2,
+        (("data.name", "imagenet2012"), ("data.image_size", 32), ("model.encoder", "vit_tiny"),
+         ("augment.view1.crop_size", 16), ("augment.view2.crop_size", 16), ("multi_crop.local.crop_size", 8)),
+        "a 4-layer, 128-wide ViT (4 px patches) and its EMA teacher, 2 x 16 + 2 x 8 px crops from 32 px"),
+    "swav_resnet50_tiny": Preset(
+        "swav:smoke", 2,
+        (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.crop_size", 28),
+         ("multi_crop.local.crop_size", 12)),
+        "a 2-stage ResNet of width 4, 12 prototypes, 2 x 28 + 2 x 12 px crops from 32 px"),
     "clip_base_tiny": Preset(
         "clip:smoke", 2,
         (("model.image_tower", "vit"), ("model.vit_patch_size", 8), ("model.vit_num_layers", 1),
