@@ -216,7 +216,8 @@ def test_dino_loss_is_the_papers_loss_of_the_networks_outputs(batch, runs):
   assert student.shape == (4, N, config.model.num_outputs) and teacher.shape == (2, N, config.model.num_outputs)
 
   lc = config.loss
-  tau_t = lc.teacher_temperature_start + (lc.teacher_temperature - lc.teacher_temperature_start) * 1 / lc.teacher_warmup_steps
+  start, end = lc.teacher_temperature_start, lc.teacher_temperature
+  tau_t = start + (end - start) * 1 / lc.teacher_warmup_steps  # step 1 of the warm-up
   np.testing.assert_allclose(metrics["teacher_temperature"], tau_t, rtol=1e-6)
   center = np.asarray(model_state["center"], np.float64)
   expected = _dino64(student, teacher, center, lc.student_temperature, tau_t)
@@ -338,7 +339,8 @@ def test_swav_loss_is_the_papers_loss_of_the_networks_outputs(batch, runs):
                         expected, rtol=1e-3)
   softmax_codes = np.exp(_log_softmax64(np.asarray(scores, np.float64) / lc.epsilon))
   log_probs = _log_softmax64(np.asarray(scores, np.float64) / lc.temperature)
-  no_sinkhorn = np.mean([-(softmax_codes[a] * log_probs[v]).sum(-1).mean() for a in range(2) for v in range(4) if v != a])
+  no_sinkhorn = np.mean([-(softmax_codes[a] * log_probs[v]).sum(-1).mean()
+                         for a in range(2) for v in range(4) if v != a])
   assert not np.isclose(no_sinkhorn, expected, rtol=1e-3)
 
 
