@@ -6,7 +6,8 @@
 import ml_collections
 
 from ssljax import augment
-from ssljax.train.defaults import apply_image_variant, check_variant, image_config, steps_per_epoch
+from ssljax.train.defaults import (apply_image_variant, check_variant, image_config, multi_crop_part,
+                                   steps_per_epoch)
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "imagenet300", "smoke")
 
@@ -69,5 +70,11 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
   elif variant == "smoke":
     c.model.projector_width, c.model.projector_dim, c.model.predictor_width = 16, 8, 16
     c.loss.tau_base = 0.99
+  # Multi-crop, off: --config.multi_crop.num_local=N adds N local crops beside the two views, with
+  # view 1's colours and blur p 0.5, as DINO's local crops (ssljax/objectives/byol.py says how
+  # they enter the loss).
+  local = ml_collections.ConfigDict(c.augment.view1.to_dict())
+  local.blur_p = 0.5
+  multi_crop_part(c, variant, local, crop_scale=(0.05, 0.4))
   c.lock()
   return c

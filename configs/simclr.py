@@ -6,7 +6,8 @@
 import ml_collections
 
 from ssljax import augment
-from ssljax.train.defaults import apply_image_variant, check_variant, image_config, steps_per_epoch
+from ssljax.train.defaults import (apply_image_variant, check_variant, image_config, multi_crop_part,
+                                   steps_per_epoch)
 
 VARIANTS = ("mnist5k", "cifar10", "imagenet", "smoke")
 
@@ -62,5 +63,8 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
     c.augment.blur_p = 0.5
   elif variant == "smoke":
     c.model.projector_width, c.model.projector_dim = 16, 8
+  # Multi-crop, off: --config.multi_crop.num_local=N adds N local crops, augmented as the two
+  # views but smaller (ssljax/objectives/simclr.py says how they enter the loss).
+  multi_crop_part(c, variant, ml_collections.ConfigDict(c.augment.to_dict()), crop_scale=(0.05, 0.4))
   c.lock()
   return c

@@ -54,6 +54,13 @@ PRESETS: dict[str, Preset] = {
     "mae_vit_b16": Preset(
         "mae:imagenet", 128, (),
         "MAE ViT-B/16 encoder on 49 of 196 patches + 8-block, 512-wide decoder, 224 px crops from 256 px"),
+    "dino_vit_s16": Preset(
+        "dino:imagenet", 64, (),
+        "DINO ViT-S/16, 2 x 224 + 10 x 96 crops per image through the student, the 2 global ones through the "
+        "teacher, 65,536 outputs"),
+    "swav_resnet50": Preset(
+        "swav:imagenet", 64, (),
+        "SwAV ResNet-50, 2 x 224 + 6 x 96 crops per image, 3000 prototypes, Sinkhorn over the global batch"),
     "gpt2_124m_tiny": Preset(
         # GPT-2's blocks, as gpt2_124m: without the smoke config's Primer convolution.
         "gpt:smoke", 2, (("text.seq_len", 64), ("model.num_layers", 2), ("model.qkv_conv_width", 0)),
@@ -80,6 +87,16 @@ PRESETS: dict[str, Preset] = {
         "mae:smoke", 2,
         (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.crop_size", 28)),
         "a 1-block ViT of width 32 on 12 of 49 patches of 4 px + a 1-block decoder, 28 px crops of 32 px"),
+    "dino_vit_s16_tiny": Preset(
+        "dino:smoke", 2,
+        (("data.name", "imagenet2012"), ("data.image_size", 32), ("model.encoder", "vit_micro"),
+         ("augment.view1.crop_size", 16), ("augment.view2.crop_size", 16), ("multi_crop.local.crop_size", 8)),
+        "a 1-block, 32-wide ViT (4 px patches) and its EMA teacher, 2 x 16 + 2 x 8 px crops from 32 px"),
+    "swav_resnet50_tiny": Preset(
+        "swav:smoke", 2,
+        (("data.name", "imagenet2012"), ("data.image_size", 32), ("augment.crop_size", 28),
+         ("multi_crop.local.crop_size", 12)),
+        "a 2-stage ResNet of width 4, 12 prototypes, 2 x 28 + 2 x 12 px crops from 32 px"),
     "clip_base_tiny": Preset(
         "clip:smoke", 2,
         (("model.image_tower", "vit"), ("model.vit_patch_size", 8), ("model.vit_num_layers", 1),

@@ -100,7 +100,9 @@ def _image_text_pairs(config: ml_collections.ConfigDict, batch_size: int, rng: n
 
 # Joint-embedding objectives train on two augmented views of every image, so their throughput
 # counts views (images x views), the unit SimCLR and BYOL report; pretext objectives count images.
-VIEWS_PER_IMAGE = {"simclr": 2, "byol": 2, "vicreg": 2, "moco_v3": 2, "barlow_twins": 2}
+# With multi-crop (DINO, SwAV, or SimCLR and BYOL with `multi_crop.num_local` > 0) every local crop
+# counts as a view too, whatever its size (`_unit`).
+VIEWS_PER_IMAGE = {"simclr": 2, "byol": 2, "vicreg": 2, "moco_v3": 2, "barlow_twins": 2, "dino": 2, "swav": 2}
 
 
 def measure(config: ml_collections.ConfigDict, steps: int = 20, warmup: int = 3, *,
@@ -229,6 +231,8 @@ def _unit(config: ml_collections.ConfigDict, example: dict) -> tuple[str, int]:
   if "tokens" in example:  # packed windows
     return "tokens", example["tokens"].shape[1]
   views = VIEWS_PER_IMAGE.get(config.objective)
+  if views and "multi_crop" in config:
+    views += config.multi_crop.num_local
   return ("views", views) if views else ("images", 1)
 
 
@@ -240,6 +244,8 @@ def _describe_model(config: ml_collections.ConfigDict, example: dict, params) ->
     return f"{tower} + text transformer ({size} parameters)"
   if "tokens" in example:
     return f"transformer {config.model.preset} ({size} parameters)"
+  if config.model.encoder.startswith("vit"):  # a ViT preset: no width of its own
+    return f"{config.model.encoder} ({size} parameters)"
   return f"{config.model.encoder} width {config.model.width} ({size} parameters)"
 
 

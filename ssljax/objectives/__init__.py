@@ -22,6 +22,8 @@ from ssljax.objectives import supervised  # noqa: F401  isort: skip
 from ssljax.objectives import moco_v3  # noqa: F401  isort: skip
 from ssljax.objectives import barlow_twins  # noqa: F401  isort: skip
 from ssljax.objectives import mae  # noqa: F401  isort: skip
+from ssljax.objectives import dino  # noqa: F401  isort: skip
+from ssljax.objectives import swav  # noqa: F401  isort: skip
 from ssljax.objectives import gpt  # noqa: F401  isort: skip
 from ssljax.objectives import bert  # noqa: F401  isort: skip
 from ssljax.objectives import clip  # noqa: F401  isort: skip

@@ -22,6 +22,16 @@ actually saw.
 
   model_state = {"batch_stats": online BN statistics,
                  "target": {"params": {"encoder", "projector"}, "batch_stats": {...}}}
+
+Multi-crop (`config.multi_crop.num_local` > 0; SwAV's, arXiv 2006.09882, section 3.2, not part of
+BYOL): the online network also sees local crops at a smaller size (one forward pass per size,
+`common.apply_by_size`), the target only the two global views, and, as in DINO's pair loop
+(arXiv 2104.14294, Algorithm 1), each global view's target projection is regressed by the
+prediction of every other crop:
+
+  loss = sum over the global views t of the mean over the crops s != t of byol(p(s), z'(t))
+
+With no local crop that is byol(p(v2), z'(v1)) + byol(p(v1), z'(v2)), the plain BYOL loss.
 """
 
 from __future__ import annotations
@@ -61,6 +71,13 @@ class ByolNetwork(nn.Module):
   def encode(self, x, train: bool = False):
     return self.encoder(x, train=train)
 
+  def crops(self, global_views, local_views=None, train: bool = True):
+    """The online network on every crop, the encoder once per size of crop and the heads on all
+    crops at once: (V n, D), (V n, P), (V n, P), the rows crop by crop."""
+    h = common.apply_by_size(lambda x: self.encoder(x, train=train), global_views, local_views)  # -> (V n, D)
+    z = self.projector(h, train=train)  # (V n, D) -> (V n, P)
+    return h, z, self.predictor(z, train=train)
+
 
 def network(config: ml_collections.ConfigDict, axis_name: str | None) -> ByolNetwork:
   m = config.model
@@ -69,6 +86,20 @@ def network(config: ml_collections.ConfigDict, axis_name: str | None) -> ByolNet
       projector=common.head(mlp_widths(m.projector_depth, m.projector_width, m.projector_dim), m, axis_name),
       predictor=common.head(mlp_widths(m.predictor_depth, m.predictor_width, m.projector_dim), m, axis_name),
   )
+
+
+def crop_pair_loss(p, z_target, n: int, num_targets: int = 2):
+  """Each global view t's target projection against every other crop's prediction, averaged over
+  those crops and summed over t: p (V n, P) online predictions of the V crops, z_target (T n, P)
+  the target's projections of the T global views, rows crop by crop."""
+  num_crops = p.shape[0] // n
+  prediction, target = common.crop_rows(p, n), common.crop_rows(z_target, n)
+  # Global view T-1 first: with two views the sum is then byol(p1, z'2) + byol(p2, z'1), as written
+  # in the paper and in the order the plain objective added them.
+  per_target = [sum(losses.byol_loss(prediction(s), target(t), axis_name=DATA_AXIS)
+                    for s in range(num_crops) if s != t) / (num_crops - 1)
+                for t in reversed(range(num_targets))]
+  return sum(per_target[1:], per_target[0])
 
 
 def online_part(tree):
@@ -96,18 +127,16 @@ def make(config: ml_collections.ConfigDict) -> Objective:
 
   def loss(params, model_state, batch, keys):
     n = batch["image"].shape[0]
-    views = augment.views(keys, batch["image"], view_configs, num_views=2)  # (2, n, H, W, C)
-    both = views.reshape((2 * n,) + views.shape[2:])  # (2n, H, W, C): view 1 rows, then view 2
+    global_views, local_views = common.multi_crop_views(keys, batch["image"], view_configs, config)
     (_, z, p), online_updates = train_net.apply(
-        {"params": params, "batch_stats": model_state["batch_stats"]}, both, train=True, mutable=["batch_stats"]
-    )
+        {"params": params, "batch_stats": model_state["batch_stats"]}, global_views, local_views, train=True,
+        method=ByolNetwork.crops, mutable=["batch_stats"]
+    )  # (V n, P): view 1 rows, view 2 rows, then the local crops'
     target = jax.lax.stop_gradient(model_state["target"])
     (_, z_target), target_updates = train_net.apply(
-        target, both, train=True, method=ByolNetwork.project, mutable=["batch_stats"]
-    )
-    # Symmetric: each view's prediction regresses the target's projection of the other view.
-    value = (losses.byol_loss(p[:n], z_target[n:], axis_name=DATA_AXIS)
-             + losses.byol_loss(p[n:], z_target[:n], axis_name=DATA_AXIS))
+        target, common.flatten_crops(global_views), train=True, method=ByolNetwork.project, mutable=["batch_stats"]
+    )  # (2n, P): the global views only
+    value = crop_pair_loss(p, z_target, n)
     unit = z / jnp.linalg.norm(z, axis=-1, keepdims=True)
     metrics = {"projection_std": jnp.mean(jnp.std(unit, axis=0))}  # -> 0 on collapse
     return value, LossAux(

@@ -1,6 +1,8 @@
 """Pieces shared by objectives: for images, the encoder from a config, image scaling, and the
 init / features / calibrate functions of a network whose `encode` method is the representation;
-for text, BERT's encoder from a config (pretraining and fine-tuning build the same one)."""
+multi-crop (`config.multi_crop`: the crops, and crops of several sizes through one network); the
+moving average of a target network and a gradient switched off for the first steps; for text,
+BERT's encoder from a config (pretraining and fine-tuning build the same one)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssljax import models
+from ssljax import augment, models
 from ssljax.models import from_config, transformer, vit
 from ssljax.models.from_config import attention_implementation, compute_dtype, resolve_dtype
 from ssljax.models.resnet import STAGE_SIZES
@@ -97,6 +99,81 @@ def target_decay(step: jax.Array, total_steps: int, tau_base: float) -> jax.Arra
   return 1.0 - (1.0 - tau_base) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
 
 
+def ema_update(target, online, decay: jax.Array):
+  """xi <- tau xi + (1 - tau) theta, leaf by leaf: a target (BYOL), momentum encoder (MoCo v3) or
+  teacher (DINO, arXiv 2104.14294, section 3.1) moved towards the online network's parameters."""
+  return jax.tree.map(lambda t, o: t + (1 - decay) * (o - t), target, online)
+
+
+def frozen_before(tree, step: jax.Array, num_steps: int):
+  """`tree` unchanged in value, but passing no gradient while `step < num_steps`: DINO's last
+  layer (`freeze_last_layer`, arXiv 2104.14294, appendix) and SwAV's prototypes (arXiv
+  2006.09882, appendix A.1) are kept out of the first epoch's updates. Only the gradient is cut:
+  an optimizer's weight decay still shrinks the frozen weights, which both objectives normalise
+  before use, so what they compute does not change."""
+  frozen = jnp.asarray(step) < num_steps
+  return jax.tree.map(lambda x: jnp.where(frozen, jax.lax.stop_gradient(x), x), tree)
+
+
+# --- multi-crop -------------------------------------------------------------------------------
+
+
+def num_local_crops(config: ml_collections.ConfigDict) -> int:
+  """`config.multi_crop.num_local`: the local crops beside the two global ones; 0 for a config
+  without `multi_crop` (a run saved before it existed)."""
+  multi_crop = config.get("multi_crop")
+  return 0 if multi_crop is None else multi_crop.num_local
+
+
+def multi_crop_views(keys: jax.Array, images: jax.Array, global_configs, config: ml_collections.ConfigDict):
+  """The crops of a batch for `config.multi_crop` (Caron et al. 2020, SwAV, arXiv 2006.09882,
+  section 3.2): one global crop per config of `global_configs` and `multi_crop.num_local` local
+  crops following `multi_crop.local` (its `crop_size` the local resolution, `crop_scale` the small
+  area range). Every crop comes from its example's key (`augment.multi_crop`), so the crops do not
+  depend on the device count.
+
+    (n, H, W, C) -> global (G, n, Hg, Wg, C), local (N, n, Hl, Wl, C) or None
+  """
+  num_local = num_local_crops(config)
+  local_config = augment.make_config(config.multi_crop.local) if num_local else None
+  return augment.multi_crop(keys, images, global_configs, local_config, num_local)
+
+
+def apply_by_size(fn: Callable, *view_groups):
+  """Crops of several sizes through `fn` as one forward pass per size, their outputs stacked.
+
+  Each group is (V_g, n, H_g, W_g, C) (None: no such crops); `fn` maps (V_g n, H_g, W_g, C) to an
+  array (or a tree of arrays) with V_g n rows. Returns the outputs concatenated over the groups in
+  their order, (V n, ...) with the rows crop by crop (`crop_rows`). One pass per size, as the
+  authors' code of SwAV and DINO does, since a batch holds one size; a ViT resamples its positions
+  for each size (`models/vit.py`), a ResNet pools any size. Inside a Flax module a BatchNorm
+  called once per group updates its running statistics once per group, in order.
+
+  The rows stay flat, (V n, ...) rather than (V, n, ...), so that with one group the computation
+  is exactly that of the two-view objectives (one batch of 2n), to the bit: XLA can fuse a
+  reshaped-and-indexed result differently and round the gradients otherwise.
+  """
+  outputs = [fn(flatten_crops(views)) for views in view_groups if views is not None]  # each (V_g n, ...)
+  if len(outputs) == 1:
+    return outputs[0]
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *outputs)  # -> (V n, ...)
+
+
+def flatten_crops(x: jax.Array) -> jax.Array:
+  """(V, n, ...) -> (V n, ...): every crop's rows as one batch, crop 0's first."""
+  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def crop_rows(x: jax.Array, n: int) -> Callable[[int], jax.Array]:
+  """For rows laid out crop by crop, (V n, ...), the function v -> crop v's rows (n, ...)."""
+  return lambda v: x[v * n:(v + 1) * n]
+
+
+def stack_crops(x: jax.Array, n: int) -> jax.Array:
+  """(V n, ...) -> (V, n, ...), the layout of `losses.dino_loss` and `losses.swav_loss`."""
+  return x.reshape((x.shape[0] // n, n) + x.shape[1:])
+
+
 def calibration_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` with BatchNorm momentum 0: one train-mode pass stores that batch's statistics."""
   config = copy.deepcopy(config)
@@ -118,6 +195,13 @@ class EncoderWithHead(nn.Module):
 
   def encode(self, x, train: bool = False):
     return self.encoder(x, train=train)
+
+  def crops(self, global_views, local_views=None, train: bool = True):
+    """Multi-crop: f1 on each size of crop (`apply_by_size`), then g on all crops at once, so that
+    a BatchNorm of the head sees them together (as SwAV's code): (V n, D), (V n, projection), the
+    rows crop by crop (`crop_rows`)."""
+    h = apply_by_size(lambda x: self.encoder(x, train=train), global_views, local_views)  # -> (V n, D)
+    return h, self.head(h, train=train)  # (V n, D) -> (V n, projection)
 
 
 def init_fn(net: nn.Module):

@@ -235,6 +235,9 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
         augment.make_config(config.augment if view is None else config.augment[view])
       except (TypeError, ValueError) as error:
         raise ConfigError(f"config.augment{'.' + view if view else ''}: {error}") from None
+  if "multi_crop" in config:
+    _check_multi_crop(config)
+  _check_distillation_keys(config)
   if "text" in config and config.text.tokenizer == "sentencepiece" and config.text.model_file:
     _require(os.path.isfile(config.text.model_file),
              f"config.text.model_file={config.text.model_file!r} does not exist; give the path of a "
@@ -249,6 +252,59 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     _require(not path or os.path.isfile(path) or os.path.isfile(os.path.join(path, tokenizer_lib.HF_TOKENIZER_FILE)),
              f"config.text.model_file={path!r} is neither a tokenizer.json nor a directory holding one; give the "
              "Hugging Face tokenizer's directory or its tokenizer.json")
+
+
+def _check_multi_crop(config: ml_collections.ConfigDict) -> None:
+  """config.multi_crop (SimCLR, BYOL, DINO, SwAV): a count of local crops, their augmentation, and
+  a resolution of their own that the encoder can take."""
+  from ssljax import augment
+  from ssljax.models.vit import VIT_PRESETS
+
+  mc = config.multi_crop
+  num_local = mc.num_local
+  _require(isinstance(num_local, int) and not isinstance(num_local, bool) and num_local >= 0,
+           f"config.multi_crop.num_local must be an integer >= 0 (0: no local crops), got {num_local!r}")
+  try:
+    augment.make_config(mc.local)
+  except (TypeError, ValueError) as error:
+    raise ConfigError(f"config.multi_crop.local: {error}") from None
+  if num_local == 0:
+    return
+  size = mc.local.crop_size
+  _require(size is not None, "config.multi_crop.local.crop_size is not set: local crops need their own, smaller "
+                             "resolution (e.g. 96 beside 224 px global crops); set it or num_local=0")
+  encoder = config.model.get("encoder")
+  if encoder in VIT_PRESETS:
+    patch = VIT_PRESETS[encoder]["patch_size"]
+    sides = size if isinstance(size, (tuple, list)) else (size, size)
+    _require(all(side % patch == 0 for side in sides),
+             f"config.multi_crop.local.crop_size={size} is not a multiple of {encoder}'s patch size {patch}; "
+             f"use e.g. {max(patch, sides[0] // patch * patch)}")
+
+
+# Loss and head keys of DINO and SwAV: (key, rule, test).
+_DISTILLATION_RULES = (
+    ("loss.student_temperature", "positive", lambda v: v > 0),
+    ("loss.teacher_temperature", "positive", lambda v: v > 0),
+    ("loss.teacher_temperature_start", "positive", lambda v: v > 0),
+    ("loss.teacher_warmup_steps", ">= 0", lambda v: v >= 0),
+    ("loss.freeze_last_layer_steps", ">= 0", lambda v: v >= 0),
+    ("loss.center_momentum", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("loss.teacher_momentum", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("loss.epsilon", "positive", lambda v: v > 0),
+    ("loss.sinkhorn_iterations", ">= 1", lambda v: v >= 1),
+    ("loss.freeze_prototypes_steps", ">= 0", lambda v: v >= 0),
+    ("model.num_outputs", ">= 1", lambda v: v >= 1),
+    ("model.num_prototypes", ">= 1", lambda v: v >= 1),
+)
+
+
+def _check_distillation_keys(config: ml_collections.ConfigDict) -> None:
+  for key, rule, ok in _DISTILLATION_RULES:
+    part, name = key.split(".")
+    if part in config and name in config[part]:
+      value = config[part][name]
+      _require(ok(value), f"config.{key} must be {rule}, got {value!r}")
 
 
 def _check_own_data(d: ml_collections.ConfigDict) -> None:

@@ -250,6 +250,20 @@ def apply_image_variant(c: ml_collections.ConfigDict, variant: str) -> None:
     raise ValueError(f"unknown variant {variant!r}")
 
 
+def multi_crop_part(c: ml_collections.ConfigDict, variant: str, local: ml_collections.ConfigDict,
+                    crop_scale: tuple[float, float], num_local: int = 0) -> None:
+  """`config.multi_crop` (Caron et al. 2020, SwAV, arXiv 2006.09882, section 3.2): `num_local`
+  local crops beside the two global views, each following `local` (an augment config) at a small
+  area `crop_scale` and the variant's local resolution: 96 px for ImageNet's 224 px views (SwAV,
+  DINO), 16 px for 28-32 px images, 8 px for the smoke tests' 12-16 px ones. SimCLR and BYOL keep
+  `num_local` 0 (off); DINO and SwAV set theirs."""
+  c.multi_crop = ml_collections.ConfigDict()
+  c.multi_crop.num_local = num_local
+  c.multi_crop.local = local
+  c.multi_crop.local.crop_scale = crop_scale
+  c.multi_crop.local.crop_size = 96 if variant.startswith("imagenet") else 8 if variant == "smoke" else 16
+
+
 def steps_per_epoch(c: ml_collections.ConfigDict) -> int:
   """Optimizer steps in one pass over the config's training set at its batch size."""
   return EXAMPLES_PER_EPOCH[c.data.name] // c.train.batch_size
