@@ -42,8 +42,8 @@ from ssljax import evaluators
 from ssljax.errors import UserError
 from ssljax.train import defaults, loop
 
-OBJECTIVES = ("simclr", "byol", "vicreg", "moco_v3", "barlow_twins", "dino", "swav", "rotation", "patch_placement",
-              "supervised")
+OBJECTIVES = ("simclr", "byol", "vicreg", "moco_v3", "barlow_twins", "dino", "swav", "mae", "rotation",
+              "patch_placement", "supervised")
 TABLE_FILE = "table.json"
 TIMING_FILE = "pretrain_timing.json"
 
