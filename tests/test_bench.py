@@ -42,7 +42,8 @@ def _check_common_fields(result, batch_size, units_per_example):
   assert json.loads(json.dumps(result)) == result  # one JSON line
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("objective", [o if o == "byol" else pytest.param(o, marks=pytest.mark.slow)
+                                       for o in OBJECTIVES])
 def test_step_runs_on_rgb_images_on_8_devices(objective):
   config = load_config(objective, "smoke")
   config.data.name = "cifar10"  # 32x32x3 synthetic images: nothing is read from disk

@@ -349,6 +349,7 @@ def test_sharded_bert_loss_and_gradient_equal_one_device_and_a_reference_over_al
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads_ref))
 
 
+@pytest.mark.slow  # ~30 s
 def test_nsp_weight_scales_the_next_sentence_term_of_loss_and_gradient():
   """loss = masked-LM + w * next-sentence: the value from the metrics, and the gradient as the
   same combination of the w=0 (masked-LM alone) and w=1 (BERT's sum) gradients."""

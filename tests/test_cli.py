@@ -36,6 +36,7 @@ def _losses(workdir):
     return {r["step"]: r["loss"] for r in map(json.loads, f)}
 
 
+@pytest.mark.slow  # the README's blocks run train, eval --split validation and plot in test_readme: ~75 s
 def test_train_eval_plot_smoke(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
   result = _ssljax(["train", "--config", SMOKE, "--workdir", workdir, "--noprogress"], data_dir)
@@ -69,7 +70,7 @@ def test_train_eval_plot_smoke(tmp_path, data_dir):
   assert validation["split"] == "validation" and validation["knn"] != report["knn"]
 
 
-@pytest.mark.parametrize("variant", ["smoke", "mnist5k"])
+@pytest.mark.parametrize("variant", ["smoke", pytest.param("mnist5k", marks=pytest.mark.slow)])
 def test_same_losses_on_one_and_eight_devices(tmp_path, data_dir, variant):
   """`ssljax train` with real augmentation logs the same losses on 1 and on 8 devices: every
   example's random views come from its global index, not from the device it lands on."""
@@ -88,8 +89,9 @@ def test_same_losses_on_one_and_eight_devices(tmp_path, data_dir, variant):
     assert losses[8][step] == pytest.approx(losses[1][step], rel=1e-5), (step, losses)
 
 
-@pytest.mark.parametrize("config", [SMOKE, os.path.join(REPO, "configs", "gpt.py") + ":smoke"],
-                         ids=["simclr", "gpt"])
+# SimCLR's SIGKILL resume is also test_reliability's (bit for bit); GPT's checks the text iterator.
+@pytest.mark.parametrize("config", [pytest.param(SMOKE, marks=pytest.mark.slow),
+                                    os.path.join(REPO, "configs", "gpt.py") + ":smoke"], ids=["simclr", "gpt"])
 def test_sigkill_and_resume_gives_identical_losses(tmp_path, data_dir, config):
   """Killed at any moment, a run restarts from its last checkpoint and logs exactly the losses
   of an uninterrupted run: same parameters, same data order (the grain iterator state, packing

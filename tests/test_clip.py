@@ -343,6 +343,7 @@ def test_heldout_combinations_never_appear_in_training(data_dir):
 # --- the CLI ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the README's CLIP block runs train and zero-shot in test_readme: ~80 s
 def test_train_eval_and_zero_shot_through_the_cli(tmp_path, data_dir):
   workdir = str(tmp_path / "clip")
   result = _cli(["train", "--config", CLIP_SMOKE, "--workdir", workdir, "--noprogress", "--config.train.steps=80",

@@ -337,6 +337,7 @@ def test_imported_gpt2_trained_further_on_eight_devices_equals_one(one_gpt2_dir)
   _assert_same_steps(objective, imported.params, {"tokens": jnp.asarray(tokens, jnp.int32)})
 
 
+@pytest.mark.slow  # 8 == 1 of the fine-tuning step is in test_finetune_objective: ~20 s
 def test_imported_bert_fine_tuned_on_eight_devices_equals_one(one_bert_dir, tmp_path, data_dir):
   os.environ["SSLJAX_DATA_DIR"] = data_dir
   workdir = str(tmp_path / "bert")

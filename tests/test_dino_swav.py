@@ -455,7 +455,6 @@ def test_cli_smoke_run(tmp_path, data_dir):
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "3"))
 
 
-@pytest.mark.slow  # the whole train step compiled on 8 devices: ~20 s each
 @pytest.mark.parametrize("name", ["dino", "swav"])
 def test_tiny_bench_preset_step_runs(name):
   preset = {"dino": "dino_vit_s16_tiny", "swav": "swav_resnet50_tiny"}[name]

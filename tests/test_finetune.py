@@ -584,6 +584,7 @@ TINY_RUN = {"max_train_examples": 32, "max_eval_examples": 16, "batch_size": 8, 
             "epochs": 1.0, "min_steps": 2, "lrs": (3e-4,), "seq_len": 64}
 
 
+@pytest.mark.slow  # ~30 s
 def test_finetune_api_span_task_from_pretrained_and_scratch(bert_run):
   pretrained = finetune.run(bert_run, "bbc_who_said", TINY_RUN, progress=False)
   scratch = finetune.run(bert_run, "bbc_who_said", {**TINY_RUN, "init": "scratch"}, progress=False)
@@ -595,6 +596,7 @@ def test_finetune_api_span_task_from_pretrained_and_scratch(bert_run):
   assert pretrained["test"] != scratch["test"] or pretrained["trials"] != scratch["trials"]
 
 
+@pytest.mark.slow  # ~35 s
 def test_finetune_api_pair_task_with_its_default_cosine_head(bert_run):
   config = finetune.default_config("bbc_same_article")
   assert config.pooling == "cosine" and config.probe_steps > 0

@@ -211,6 +211,7 @@ def _losses(workdir):
   return {r["step"]: r["loss"] for r in read_metrics(workdir)}
 
 
+@pytest.mark.slow  # the trainer's SIGKILL resume is tested in test_reliability: ~45 s
 def test_sigkilled_finetuning_run_resumes_with_identical_losses(bert_run, data_dir, tmp_path):
   reference = str(tmp_path / "reference")
   result = run_cli(_cli_args(bert_run, reference), data_dir)

@@ -93,6 +93,7 @@ def test_sharded_gpt_gradient_equals_the_single_device_gradient():
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads_ref))
 
 
+@pytest.mark.slow  # the README's GPT block runs train and generate in test_readme: ~45 s
 def test_train_eval_generate_and_loss_falls_on_bbc_news(tmp_path, data_dir):
   workdir = str(tmp_path / "gpt")
   result = _cli(["train", "--config", GPT_SMOKE, "--workdir", workdir, "--noprogress", "--config.train.steps=40",

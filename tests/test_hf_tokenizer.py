@@ -450,6 +450,7 @@ def test_a_run_keeps_its_huggingface_tokenizer_and_refuses_other_ids(hf, hf_dirs
     text.run_tokenizer(config, str(workdir))
 
 
+@pytest.mark.slow  # a whole GPT run: ~45 s
 def test_gpt_trains_evaluates_and_generates_with_a_gpt2_style_tokenizer(hf, hf_dirs, tmp_path, data_dir):
   """GPT-2's pad is the row past its vocabulary: packing, the loss, the n-gram baselines and
   generation all meet it."""

@@ -180,8 +180,10 @@ def test_configs_and_presets_have_the_papers_numbers():
   assert c.augment.crop_scale == (0.2, 1.0) and c.augment.flip_p == 0.5 and c.augment.crop_size == 224
   digits = load_config("mae", "")
   assert digits.data.name == "mnist5k" and digits.model.encoder == "vit_tiny" and digits.augment.flip_p == 0.0
+  cifar = load_config("mae", "cifar10")
+  assert (cifar.data.name, cifar.model.encoder, cifar.train.batch_size) == ("cifar10", "vit_tiny", 256)
   with pytest.raises(ValueError, match="variant"):
-    load_config("mae", "cifar10")
+    load_config("mae", "cifar100")
   full = presets.preset_config("mae_vit_b16", device_count=1)
   assert (full.objective, full.model.encoder, full.train.batch_size, full.data.image_size) == (
       "mae", "vit_b16", 128, 256)

@@ -282,7 +282,8 @@ def test_imagenet_variants_have_the_papers_numbers():
 
 # Barlow Twins' CLI path is also run by its loss-falls test (slow): kept out of the default run
 # for time.
-@pytest.mark.parametrize("name", ["moco_v3", pytest.param("barlow_twins", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a subprocess each, ~35 s; the objectives' steps run in this file and in test_bench
+@pytest.mark.parametrize("name", NAMES)
 def test_cli_smoke_run(name, tmp_path, data_dir):
   workdir = str(tmp_path / name)
   result = run_cli(["train", "--config", os.path.join(REPO, "configs", f"{name}.py") + ":smoke",

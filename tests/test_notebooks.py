@@ -15,7 +15,12 @@ NOTEBOOKS = sorted(
 )
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+# A minute each: the language and CLIP notebooks train what test_readme's blocks train.
+SLOW = {"bert.ipynb", "clip.ipynb", "gpt.ipynb", "pretrained.ipynb"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if os.path.basename(p) in SLOW else p
+                                  for p in NOTEBOOKS], ids=os.path.basename)
 def test_notebook_runs(path, data_dir, monkeypatch):
   monkeypatch.setenv("SSLJAX_NOTEBOOK_SMALL", "1")
   monkeypatch.setenv("SSLJAX_DATA_DIR", data_dir)

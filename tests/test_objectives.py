@@ -114,7 +114,12 @@ FALLING = {
 }
 
 
-@pytest.mark.parametrize("name", OBJECTIVES)
+# Each run is a minute of the default suite's time; byol and supervised stand for the others.
+LOSS_FALLS_SLOW = {"vicreg", "rotation", "patch_placement"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LOSS_FALLS_SLOW else n
+                                  for n in OBJECTIVES])
 def test_cli_trains_and_loss_falls_on_mnist5k(name, tmp_path, data_dir):
   steps = 40
   workdir = str(tmp_path / name)

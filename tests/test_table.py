@@ -104,6 +104,7 @@ def test_default_configs_dir_is_the_repository_configs():
   assert os.path.samefile(table.default_configs_dir(), os.path.join(REPO, "configs"))
 
 
+@pytest.mark.slow  # the table's own tests run the same code; the notebook on top: ~70 s
 def test_compare_objectives_notebook_runs_small(data_dir, monkeypatch):
   monkeypatch.setenv("SSLJAX_NOTEBOOK_SMALL", "1")
   monkeypatch.setenv("SSLJAX_DATA_DIR", data_dir)
