@@ -473,6 +473,7 @@ def test_evaluator_options_are_checked_when_the_evaluators_are_made():
 # --- the CLI ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the README's BERT block runs train and finetune in test_readme: ~65 s
 def test_train_and_eval_on_bbc_news_through_the_cli(tmp_path, data_dir):
   workdir = str(tmp_path / "bert")
   result = _cli(["train", "--config", BERT + ":smoke", "--workdir", workdir, "--noprogress",

@@ -440,6 +440,7 @@ def test_the_command_line_imports_and_reports_errors_in_one_line(one_gpt2_dir, t
 
 # The commands on imported runs -------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~20 s
 def test_eval_of_an_imported_gpt2_reports_its_evaluators(gpt2_run):
   from ssljax.commands import evaluate_workdir
 
@@ -450,6 +451,7 @@ def test_eval_of_an_imported_gpt2_reports_its_evaluators(gpt2_run):
   assert np.isfinite(report["language_model"]["model"]["loss_per_token"])
 
 
+@pytest.mark.slow  # init_from is tested in test_finetune_objective; the import in this file: ~20 s
 def test_fine_tuning_starts_from_an_imported_bert(one_bert_dir, tmp_path, data_dir):
   from ssljax.train import loop
 

@@ -348,7 +348,8 @@ def test_swav_loss_is_the_papers_loss_of_the_networks_outputs(batch, runs):
 
 
 # BYOL's multi-crop path is the same helpers as SimCLR's: kept out of the default run for time.
-@pytest.mark.parametrize("name", ["simclr", pytest.param("byol", marks=pytest.mark.slow)])
+@pytest.mark.slow  # two objectives' losses compiled with and without local crops: ~35 s each
+@pytest.mark.parametrize("name", ["simclr", "byol"])
 def test_multi_crop_simclr_and_byol(name, batch):
   """With num_local=0 the loss is the plain two-view loss of the networks' outputs (NT-Xent of the
   two views; byol(p1, z'2) + byol(p2, z'1)); with 2 local crops it is the documented pairing: the

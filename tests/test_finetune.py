@@ -564,6 +564,7 @@ SMALL = ["--config.max_train_examples=48", "--config.max_eval_examples=24", "--c
          "--config.min_steps=3", "--config.lrs=(1e-4,3e-4)"]
 
 
+@pytest.mark.slow  # the README's BERT block runs `ssljax finetune` in test_readme: ~40 s
 def test_finetune_cli_writes_results_with_few_labels(bert_run, data_dir):
   result = _cli(["finetune", "--workdir", bert_run, "--task", "bbc_topic", "--noprogress",
                  "--config.labels_per_class=2", "--config.draws=2", *SMALL], data_dir)

@@ -15,8 +15,9 @@ NOTEBOOKS = sorted(
 )
 
 
-# A minute each: the language and CLIP notebooks train what test_readme's blocks train.
-SLOW = {"bert.ipynb", "clip.ipynb", "gpt.ipynb", "pretrained.ipynb"}
+# A minute each, training what test_readme's blocks train; losses_in_your_code.ipynb (which the
+# README shows) runs by default.
+SLOW = {"bert.ipynb", "clip.ipynb", "gpt.ipynb", "pretrained.ipynb", "quickstart.ipynb"}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if os.path.basename(p) in SLOW else p

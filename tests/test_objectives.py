@@ -114,8 +114,8 @@ FALLING = {
 }
 
 
-# Each run is a minute of the default suite's time; byol and supervised stand for the others.
-LOSS_FALLS_SLOW = {"vicreg", "rotation", "patch_placement"}
+# Each run is a minute of the default suite's time; byol stands for the others.
+LOSS_FALLS_SLOW = {"vicreg", "rotation", "patch_placement", "supervised"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LOSS_FALLS_SLOW else n

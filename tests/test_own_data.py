@@ -367,6 +367,7 @@ def _train(args, data_dir, devices=2):
   return result
 
 
+@pytest.mark.slow  # the README's own-data block runs the same image_folder train in test_readme: ~85 s
 def test_cli_image_folder_train_and_eval(labelled_root, tmp_path, data_dir):
   root, _ = labelled_root
   workdir = str(tmp_path / "simclr")
@@ -394,6 +395,7 @@ def test_cli_image_folder_train_and_eval(labelled_root, tmp_path, data_dir):
   assert "needs labelled images" in result.stderr and "class folders" in result.stderr
 
 
+@pytest.mark.slow  # the README's own-data block runs text_files and the file task in test_readme: ~60 s
 def test_cli_text_files_gpt_and_bert_then_finetune_on_a_csv(corpus, tmp_path, data_dir):
   root, _ = corpus
   gpt = str(tmp_path / "gpt")
