@@ -70,7 +70,8 @@ def test_train_eval_plot_smoke(tmp_path, data_dir):
   assert validation["split"] == "validation" and validation["knn"] != report["knn"]
 
 
-@pytest.mark.parametrize("variant", ["smoke", pytest.param("mnist5k", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a minute each; the step's 8 == 1 runs in-process in test_train_step and the objectives' tests
+@pytest.mark.parametrize("variant", ["smoke", "mnist5k"])
 def test_same_losses_on_one_and_eight_devices(tmp_path, data_dir, variant):
   """`ssljax train` with real augmentation logs the same losses on 1 and on 8 devices: every
   example's random views come from its global index, not from the device it lands on."""
@@ -89,9 +90,10 @@ def test_same_losses_on_one_and_eight_devices(tmp_path, data_dir, variant):
     assert losses[8][step] == pytest.approx(losses[1][step], rel=1e-5), (step, losses)
 
 
-# SimCLR's SIGKILL resume is also test_reliability's (bit for bit); GPT's checks the text iterator.
-@pytest.mark.parametrize("config", [pytest.param(SMOKE, marks=pytest.mark.slow),
-                                    os.path.join(REPO, "configs", "gpt.py") + ":smoke"], ids=["simclr", "gpt"])
+# A minute each; SIGKILL and resume are test_reliability's (bit for bit), the text iterator's resume
+# is test_text_data's.
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [SMOKE, os.path.join(REPO, "configs", "gpt.py") + ":smoke"], ids=["simclr", "gpt"])
 def test_sigkill_and_resume_gives_identical_losses(tmp_path, data_dir, config):
   """Killed at any moment, a run restarts from its last checkpoint and logs exactly the losses
   of an uninterrupted run: same parameters, same data order (the grain iterator state, packing

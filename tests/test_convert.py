@@ -248,6 +248,7 @@ def gpt2_run(tmp_path_factory, data_dir):
   return directory, workdir, imported
 
 
+@pytest.mark.slow  # ~20 s
 def test_imported_run_records_its_source_and_resumes_into_further_training(gpt2_run):
   from ssljax.train import loop
 

@@ -310,6 +310,7 @@ def test_config_must_describe_the_file(resnet18_file):
     resnet.import_resnet(resnet18_file[1], resnet.imported_config(resnet18_file[1], defaults.load_config("clip:smoke")))
 
 
+@pytest.mark.slow  # the import's numbers are checked in-process in this file: ~30 s
 def test_import_command_and_evaluation(tmp_path, data_dir, resnet18_file):
   """`ssljax import FILE.safetensors --config configs/byol.py:imagenet` writes a run whose
   restored encoder (and BYOL's target, which starts as its copy) is the file's, and extracts the

@@ -159,6 +159,7 @@ def test_training_time_lm_entry_logs_the_loss_per_token_of_the_first_validation_
       evaluators.from_config(objective, wrong, workdir)
 
 
+@pytest.mark.slow  # two subprocesses: ~25 s
 def test_tokenizer_train_then_a_run_with_another_tokenizer_is_refused(tmp_path, data_dir):
   workdir = str(tmp_path / "sp")
   spm = ["--config.text.tokenizer=sentencepiece", "--config.text.vocab_size=512"]

@@ -114,12 +114,8 @@ FALLING = {
 }
 
 
-# Each run is a minute of the default suite's time; byol stands for the others.
-LOSS_FALLS_SLOW = {"vicreg", "rotation", "patch_placement", "supervised"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LOSS_FALLS_SLOW else n
-                                  for n in OBJECTIVES])
+@pytest.mark.slow  # a minute of the default suite's time each
+@pytest.mark.parametrize("name", OBJECTIVES)
 def test_cli_trains_and_loss_falls_on_mnist5k(name, tmp_path, data_dir):
   steps = 40
   workdir = str(tmp_path / name)

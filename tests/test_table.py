@@ -41,6 +41,7 @@ def test_table_json_has_every_method_and_column(smoke_table):
     assert os.path.isdir(os.path.join(root, name, "checkpoints", "4"))
 
 
+@pytest.mark.slow  # ~30 s
 def test_table_command_reuses_finished_runs(smoke_table, data_dir, capsys):
   root, report = smoke_table
   again = table.main(["--workdir", root, "--objectives", "rotation", "--variant", "smoke",

@@ -338,6 +338,7 @@ def _check_export(workdir: str, out: str, text: str) -> None:
   assert worst <= 1e-4 * scale
 
 
+@pytest.mark.slow  # a GPT run to export: ~20 s
 def test_a_run_with_a_sentencepiece_tokenizer_exports_for_transformers(tmp_path, data_dir):
   from ssljax.train import loop
 
