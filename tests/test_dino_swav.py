@@ -12,17 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import REPO, data_mesh, run_cli
+from helpers import REPO, run_cli, sharded_loss_and_grads
 
 from ssljax import augment, losses, objectives
 from ssljax.bench import presets, throughput
-from ssljax.interface import DATA_AXIS
 from ssljax.objectives import byol, common, dino, simclr, swav
 from ssljax.table import load_config
-from ssljax.train import step as step_lib
 
 NAMES = ("dino", "swav")
-P = jax.P
 SEED = jax.random.key(5)
 N = 16  # global batch
 
@@ -38,42 +35,6 @@ def _config(name, variant="smoke", **overrides):
   config = load_config(name, variant)
   config.update_from_flattened_dict(overrides)
   return config
-
-
-def _float_part(model_state):
-  """The model state without the step counter (an integer, which has no gradient)."""
-  return {k: v for k, v in model_state.items() if k != "step"}
-
-
-_COMPILED = {}
-
-
-def _loss_and_grads(objective, params, model_state, batch, num_devices, grads=True):
-  """objective.loss per device inside shard_map, with the trainer's per-example keys (real
-  multi-crop augmentation, from each example's global index): the loss, the gradients of the
-  parameters and of the model state's float leaves, the new model state and the device-mean
-  metrics (the loss alone when not `grads`). Compiled once per objective, device count and kind."""
-  mesh = data_mesh(num_devices)
-  local_batch = batch["image"].shape[0] // num_devices
-  step = {k: jnp.asarray(v) for k, v in model_state.items() if k == "step"}
-  cache_key = (id(objective), num_devices, grads)
-  if cache_key not in _COMPILED:
-
-    def per_device(params, float_state, step, batch):
-      keys = step_lib.global_example_keys(SEED, 0, local_batch)
-      loss = lambda p, s: objective.loss(p, {**s, **step}, batch, keys)  # noqa: E731
-      if not grads:
-        return loss(params, float_state)[0]
-      (value, aux), (g, state_g) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, float_state)
-      metrics = jax.tree.map(lambda m: jax.lax.pmean(m, DATA_AXIS), dict(aux.metrics))
-      return value, g, state_g, aux.model_state, metrics
-
-    _COMPILED[cache_key] = (objective, jax.jit(jax.shard_map(
-        per_device, mesh=mesh, in_specs=(P(), P(), P(), P(DATA_AXIS)), out_specs=P())))
-  run = _COMPILED[cache_key][1]
-  replicated = jax.NamedSharding(mesh, P())
-  return jax.device_get(run(*jax.device_put((params, _float_part(model_state), step), replicated),
-                            jax.device_put(batch, jax.NamedSharding(mesh, P(DATA_AXIS)))))
 
 
 def _crops_by_hand(config, images, global_configs):
@@ -154,7 +115,8 @@ def _prepared_state(name, objective, batch):
 @pytest.fixture(scope="module")
 def runs(batch):
   """Per objective (smoke config: 2 global + 2 local crops): config, parameters, state, and
-  `_loss_and_grads` on 8 devices and on 1, computed once for the tests below."""
+  `sharded_loss_and_grads` (the trainer's per-example keys: real multi-crop augmentation) on 8
+  devices and on 1, computed once for the tests below."""
   cache = {}
 
   def run(name):
@@ -163,8 +125,8 @@ def runs(batch):
       objective = objectives.build(config)
       params, model_state = _prepared_state(name, objective, batch)
       cache[name] = dict(config=config, objective=objective, params=params, model_state=model_state,
-                         one=_loss_and_grads(objective, params, model_state, batch, 1),
-                         eight=_loss_and_grads(objective, params, model_state, batch, 8))
+                         one=sharded_loss_and_grads(objective, params, model_state, batch, 1, seed=SEED),
+                         eight=sharded_loss_and_grads(objective, params, model_state, batch, 8, seed=SEED))
     return cache[name]
 
   return run
@@ -234,7 +196,7 @@ def test_dino_loss_is_the_papers_loss_of_the_networks_outputs(batch, runs):
   # The batch's part of the centre is the global batch's mean, on 8 devices too, and the first
   # device's rows alone have another mean.
   teacher64 = np.asarray(teacher, np.float64)
-  for state in (new_state, run["eight"][3]):
+  for state in (new_state, run["eight"].model_state):
     batch_center = (np.asarray(state["center"], np.float64) - m * center) / (1 - m)
     np.testing.assert_allclose(batch_center, teacher64.mean(axis=(0, 1)), rtol=0, atol=2e-5)
   assert np.abs(teacher64[:, :N // 8].mean(axis=(0, 1)) - teacher64.mean(axis=(0, 1))).max() > 5e-4
@@ -298,8 +260,8 @@ def test_frozen_before_the_set_step(name, frozen, batch, runs):
   smoke configs) and one from then on (step 1 is `runs`' state); the rest learns throughout."""
   run = runs(name)
   objective, params, model_state = run["objective"], run["params"], run["model_state"]
-  _, grads0, _, _, _ = _loss_and_grads(objective, params, {**model_state, "step": jnp.int32(0)}, batch, 1)
-  grads1 = run["one"][1]
+  grads0 = sharded_loss_and_grads(objective, params, {**model_state, "step": jnp.int32(0)}, batch, 1, seed=SEED).grads
+  grads1 = run["one"].grads
   part, leaf = frozen
   assert float(np.abs(grads0[part][leaf]).max()) == 0.0
   assert float(np.abs(grads1[part][leaf]).max()) > 0.0
@@ -316,7 +278,7 @@ def test_swav_loss_is_the_papers_loss_of_the_networks_outputs(batch, runs):
   another value."""
   run = runs("swav")
   config, params, model_state = run["config"], run["params"], run["model_state"]
-  value = run["one"][0]
+  value = run["one"].value
   net = swav.network(config, None)
   global_views, local_views = _crops_by_hand(config, batch["image"], (config.augment, config.augment))
   variables = {"params": params, "batch_stats": model_state["batch_stats"]}
@@ -359,7 +321,7 @@ def test_multi_crop_simclr_and_byol(name, batch):
     config = _config(name, **{"multi_crop.num_local": num_local})
     objective = objectives.build(config)
     params, model_state = jax.jit(objective.init)(jax.random.key(0), batch)
-    value = _loss_and_grads(objective, params, model_state, batch, 1, grads=False)
+    value = sharded_loss_and_grads(objective, params, model_state, batch, 1, seed=SEED, grads=False)
     if name == "simclr":
       net, global_configs = simclr.network(config, None), (config.augment, config.augment)
     else:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import data_mesh, run_cli
+from helpers import data_mesh, run_cli, sharded_loss_and_grads
 
 from ssljax import augment, data, objectives
 from ssljax import workdir as workdir_lib
@@ -20,14 +20,11 @@ from ssljax.bench import presets
 from ssljax.errors import UserError
 from ssljax.evaluators.few_label_probe import labelled_subsets
 from ssljax.finetune import images, with_overrides
-from ssljax.interface import DATA_AXIS
 from ssljax.models import mae as mae_model
 from ssljax.objectives import mae, supervised
 from ssljax.table import load_config
 from ssljax.train import checkpoint, checks, loop, optim
-from ssljax.train import step as step_lib
 
-P = jax.P
 SEED = jax.random.key(5)
 
 
@@ -42,22 +39,6 @@ def _config(variant="smoke", **overrides):
   config = load_config("mae", variant)
   config.update_from_flattened_dict(overrides)
   return config
-
-
-def _loss_and_grads(objective, params, model_state, batch, num_devices):
-  """objective.loss per device inside shard_map, with the trainer's per-example keys: the loss,
-  the gradients and the device-mean metrics."""
-  mesh = data_mesh(num_devices)
-  local_batch = batch["image"].shape[0] // num_devices
-
-  def per_device(params, batch):
-    keys = step_lib.global_example_keys(SEED, 0, local_batch)
-    (value, aux), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, model_state, batch, keys)
-    return value, grads, jax.tree.map(lambda m: jax.lax.pmean(m, DATA_AXIS), dict(aux.metrics))
-
-  run = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P()))
-  return jax.device_get(run(jax.device_put(params, jax.NamedSharding(mesh, P())),
-                            jax.device_put(batch, jax.NamedSharding(mesh, P(DATA_AXIS)))))
 
 
 def _step_keys(n):
@@ -91,16 +72,18 @@ def model(batch):
 
 @pytest.fixture(scope="module")
 def run(batch, model):
-  """`_loss_and_grads` of the smoke objective on 8 devices and on 1."""
+  """`sharded_loss_and_grads` of the smoke objective (the trainer's per-example keys: real masking
+  and augmentation) on 8 devices and on 1."""
   args = (model["objective"], model["params"], model["model_state"], batch)
-  return {**model, "one": _loss_and_grads(*args, 1), "eight": _loss_and_grads(*args, 8)}
+  return {**model, "one": sharded_loss_and_grads(*args, 1, seed=SEED),
+          "eight": sharded_loss_and_grads(*args, 8, seed=SEED)}
 
 
 def test_eight_devices_equal_one_with_real_masking_and_augmentation(run):
   """Each example's crop and mask come from its own key, and mae_loss sums over the global batch:
   8 devices give the one-device loss, gradients and metrics."""
-  value8, grads8, metrics8 = run["eight"]
-  value1, grads1, metrics1 = run["one"]
+  value8, grads8, _, _, metrics8 = run["eight"]
+  value1, grads1, _, _, metrics1 = run["one"]
   assert np.isfinite(value1) and value1 > 0
   np.testing.assert_allclose(value8, value1, rtol=1e-5)
   for g8, g1 in zip(jax.tree.leaves(grads8), jax.tree.leaves(grads1)):
@@ -117,7 +100,7 @@ def test_loss_is_the_papers_formula_on_the_networks_outputs(batch, run):
   float64 on the network's own predictions; the error on the visible patches (a mis-wiring) and
   the error on raw pixels give other values, and the former is the logged visible_loss."""
   config, params = run["config"], run["params"]
-  value, _, metrics = run["one"]
+  value, metrics = run["one"].value, run["one"].metrics
   keys = _step_keys(16)
   views = augment.views(keys, batch["image"], config.augment, num_views=1)[0]  # (16, 16, 16, 1)
   mask_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)

@@ -11,17 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import REPO, data_mesh, run_cli
+from helpers import REPO, run_cli, sharded_loss_and_grads
 
 from ssljax import augment, objectives
 from ssljax.bench import presets, throughput
-from ssljax.interface import DATA_AXIS
 from ssljax.objectives import barlow_twins, moco_v3
 from ssljax.table import load_config
-from ssljax.train import step as step_lib
 
 NAMES = ("moco_v3", "barlow_twins")
-P = jax.P
 SEED = jax.random.key(5)
 
 
@@ -36,26 +33,6 @@ def _config(name, variant="smoke", **overrides):
   config = load_config(name, variant)
   config.update_from_flattened_dict(overrides)
   return config
-
-
-def _loss_and_grads(objective, params, model_state, batch, num_devices):
-  """objective.loss per device inside shard_map, with the trainer's per-example keys (real
-  augmentation, from each example's global index): the loss, the gradients of the trainable
-  parameters and of the whole model state, the new model state and the device-mean metrics."""
-  mesh = data_mesh(num_devices)
-  local_batch = batch["image"].shape[0] // num_devices
-
-  def per_device(params, model_state, batch):
-    keys = step_lib.global_example_keys(SEED, 0, local_batch)
-    (value, aux), (grads, state_grads) = jax.value_and_grad(objective.loss, argnums=(0, 1), has_aux=True)(
-        params, model_state, batch, keys)
-    metrics = jax.tree.map(lambda m: jax.lax.pmean(m, DATA_AXIS), dict(aux.metrics))
-    return value, grads, state_grads, aux.model_state, metrics
-
-  run = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS)), out_specs=P()))
-  replicated = jax.NamedSharding(mesh, P())
-  return jax.device_get(run(jax.device_put(params, replicated), jax.device_put(model_state, replicated),
-                            jax.device_put(batch, jax.NamedSharding(mesh, P(DATA_AXIS)))))
 
 
 def _views_by_hand(config, images):
@@ -111,8 +88,8 @@ def _barlow64(z1, z2, lambda_offdiag, eps=1e-5):
 @pytest.fixture(scope="module")
 def runs(batch):
   """Per objective (smoke config; MoCo v3's momentum encoder moved away from the base encoder):
-  its config, parameters and state, and `_loss_and_grads` on 8 devices and on 1, computed once
-  for the tests below."""
+  its config, parameters and state, and `sharded_loss_and_grads` (the trainer's per-example keys:
+  real augmentation) on 8 devices and on 1, computed once for the tests below."""
   cache = {}
 
   def run(name):
@@ -123,8 +100,8 @@ def runs(batch):
       if name == "moco_v3":
         model_state = _moved_momentum_encoder(model_state)
       cache[name] = dict(config=config, objective=objective, params=params, model_state=model_state,
-                         one=_loss_and_grads(objective, params, model_state, batch, 1),
-                         eight=_loss_and_grads(objective, params, model_state, batch, 8))
+                         one=sharded_loss_and_grads(objective, params, model_state, batch, 1, seed=SEED),
+                         eight=sharded_loss_and_grads(objective, params, model_state, batch, 8, seed=SEED))
     return cache[name]
 
   return run

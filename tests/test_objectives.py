@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import sharded_loss_and_grads
 
 from ssljax import augment, losses, objectives
 from ssljax.table import load_config
@@ -50,20 +51,6 @@ def _mesh(num_devices):
   # Explicit axes, as the trainer's mesh: inputs must already carry the batch sharding.
   return jax.make_mesh((num_devices,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,),
                        devices=jax.devices()[:num_devices])
-
-
-def _loss_and_grads(objective, params, model_state, batch, num_devices, key=jax.random.key(0)):
-  """objective.loss and its gradient, per device inside shard_map, on a global batch."""
-  mesh = _mesh(num_devices)
-
-  def per_device(params, model_state, batch):
-    (value, aux), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, model_state, batch, key)
-    return value, grads, aux.model_state
-
-  run = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS)), out_specs=(P(), P(), P())))
-  replicated = jax.NamedSharding(mesh, P())
-  return jax.device_get(run(jax.device_put(params, replicated), jax.device_put(model_state, replicated),
-                            jax.device_put(batch, jax.NamedSharding(mesh, P(DATA_AXIS)))))
 
 
 @pytest.fixture(scope="module")
@@ -244,8 +231,11 @@ def test_eight_devices_equal_one(name, batch):
   assert jax.device_count() == 8
   objective = objectives.build(_fixed_views(name))
   params, model_state = jax.jit(objective.init)(jax.random.key(0), batch)
-  value8, grads8, state8 = _loss_and_grads(objective, params, model_state, batch, 8)
-  value1, grads1, state1 = _loss_and_grads(objective, params, model_state, batch, 1)
+  # One key for each device's whole batch, not the trainer's per-example keys (the fixed views make
+  # the loss independent of the keys).
+  one_key = {"seed": jax.random.key(0), "example_keys": False}
+  value8, grads8, _, state8, _ = sharded_loss_and_grads(objective, params, model_state, batch, 8, **one_key)
+  value1, grads1, _, state1, _ = sharded_loss_and_grads(objective, params, model_state, batch, 1, **one_key)
   assert value1 > 0
   np.testing.assert_allclose(value8, value1, rtol=1e-5)
   # Gradients sum thousands of float32 terms in a different order: compare at 1e-5 of their
