@@ -8,6 +8,7 @@ import math
 import os
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +21,9 @@ from ssljax.objectives import byol, common, dino, simclr, swav
 from ssljax.table import load_config
 
 NAMES = ("dino", "swav")
+# The runs of the `runs` fixture: (objective, smoke variant, config overrides).
+VARIANTS = {"dino": ("dino", "smoke"), "swav": ("swav", "smoke"),
+            "dino_head_bn": ("dino", "smoke", {"model.head_bn": True})}
 SEED = jax.random.key(5)
 N = 16  # global batch
 
@@ -31,9 +35,9 @@ def batch():
           "label": rng.integers(0, 10, N).astype(np.int32)}
 
 
-def _config(name, variant="smoke", **overrides):
+def _config(name, variant="smoke", overrides=None):
   config = load_config(name, variant)
-  config.update_from_flattened_dict(overrides)
+  config.update_from_flattened_dict(overrides or {})
   return config
 
 
@@ -121,9 +125,9 @@ def runs(batch):
 
   def run(name):
     if name not in cache:
-      config = _config(name)
+      config = _config(*VARIANTS[name])
       objective = objectives.build(config)
-      params, model_state = _prepared_state(name, objective, batch)
+      params, model_state = _prepared_state(config.objective, objective, batch)
       cache[name] = dict(config=config, objective=objective, params=params, model_state=model_state,
                          one=sharded_loss_and_grads(objective, params, model_state, batch, 1, seed=SEED),
                          eight=sharded_loss_and_grads(objective, params, model_state, batch, 8, seed=SEED))
@@ -132,7 +136,7 @@ def runs(batch):
   return run
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + ("dino_head_bn",))
 def test_eight_devices_equal_one_with_real_multi_crop(name, runs):
   """Each example's crops come from its own key, so 8 devices compute the one-device loss,
   gradients, new model state (DINO's centre and teacher statistics, global BatchNorm) and metrics
@@ -254,6 +258,22 @@ def test_dino_head_and_features(batch, runs):
   assert not np.allclose(features, student, rtol=1e-3)
 
 
+def test_dino_head_bn_normalises_each_hidden_layer_over_the_batch():
+  """`model.head_bn` (the authors' use_bn_in_head): a BatchNorm after each hidden Dense, whose
+  train-mode output has zero mean over the batch before the GELU; without it, no BatchNorm."""
+  h = np.random.default_rng(4).standard_normal((16, 8)).astype(np.float32) + 3.0  # a common offset
+  for head_bn in (False, True):
+    net = dino.network(_config("dino", overrides={"model.head_bn": head_bn}), None).head
+    variables = net.init(jax.random.key(0), h, train=False)
+    assert ("batch_stats" in variables) == head_bn
+    if head_bn:
+      assert set(variables["batch_stats"]) == {"BatchNorm_0", "BatchNorm_1"}
+      _, state = net.apply(variables, h, train=True, mutable=["batch_stats", "intermediates"],
+                           capture_intermediates=lambda module, _: isinstance(module, nn.BatchNorm))
+      normalised = state["intermediates"]["BatchNorm_0"]["__call__"][0]
+      np.testing.assert_allclose(np.asarray(normalised).mean(axis=0), 0.0, atol=1e-5)
+
+
 @pytest.mark.parametrize("name, frozen", [("dino", ("head", "last_layer")), ("swav", ("prototypes", "kernel"))])
 def test_frozen_before_the_set_step(name, frozen, batch, runs):
   """DINO's last layer and SwAV's prototypes get no gradient before `freeze_*_steps` (1 in the
@@ -318,7 +338,7 @@ def test_multi_crop_simclr_and_byol(name, batch):
   mean NT-Xent over (g1, g2), (g, l) for both globals and each local crop; for BYOL each global
   target against every other crop's prediction, averaged over those crops and summed."""
   for num_local in (0, 2):
-    config = _config(name, **{"multi_crop.num_local": num_local})
+    config = _config(name, overrides={"multi_crop.num_local": num_local})
     objective = objectives.build(config)
     params, model_state = jax.jit(objective.init)(jax.random.key(0), batch)
     value = sharded_loss_and_grads(objective, params, model_state, batch, 1, seed=SEED, grads=False)
@@ -356,7 +376,7 @@ def test_vit_runs_local_crops_through_the_same_parameters(batch):
   """A ViT student takes 12 px global and 8 px local crops with one set of parameters (positions
   stored for the 12 px grid, resampled for 8 px): the stacked logits equal the network applied to
   each size on its own."""
-  config = _config("dino", **{"model.encoder": "vit_tiny"})
+  config = _config("dino", overrides={"model.encoder": "vit_tiny"})
   net = dino.network(config, None)
   global_views, local_views = _crops_by_hand(config, batch["image"], (config.augment.view1, config.augment.view2))
   assert global_views.shape[2:4] == (12, 12) and local_views.shape[2:4] == (8, 8)

@@ -10,7 +10,8 @@
   teacher:      theta_t <- l theta_t + (1 - l) theta_s after every optimizer step, l rising from
                 `loss.teacher_momentum` (0.996) to 1 along a half cosine (section 3.1)
 
-The head (section 3.1 and appendix): a 3-layer MLP (hidden 2048, GELU, no BatchNorm) to a 256-wide
+The head (section 3.1 and appendix): a 3-layer MLP (hidden 2048, GELU, no BatchNorm unless
+`model.head_bn`, the authors' `use_bn_in_head`) to a 256-wide
 bottleneck, L2-normalised, then a weight-normalised linear layer to K outputs (K = 65536) whose
 columns have their norm fixed to 1 (`model.norm_last_layer`; off: a learned norm per output,
 started at 1). The last layer gets no gradient during the first `loss.freeze_last_layer_steps`
@@ -58,20 +59,30 @@ class DinoHead(nn.Module):
   """`depth - 1` Dense + GELU layers of `hidden` units, a Dense to `bottleneck`, L2-normalised, then
   the weight-normalised last layer to `num_outputs` (arXiv 2104.14294, appendix: "a 3-layer
   multi-layer perceptron with hidden dimension 2048 followed by l2 normalization and a weight
-  normalized fully connected layer with K dimensions"). (B, D) -> (B, K)."""
+  normalized fully connected layer with K dimensions"). (B, D) -> (B, K).
+
+  `use_bn` puts a BatchNorm (global over `axis_name` in training) after each hidden Dense, before
+  the GELU: the authors' `use_bn_in_head` option, off by default and in the paper's ViT runs."""
 
   num_outputs: int
   hidden: int = 2048
   bottleneck: int = 256
   depth: int = 3
   norm_last_layer: bool = True
+  use_bn: bool = False
+  axis_name: str | None = None
+  bn_momentum: float = 0.9
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    del train  # no BatchNorm, no dropout
     for _ in range(self.depth - 1):
-      x = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype, kernel_init=HEAD_INIT)(x), approximate=False)
+      # A bias before BatchNorm would be removed by its centring: none then.
+      x = nn.Dense(self.hidden, use_bias=not self.use_bn, dtype=self.dtype, kernel_init=HEAD_INIT)(x)
+      if self.use_bn:
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype,
+                         axis_name=self.axis_name if train else None)(x)
+      x = nn.gelu(x, approximate=False)
     x = nn.Dense(self.bottleneck, dtype=self.dtype, kernel_init=HEAD_INIT)(x)  # -> (B, bottleneck)
     x = losses.l2_normalize(x.astype(jnp.float32))
     # Weight normalisation w = g v / ||v|| per output column; g is fixed to 1 (norm_last_layer) or learned.
@@ -107,8 +118,8 @@ def network(config: ml_collections.ConfigDict, axis_name: str | None) -> DinoNet
   return DinoNetwork(
       encoder=common.encoder(m, axis_name),
       head=DinoHead(num_outputs=m.num_outputs, hidden=m.head_hidden, bottleneck=m.head_bottleneck,
-                    depth=m.head_depth, norm_last_layer=m.norm_last_layer,
-                    dtype=compute_dtype(m.dtype)),
+                    depth=m.head_depth, norm_last_layer=m.norm_last_layer, use_bn=m.head_bn,
+                    axis_name=axis_name, bn_momentum=m.bn_momentum, dtype=compute_dtype(m.dtype)),
   )
 
 
