@@ -274,6 +274,16 @@ def test_dino_head_bn_normalises_each_hidden_layer_over_the_batch():
       np.testing.assert_allclose(np.asarray(normalised).mean(axis=0), 0.0, atol=1e-5)
 
 
+def test_dino_calibrate_with_a_vit_and_head_bn_keeps_the_heads_statistics(batch):
+  """A ViT encoder has no BatchNorm statistics to calibrate, the head's BatchNorm has: `calibrate`
+  leaves the teacher's head statistics as they are (and does not fail on the encoder's none)."""
+  objective = objectives.build(_config("dino", overrides={"model.encoder": "vit_micro", "model.head_bn": True}))
+  params, model_state = jax.jit(objective.init)(jax.random.key(0), batch)
+  assert set(model_state["teacher"]["batch_stats"]) == {"head"}
+  calibrated = objective.calibrate(params, model_state, batch)
+  chex.assert_trees_all_equal(calibrated["teacher"], model_state["teacher"])
+
+
 @pytest.mark.parametrize("name, frozen", [("dino", ("head", "last_layer")), ("swav", ("prototypes", "kernel"))])
 def test_frozen_before_the_set_step(name, frozen, batch, runs):
   """DINO's last layer and SwAV's prototypes get no gradient before `freeze_*_steps` (1 in the
