@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import sharded_loss_and_grads
+from helpers import data_mesh, sharded_loss_and_grads
 
 from ssljax import augment, losses, objectives
 from ssljax.table import load_config
@@ -45,12 +45,6 @@ def _config(name, variant="smoke", **overrides):
   config = load_config(name, variant)
   config.update_from_flattened_dict(overrides)
   return config
-
-
-def _mesh(num_devices):
-  # Explicit axes, as the trainer's mesh: inputs must already carry the batch sharding.
-  return jax.make_mesh((num_devices,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,),
-                       devices=jax.devices()[:num_devices])
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +159,7 @@ def test_byol_after_update_is_the_ema_formula(batch):
 def test_byol_target_gets_no_gradient(batch):
   objective = objectives.build(_config("byol"))
   params, model_state = jax.jit(objective.init)(jax.random.key(0), batch)
-  mesh = _mesh(1)
+  mesh = data_mesh(1)
 
   def per_device(params, model_state, batch):
     def loss(params, target):  # the target as an argument, to see whether any gradient reaches it
@@ -188,7 +182,7 @@ def test_byol_target_moves_only_by_the_ema_in_the_trainer(batch):
   objective = objectives.build(config)
   tx, _ = optim.optimizer(config.optim, steps, batch["image"].shape[0])
   params, model_state = jax.jit(objective.init)(jax.random.key(0), batch)
-  mesh = _mesh(2)
+  mesh = data_mesh(2)
   state = jax.device_put(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), model_state),
                          jax.NamedSharding(mesh, P()))
   train_step = step_lib.make_train_step(objective, tx, jax.random.key(1), mesh)
@@ -284,7 +278,7 @@ def test_rotation_objective_classifies_four_times_the_batch(batch):
   objective = objectives.build(config)
   params, model_state = jax.jit(objective.init)(jax.random.key(0), batch)
   key = jax.random.key(3)
-  mesh = _mesh(1)
+  mesh = data_mesh(1)
 
   def per_device(params, model_state, batch):
     value, _ = objective.loss(params, model_state, batch, key)
@@ -330,7 +324,7 @@ def test_patch_placement_features_are_whole_images(batch):
   params, model_state = jax.jit(objective.init)(jax.random.key(0), example)
   features = jax.jit(objective.features)(params, model_state, example)
   chex.assert_shape(features, (16, 8))  # resnet_tiny width 4: 2 stages -> 8 channels
-  mesh = _mesh(1)
+  mesh = data_mesh(1)
 
   def per_device(params, model_state, batch):
     value, _ = objective.loss(params, model_state, batch, jax.random.key(0))
