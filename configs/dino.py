@@ -64,7 +64,6 @@ def get_config(variant: str = "mnist5k") -> ml_collections.ConfigDict:
     c.evals.knn.every = 400
     c.loss.teacher_momentum = 0.996
     c.loss.teacher_temperature_start = c.loss.teacher_temperature = 0.02
-    c.loss.teacher_warmup_steps = 240
     c.loss.freeze_last_layer_steps = steps_per_epoch(c)
     c.optim.lr, c.optim.warmup_steps = 0.002, 40
     c.multi_crop.num_local = 2
